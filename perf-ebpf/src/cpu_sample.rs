@@ -1,0 +1,124 @@
+//! CPU sampling on a perf event (software cpu-clock on every CPU): counts
+//! samples per (process, thread, user stack, kernel stack).
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
+    macros::{map, perf_event},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    programs::{PerfEventContext, tracing::StackIdContext as _},
+};
+use perf_ebpf_common::{
+    PID_FILTER_ENTRIES, SAMPLE_MAP_ENTRIES, STACK_EMPTY, STACK_LOST, STACK_MAP_ENTRIES,
+    STACK_NOT_COLLECTED, SampleConfig, SampleKey, counter,
+};
+
+/// Set by user space before load.
+#[unsafe(no_mangle)]
+static CPU_CONFIG: SampleConfig = SampleConfig::zeroed();
+
+#[map]
+static CPU_SAMPLES: PerCpuHashMap<SampleKey, u64> =
+    PerCpuHashMap::with_max_entries(SAMPLE_MAP_ENTRIES, 0);
+
+#[map]
+static CPU_STACKS: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 0);
+
+#[map]
+static CPU_PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(PID_FILTER_ENTRIES, 0);
+
+#[map]
+static CPU_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+
+const EEXIST: i32 = 17;
+const EFAULT: i32 = 14;
+
+#[inline(always)]
+fn bump(index: u32) {
+    if let Some(slot) = CPU_COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and a perf-event program is not re-entered on one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[perf_event]
+pub fn cpu_sample(ctx: PerfEventContext) -> u32 {
+    sample(&ctx);
+    0
+}
+
+#[inline(always)]
+fn sample(ctx: &PerfEventContext) {
+    bump(counter::SAMPLES_SEEN);
+    // SAFETY: a read-only global that user space fills in before load.
+    let cfg = unsafe { core::ptr::read_volatile(&CPU_CONFIG) };
+    let pid = ctx.tgid();
+    if pid == 0 && cfg.include_idle == 0 {
+        return;
+    }
+    if cfg.filter_pids != 0 && CPU_PID_FILTER.get_ptr(pid).is_none() {
+        return;
+    }
+    let comm = ctx.command().unwrap_or([0; 16]);
+    if cfg.filter_comm != 0 && comm != cfg.comm {
+        return;
+    }
+    let user_stack_id = if cfg.user_stacks != 0 && pid != 0 {
+        stack_id(
+            ctx,
+            BPF_F_USER_STACK as u64,
+            counter::USER_STACK_COLLISION,
+            counter::USER_STACK_ERROR,
+        )
+    } else {
+        STACK_NOT_COLLECTED
+    };
+    let kernel_stack_id = if cfg.kernel_stacks != 0 {
+        stack_id(
+            ctx,
+            0,
+            counter::KERNEL_STACK_COLLISION,
+            counter::KERNEL_STACK_ERROR,
+        )
+    } else {
+        STACK_NOT_COLLECTED
+    };
+    let key = SampleKey {
+        pid,
+        tid: ctx.pid(),
+        user_stack_id,
+        kernel_stack_id,
+        comm,
+    };
+    match CPU_SAMPLES.get_ptr_mut(&key) {
+        // SAFETY: this CPU's own slot; no other writer on this CPU meanwhile.
+        Some(count) => unsafe { *count += 1 },
+        None => {
+            if CPU_SAMPLES.insert(&key, 1u64, BPF_NOEXIST as u64).is_err() {
+                // Either the map is full, or another CPU inserted the key just now.
+                match CPU_SAMPLES.get_ptr_mut(&key) {
+                    // SAFETY: as above.
+                    Some(count) => unsafe { *count += 1 },
+                    None => {
+                        bump(counter::SAMPLE_MAP_FULL);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+    bump(counter::SAMPLES_COUNTED);
+}
+
+#[inline(always)]
+fn stack_id(ctx: &PerfEventContext, flags: u64, collision: u32, error: u32) -> i32 {
+    match ctx.get_stackid(&CPU_STACKS, flags) {
+        Ok(id) => id as i32,
+        // No frames of that kind: a user-mode sample has no kernel stack, a kernel thread no user stack.
+        Err(e) if e == -EFAULT => STACK_EMPTY,
+        Err(e) => {
+            bump(if e == -EEXIST { collision } else { error });
+            STACK_LOST
+        }
+    }
+}
