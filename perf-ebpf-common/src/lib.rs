@@ -13,6 +13,10 @@ pub const SAMPLE_MAP_ENTRIES: u32 = 16_384;
 pub const STACK_MAP_ENTRIES: u32 = 16_384;
 /// Most PIDs that `profile --pid` can select at once.
 pub const PID_FILTER_ENTRIES: u32 = 1_024;
+/// PIDs remembered as already announced to user space.
+pub const SEEN_PID_ENTRIES: u32 = 8_192;
+/// Ring buffer for new-PID announcements (a power of two of pages).
+pub const NEW_PID_RING_BYTES: u32 = 64 * 1024;
 /// Frames the kernel keeps per stack (PERF_MAX_STACK_DEPTH).
 pub const MAX_STACK_DEPTH: usize = 127;
 
@@ -90,8 +94,10 @@ pub mod counter {
     pub const KERNEL_STACK_COLLISION: u32 = 5;
     /// Kernel stacks lost for another reason.
     pub const KERNEL_STACK_ERROR: u32 = 6;
+    /// New-PID announcements dropped because the ring buffer was full.
+    pub const NEW_PID_DROPPED: u32 = 7;
     /// Number of counters.
-    pub const LEN: u32 = 7;
+    pub const LEN: u32 = 8;
 }
 
 #[cfg(feature = "user")]

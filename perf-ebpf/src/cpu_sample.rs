@@ -5,12 +5,12 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     macros::{map, perf_event},
-    maps::{HashMap, PerCpuArray, PerCpuHashMap, StackTrace},
+    maps::{HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf, StackTrace},
     programs::{PerfEventContext, tracing::StackIdContext as _},
 };
 use perf_ebpf_common::{
-    PID_FILTER_ENTRIES, SAMPLE_MAP_ENTRIES, STACK_EMPTY, STACK_LOST, STACK_MAP_ENTRIES,
-    STACK_NOT_COLLECTED, SampleConfig, SampleKey, counter,
+    NEW_PID_RING_BYTES, PID_FILTER_ENTRIES, SAMPLE_MAP_ENTRIES, SEEN_PID_ENTRIES, STACK_EMPTY,
+    STACK_LOST, STACK_MAP_ENTRIES, STACK_NOT_COLLECTED, SampleConfig, SampleKey, counter,
 };
 
 /// Set by user space before load.
@@ -26,6 +26,15 @@ static CPU_STACKS: StackTrace = StackTrace::with_max_entries(STACK_MAP_ENTRIES, 
 
 #[map]
 static CPU_PID_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(PID_FILTER_ENTRIES, 0);
+
+/// PIDs already announced on `CPU_NEW_PIDS`.
+#[map]
+static CPU_SEEN_PIDS: LruHashMap<u32, u8> = LruHashMap::with_max_entries(SEEN_PID_ENTRIES, 0);
+
+/// Announces each newly sampled PID at once, so that user space captures its
+/// memory maps before a short-lived process exits.
+#[map]
+static CPU_NEW_PIDS: RingBuf = RingBuf::with_byte_size(NEW_PID_RING_BYTES, 0);
 
 #[map]
 static CPU_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
@@ -94,6 +103,7 @@ fn sample(ctx: &PerfEventContext) {
         // SAFETY: this CPU's own slot; no other writer on this CPU meanwhile.
         Some(count) => unsafe { *count += 1 },
         None => {
+            announce(pid);
             if CPU_SAMPLES.insert(&key, 1u64, BPF_NOEXIST as u64).is_err() {
                 // Either the map is full, or another CPU inserted the key just now.
                 match CPU_SAMPLES.get_ptr_mut(&key) {
@@ -108,6 +118,16 @@ fn sample(ctx: &PerfEventContext) {
         }
     }
     bump(counter::SAMPLES_COUNTED);
+}
+
+/// Sends `pid` to user space the first time it is sampled.
+#[inline(always)]
+fn announce(pid: u32) {
+    if CPU_SEEN_PIDS.insert(pid, 1u8, BPF_NOEXIST as u64).is_ok()
+        && CPU_NEW_PIDS.output::<u32>(pid, 0).is_err()
+    {
+        bump(counter::NEW_PID_DROPPED);
+    }
 }
 
 #[inline(always)]

@@ -1,0 +1,88 @@
+//! Command-line interface: what each command and flag means.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::{duration, output::Format};
+
+/// Kernel-level observability for Linux, on eBPF: where the CPU time goes,
+/// with user and kernel stacks, in one binary.
+///
+/// Needs root, or the capabilities CAP_BPF and CAP_PERFMON.
+#[derive(Debug, Parser)]
+#[command(name = "perf-user", version, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Sample on-CPU stacks of every process (or the ones you pick) and report
+    /// the hottest functions, folded stacks, a flame graph, pprof or JSON.
+    ///
+    /// Examples:
+    ///   perf-user profile --duration 10s
+    ///   perf-user profile --pid 1234 --format svg --output flame.svg
+    ///   perf-user profile --comm postgres --stacks user --format pprof -o cpu.pb.gz
+    #[command(verbatim_doc_comment)]
+    Profile(ProfileArgs),
+}
+
+/// Which stacks to collect.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Stacks {
+    /// User-space stacks only.
+    User,
+    /// Kernel stacks only.
+    Kernel,
+    /// Both, user frames below kernel frames.
+    Both,
+}
+
+/// Options of `profile`.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// How long to sample, e.g. 10s, 500ms, 2m. Ctrl-C stops early and still reports.
+    #[arg(short, long, default_value = "10s", value_parser = duration::clap_parse)]
+    pub duration: Duration,
+
+    /// Samples per second on each CPU (1 to 10000). 99 avoids lock-step with timers.
+    #[arg(short = 'F', long, default_value_t = 99)]
+    pub frequency: u64,
+
+    /// Only this process; repeat for several. Default: every process.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
+    /// Only threads with this name (as `ps -o comm` shows it; the kernel keeps 15 bytes).
+    #[arg(short, long)]
+    pub comm: Option<String>,
+
+    /// Which stacks to collect.
+    #[arg(long, value_enum, default_value_t = Stacks::Both)]
+    pub stacks: Stacks,
+
+    /// Also count samples of the idle task (pid 0), left out by default.
+    #[arg(long)]
+    pub include_idle: bool,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+
+    /// Write the report to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Rows in the table.
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub top: usize,
+
+    /// No progress line on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+}

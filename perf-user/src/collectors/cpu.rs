@@ -1,0 +1,400 @@
+//! The CPU profiler: a perf-event program on the software cpu-clock of every
+//! online CPU, counting samples per (process, thread, user stack, kernel stack).
+
+use std::collections::{HashMap, HashSet};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{
+        HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
+        StackTraceMap,
+    },
+    programs::{
+        PerfEvent, ProgramError,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+    util::online_cpus,
+};
+use perf_ebpf_common::{SampleConfig, SampleKey, TASK_COMM_LEN, counter};
+
+use super::Collector;
+use crate::{ebpf, profile::LostCounts};
+
+/// Highest sampling frequency accepted; above it the sampler costs more than it tells.
+pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+
+/// What to sample.
+#[derive(Clone, Debug)]
+pub struct CpuOptions {
+    /// Samples per second on each CPU.
+    pub frequency_hz: u64,
+    /// Only these processes (thread-group ids); empty means all.
+    pub pids: Vec<u32>,
+    /// Only threads with this name (first 15 bytes compared, as the kernel stores it).
+    pub comm: Option<String>,
+    /// Collect user-space stacks.
+    pub user_stacks: bool,
+    /// Collect kernel stacks.
+    pub kernel_stacks: bool,
+    /// Keep samples of the idle task (pid 0).
+    pub include_idle: bool,
+}
+
+impl Default for CpuOptions {
+    fn default() -> Self {
+        Self {
+            frequency_hz: 99,
+            pids: Vec::new(),
+            comm: None,
+            user_stacks: true,
+            kernel_stacks: true,
+            include_idle: false,
+        }
+    }
+}
+
+/// Why the CPU profiler could not start or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CpuError {
+    /// The eBPF object could not be loaded (maps creation failed).
+    #[error(
+        "loading the eBPF object failed: {0}; this needs root or CAP_BPF+CAP_PERFMON and a kernel with BPF enabled"
+    )]
+    Load(#[from] EbpfError),
+    /// The verifier or the kernel refused the program.
+    #[error("the kernel refused the CPU sampling program: {0}")]
+    Program(#[source] ProgramError),
+    /// A map was missing or could not be read.
+    #[error("reading the CPU sampler's map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+    /// perf_event_open failed.
+    #[error("{0}")]
+    PerfEvent(String),
+    /// The list of online CPUs could not be read.
+    #[error("reading the online CPUs from {0} failed: {1}")]
+    Cpus(&'static str, std::io::Error),
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Raw contents of the kernel maps.
+#[derive(Clone, Debug, Default)]
+pub struct RawProfile {
+    /// Sample counts, summed over CPUs.
+    pub samples: Vec<(SampleKey, u64)>,
+    /// Stack id → instruction pointers, leaf first.
+    pub stacks: HashMap<u32, Vec<u64>>,
+    /// What the kernel side counted as lost.
+    pub lost: LostCounts,
+    /// Samples the program ran for, before filtering.
+    pub samples_seen: u64,
+}
+
+/// An attached CPU profiler; dropping it detaches the program.
+pub struct CpuCollector {
+    ebpf: Ebpf,
+    cpus: Vec<u32>,
+    new_pids: RingBuf<aya::maps::MapData>,
+}
+
+impl CpuCollector {
+    /// Loads the sampler and attaches it to every online CPU.
+    pub fn attach(opts: &CpuOptions) -> Result<Self, CpuError> {
+        if opts.frequency_hz == 0 || opts.frequency_hz > MAX_FREQUENCY_HZ {
+            return Err(CpuError::Options(format!(
+                "sampling frequency {} Hz is out of range: use 1 to {MAX_FREQUENCY_HZ} Hz (99 is the usual choice)",
+                opts.frequency_hz
+            )));
+        }
+        let config = sample_config(opts)?;
+        let mut ebpf = ebpf::load(&ebpf::Globals { cpu: Some(config) })?;
+        if !opts.pids.is_empty() {
+            let mut filter: BpfHashMap<_, u32, u8> =
+                BpfHashMap::try_from(ebpf.map_mut("CPU_PID_FILTER").ok_or(CpuError::Map {
+                    map: "CPU_PID_FILTER",
+                    source: MapError::InvalidName {
+                        name: "CPU_PID_FILTER".into(),
+                    },
+                })?)
+                .map_err(|source| CpuError::Map {
+                    map: "CPU_PID_FILTER",
+                    source,
+                })?;
+            for &pid in &opts.pids {
+                filter.insert(pid, 1, 0).map_err(|source| CpuError::Map {
+                    map: "CPU_PID_FILTER",
+                    source,
+                })?;
+            }
+        }
+        let cpus = online_cpus().map_err(|(path, e)| CpuError::Cpus(path, e))?;
+        let program: &mut PerfEvent = ebpf
+            .program_mut("cpu_sample")
+            .ok_or_else(|| CpuError::Options("program cpu_sample missing from the object".into()))?
+            .try_into()
+            .map_err(CpuError::Program)?;
+        program.load().map_err(CpuError::Program)?;
+        for &cpu in &cpus {
+            program
+                .attach(
+                    PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    SamplePolicy::Frequency(opts.frequency_hz),
+                    false,
+                )
+                .map_err(|e| perf_event_error(cpu, e))?;
+        }
+        let new_pids = ebpf
+            .take_map("CPU_NEW_PIDS")
+            .ok_or(CpuError::Map {
+                map: "CPU_NEW_PIDS",
+                source: MapError::InvalidName {
+                    name: "CPU_NEW_PIDS".into(),
+                },
+            })
+            .and_then(|m| {
+                RingBuf::try_from(m).map_err(|source| CpuError::Map {
+                    map: "CPU_NEW_PIDS",
+                    source,
+                })
+            })?;
+        Ok(Self {
+            ebpf,
+            cpus,
+            new_pids,
+        })
+    }
+
+    /// The CPUs sampled.
+    pub fn cpus(&self) -> &[u32] {
+        &self.cpus
+    }
+
+    /// PIDs sampled for the first time since the last call (cheap: no syscall).
+    pub fn new_pids(&mut self) -> Vec<u32> {
+        let mut out = Vec::new();
+        while let Some(item) = self.new_pids.next() {
+            if let Ok(bytes) = <[u8; 4]>::try_from(&*item) {
+                out.push(u32::from_ne_bytes(bytes));
+            }
+        }
+        out
+    }
+
+    /// Processes seen in the samples so far (one syscall per map entry).
+    pub fn seen_pids(&self) -> Result<HashSet<u32>, CpuError> {
+        let samples = self.samples_map()?;
+        Ok(samples
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.pid)
+            .collect())
+    }
+
+    /// Samples counted so far (the counter, not the map).
+    pub fn samples_counted(&self) -> Result<u64, CpuError> {
+        Ok(self.counters()?[counter::SAMPLES_COUNTED as usize])
+    }
+
+    fn samples_map(&self) -> Result<PerCpuHashMap<&MapData, SampleKey, u64>, CpuError> {
+        let map = self.ebpf.map("CPU_SAMPLES").ok_or(CpuError::Map {
+            map: "CPU_SAMPLES",
+            source: MapError::InvalidName {
+                name: "CPU_SAMPLES".into(),
+            },
+        })?;
+        PerCpuHashMap::try_from(map).map_err(|source| CpuError::Map {
+            map: "CPU_SAMPLES",
+            source,
+        })
+    }
+
+    fn counters(&self) -> Result<Vec<u64>, CpuError> {
+        let err = |source| CpuError::Map {
+            map: "CPU_COUNTERS",
+            source,
+        };
+        let map = self.ebpf.map("CPU_COUNTERS").ok_or(CpuError::Map {
+            map: "CPU_COUNTERS",
+            source: MapError::InvalidName {
+                name: "CPU_COUNTERS".into(),
+            },
+        })?;
+        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
+        (0..counter::LEN)
+            .map(|i| Ok(array.get(&i, 0).map_err(err)?.iter().sum()))
+            .collect()
+    }
+}
+
+impl Collector for CpuCollector {
+    type Snapshot = RawProfile;
+    type Error = CpuError;
+
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn read(&mut self) -> Result<RawProfile, CpuError> {
+        let samples_map = self.samples_map()?;
+        let mut samples = Vec::new();
+        for entry in samples_map.iter() {
+            let (key, per_cpu) = entry.map_err(|source| CpuError::Map {
+                map: "CPU_SAMPLES",
+                source,
+            })?;
+            let count: u64 = per_cpu.iter().sum();
+            if count > 0 {
+                samples.push((key, count));
+            }
+        }
+        let stack_map = self.ebpf.map("CPU_STACKS").ok_or(CpuError::Map {
+            map: "CPU_STACKS",
+            source: MapError::InvalidName {
+                name: "CPU_STACKS".into(),
+            },
+        })?;
+        let stack_map: StackTraceMap<&MapData> =
+            StackTraceMap::try_from(stack_map).map_err(|source| CpuError::Map {
+                map: "CPU_STACKS",
+                source,
+            })?;
+        let ids: HashSet<u32> = samples
+            .iter()
+            .flat_map(|(k, _)| [k.user_stack_id, k.kernel_stack_id])
+            .filter_map(|id| u32::try_from(id).ok())
+            .collect();
+        let mut stacks = HashMap::new();
+        for id in ids {
+            // A stack evicted between the two reads is shown as lost, not as an error.
+            if let Ok(trace) = stack_map.get(&id, 0) {
+                stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+            }
+        }
+        let c = self.counters()?;
+        Ok(RawProfile {
+            samples,
+            stacks,
+            lost: LostCounts {
+                sample_map_full: c[counter::SAMPLE_MAP_FULL as usize],
+                user_stack_collisions: c[counter::USER_STACK_COLLISION as usize],
+                user_stack_errors: c[counter::USER_STACK_ERROR as usize],
+                kernel_stack_collisions: c[counter::KERNEL_STACK_COLLISION as usize],
+                kernel_stack_errors: c[counter::KERNEL_STACK_ERROR as usize],
+            },
+            samples_seen: c[counter::SAMPLES_SEEN as usize],
+        })
+    }
+
+    fn reset(&mut self) -> Result<(), CpuError> {
+        let map = self.ebpf.map_mut("CPU_SAMPLES").ok_or(CpuError::Map {
+            map: "CPU_SAMPLES",
+            source: MapError::InvalidName {
+                name: "CPU_SAMPLES".into(),
+            },
+        })?;
+        let mut samples: PerCpuHashMap<&mut MapData, SampleKey, u64> = PerCpuHashMap::try_from(map)
+            .map_err(|source| CpuError::Map {
+                map: "CPU_SAMPLES",
+                source,
+            })?;
+        let keys: Vec<SampleKey> = samples.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // Already gone is fine: the aim is an empty map.
+            let _ = samples.remove(&key);
+        }
+        Ok(())
+    }
+}
+
+fn sample_config(opts: &CpuOptions) -> Result<SampleConfig, CpuError> {
+    let mut cfg = SampleConfig::zeroed();
+    cfg.filter_pids = u8::from(!opts.pids.is_empty());
+    cfg.include_idle = u8::from(opts.include_idle);
+    cfg.user_stacks = u8::from(opts.user_stacks);
+    cfg.kernel_stacks = u8::from(opts.kernel_stacks);
+    if let Some(comm) = &opts.comm {
+        cfg.filter_comm = 1;
+        cfg.comm = comm_bytes(comm)?;
+    }
+    Ok(cfg)
+}
+
+/// The kernel keeps 15 bytes of a thread's name plus a NUL; compare the same.
+pub fn comm_bytes(comm: &str) -> Result<[u8; TASK_COMM_LEN], CpuError> {
+    if comm.is_empty() || comm.contains('\0') {
+        return Err(CpuError::Options(
+            "--comm needs a non-empty process name (as `ps -o comm` shows it)".into(),
+        ));
+    }
+    let mut out = [0u8; TASK_COMM_LEN];
+    let bytes = comm.as_bytes();
+    let n = bytes.len().min(TASK_COMM_LEN - 1);
+    out[..n].copy_from_slice(&bytes[..n]);
+    Ok(out)
+}
+
+fn perf_event_error(cpu: u32, e: ProgramError) -> CpuError {
+    let io = match &e {
+        ProgramError::SyscallError(s) => Some(s.io_error.raw_os_error()),
+        _ => None,
+    };
+    let hint = match io.flatten() {
+        Some(libc::ENOENT) | Some(libc::ENODEV) | Some(libc::EOPNOTSUPP) => {
+            "the kernel has no software cpu-clock perf event (CONFIG_PERF_EVENTS off?); \
+             CPU profiling is not possible on this kernel"
+        }
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "perf events are not allowed: run as root or grant CAP_PERFMON, \
+             or lower kernel.perf_event_paranoid (sysctl -w kernel.perf_event_paranoid=1)"
+        }
+        Some(libc::EMFILE) | Some(libc::ENFILE) => {
+            "out of file descriptors: raise the limit with `ulimit -n`"
+        }
+        _ => "perf events are unavailable here",
+    };
+    CpuError::PerfEvent(format!(
+        "opening the cpu-clock perf event on CPU {cpu} failed ({e}): {hint}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn comm_is_cut_like_the_kernel_cuts_it() {
+        let c = comm_bytes("a_very_long_process_name").unwrap();
+        assert_eq!(&c[..15], b"a_very_long_pro");
+        assert_eq!(c[15], 0);
+        assert!(comm_bytes("").is_err());
+    }
+
+    #[test]
+    fn config_reflects_options() {
+        let cfg = sample_config(&CpuOptions {
+            pids: vec![1],
+            comm: Some("x".into()),
+            user_stacks: false,
+            ..CpuOptions::default()
+        })
+        .unwrap();
+        assert_eq!(
+            (
+                cfg.filter_pids,
+                cfg.filter_comm,
+                cfg.user_stacks,
+                cfg.kernel_stacks
+            ),
+            (1, 1, 0, 1)
+        );
+        assert_eq!(cfg.comm[0], b'x');
+    }
+}

@@ -1,0 +1,12 @@
+//! One module per command; each turns parsed arguments into a report.
+
+pub mod profile;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the command the user asked for.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Profile(args) => profile::run(args).await,
+    }
+}

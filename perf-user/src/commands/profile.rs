@@ -1,0 +1,195 @@
+//! `profile`: sample, then symbolize and report.
+
+use std::{
+    fs::File,
+    io::{BufWriter, IsTerminal, Write},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{
+    cli::{ProfileArgs, Stacks},
+    collectors::{
+        Collector as _,
+        cpu::{CpuCollector, CpuOptions},
+    },
+    ebpf, output, privileges,
+    processes::{self, ProcessTable},
+    profile::build::{RunInfo, build},
+    progress::Progress,
+    symbolize::StackSymbolizer,
+};
+
+/// How often new processes are picked up, so that their maps are captured
+/// while they still run: short, since the check costs no syscall.
+const POLL: Duration = Duration::from_millis(20);
+/// How often the progress line is redrawn.
+const REDRAW: Duration = Duration::from_millis(250);
+
+/// Runs `profile`.
+pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
+    for &pid in &args.pids {
+        if !processes::exists(pid) {
+            bail!(
+                "no process with PID {pid}: it may have exited. Find the PID with `pgrep NAME` or `ps -e`"
+            );
+        }
+    }
+    if args.format.is_binary() && args.output.is_none() && std::io::stdout().is_terminal() {
+        bail!(
+            "--format {:?} writes binary data; give a file with --output FILE (or redirect standard output)",
+            args.format
+        );
+    }
+    privileges::check().map_err(anyhow::Error::msg)?;
+    if let Some(warning) = ebpf::raise_memlock_limit() {
+        eprintln!("warning: {warning}");
+    }
+    // Open the output before sampling, so a bad path fails now, not after the wait.
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create output file {}", path.display())
+            })?))
+        }
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+
+    let opts = CpuOptions {
+        frequency_hz: args.frequency,
+        pids: args.pids.clone(),
+        comm: args.comm.clone(),
+        user_stacks: args.stacks != Stacks::Kernel,
+        kernel_stacks: args.stacks != Stacks::User,
+        include_idle: args.include_idle,
+    };
+    let mut collector = CpuCollector::attach(&opts).context("cannot start the CPU profiler")?;
+    let start_wall = SystemTime::now();
+    let started = Instant::now();
+    let cpus = collector.cpus().len() as u32;
+
+    let mut procs = ProcessTable::default();
+    let mut progress = Progress::new(args.quiet);
+    let stop_reason =
+        sample_loop(&mut collector, &args, &mut procs, &mut progress, started).await?;
+    let elapsed = started.elapsed();
+    let raw = collector.read().context("reading the CPU samples")?;
+    // Detach now: symbolizing can take a while and should not be profiled.
+    drop(collector);
+    procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
+    progress.update(&format!(
+        "Symbolizing {} stacks from {} processes…",
+        raw.samples.len(),
+        procs.len()
+    ));
+
+    let mut sym = StackSymbolizer::new();
+    let profile = build(
+        &raw,
+        &procs,
+        &mut sym,
+        &RunInfo {
+            frequency_hz: args.frequency,
+            duration_secs: elapsed.as_secs_f64(),
+            start_unix_nanos: start_wall
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64,
+            cpus,
+        },
+    );
+    progress.finish();
+    if let Some(reason) = stop_reason {
+        eprintln!("{reason}");
+    }
+    for (path, why) in sym.failures() {
+        eprintln!(
+            "warning: no symbols from {}: {why}; its frames show as module+offset",
+            path.display()
+        );
+    }
+    let title = match &args.comm {
+        Some(c) => format!("CPU profile of {c}"),
+        None if !args.pids.is_empty() => format!(
+            "CPU profile of PID {}",
+            args.pids
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "CPU profile".to_string(),
+    };
+    let opts = output::OutputOptions {
+        top: args.top,
+        title,
+    };
+    output::write(&profile, args.format, &opts, &mut out)
+        .and_then(|()| out.flush())
+        .context("writing the report")?;
+    if let Some(path) = &args.output {
+        eprintln!(
+            "Wrote {} samples as {:?} to {}",
+            profile.total_samples,
+            args.format,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// Samples until the duration is up, Ctrl-C, or every selected process is
+/// gone. Returns a line to show when it stopped early.
+async fn sample_loop(
+    collector: &mut CpuCollector,
+    args: &ProfileArgs,
+    procs: &mut ProcessTable,
+    progress: &mut Progress,
+    started: Instant,
+) -> anyhow::Result<Option<String>> {
+    let deadline = started + args.duration;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    let mut tick = tokio::time::interval(POLL);
+    let mut last_redraw: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            _ = &mut ctrl_c => {
+                return Ok(Some(format!(
+                    "Interrupted after {:.1} s; reporting what was sampled.",
+                    started.elapsed().as_secs_f64()
+                )));
+            }
+            _ = tick.tick() => {}
+        }
+        procs.capture(collector.new_pids());
+        let now = Instant::now();
+        if now >= deadline {
+            return Ok(None);
+        }
+        if !args.pids.is_empty() && args.pids.iter().all(|&p| !processes::exists(p)) {
+            return Ok(Some(format!(
+                "All selected processes exited after {:.1} s; reporting what was sampled.",
+                started.elapsed().as_secs_f64()
+            )));
+        }
+        if last_redraw.is_some_and(|t| now - t < REDRAW) {
+            continue;
+        }
+        last_redraw = Some(now);
+        progress.update(&format!(
+            "Sampling at {} Hz on {} CPUs: {:.0}/{:.0} s, {} samples, {} processes (Ctrl-C to stop)",
+            args.frequency,
+            collector.cpus().len(),
+            (now - started).as_secs_f64(),
+            args.duration.as_secs_f64(),
+            collector.samples_counted().unwrap_or(0),
+            procs.len()
+        ));
+        let left = deadline - now;
+        if left < POLL {
+            tokio::time::sleep(left).await;
+        }
+    }
+}

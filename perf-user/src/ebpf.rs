@@ -1,0 +1,56 @@
+//! The embedded kernel object and how it is loaded.
+
+use aya::{Ebpf, EbpfError, EbpfLoader};
+use perf_ebpf_common::SampleConfig;
+
+/// The eBPF object built from perf-ebpf by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-ebpf"));
+
+/// Globals to set before load; each collector fills in its own.
+#[derive(Clone, Debug, Default)]
+pub struct Globals {
+    /// The CPU sampler's configuration.
+    pub cpu: Option<SampleConfig>,
+}
+
+/// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps to
+/// it. Failing is not fatal: newer kernels do not need it, and containers
+/// often forbid it. Returns a warning to show when it failed.
+pub fn raise_memlock_limit() -> Option<String> {
+    if !kernel_charges_memlock() {
+        return None;
+    }
+    let limit = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit reads a valid, initialised rlimit struct.
+    let ret = unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit) };
+    (ret != 0).then(|| {
+        format!(
+            "could not raise the locked-memory limit ({}); kernels before 5.11 may refuse to create maps",
+            std::io::Error::last_os_error()
+        )
+    })
+}
+
+/// Loads the object (maps created, programs not yet loaded).
+pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
+    let mut loader = EbpfLoader::new();
+    if let Some(cpu) = &globals.cpu {
+        loader.override_global("CPU_CONFIG", cpu, true);
+    }
+    loader.load(OBJECT)
+}
+
+/// Kernels before 5.11 charge BPF memory to RLIMIT_MEMLOCK; later ones use memcg.
+fn kernel_charges_memlock() -> bool {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mut parts = release
+        .trim()
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    (major, minor) < (5, 11)
+}

@@ -1,0 +1,99 @@
+//! The default terminal output: the top hotspots by self time.
+
+use std::io::{self, Write};
+
+use crate::profile::{Profile, hotspots};
+
+/// Longest function name shown before it is cut with `…`.
+const MAX_FUNCTION_WIDTH: usize = 60;
+
+/// Writes a summary line, the hotspot table and any losses.
+pub fn write(profile: &Profile, top: usize, w: &mut dyn Write) -> io::Result<()> {
+    writeln!(
+        w,
+        "{} samples at {} Hz over {:.1} s on {} CPUs ({} stacks)",
+        profile.total_samples,
+        profile.frequency_hz,
+        profile.duration_secs,
+        profile.cpus,
+        profile.stacks.len()
+    )?;
+    if profile.total_samples == 0 {
+        writeln!(
+            w,
+            "No samples matched: was the target busy on a CPU? (idle time is left out unless --include-idle)"
+        )?;
+        return Ok(());
+    }
+    let rows = hotspots(profile);
+    let shown: Vec<_> = rows.iter().take(top).collect();
+    let fwidth = shown
+        .iter()
+        .map(|r| r.function.chars().count().min(MAX_FUNCTION_WIDTH))
+        .max()
+        .unwrap_or(8)
+        .max("FUNCTION".len());
+    let mwidth = shown
+        .iter()
+        .map(|r| r.module.chars().count())
+        .max()
+        .unwrap_or(6)
+        .max("MODULE".len());
+    writeln!(
+        w,
+        "{:>6}  {:>6}  {:<fwidth$}  {:<mwidth$}  PROCESS",
+        "SELF%", "TOTAL%", "FUNCTION", "MODULE"
+    )?;
+    for r in shown {
+        writeln!(
+            w,
+            "{:>6.2}  {:>6.2}  {:<fwidth$}  {:<mwidth$}  {}",
+            r.self_pct,
+            r.total_pct,
+            cut(&r.function, MAX_FUNCTION_WIDTH),
+            r.module,
+            r.process
+        )?;
+    }
+    if rows.len() > top {
+        writeln!(
+            w,
+            "… {} more functions (--top N shows more, --format json shows all)",
+            rows.len() - top
+        )?;
+    }
+    let lost = &profile.lost;
+    if !lost.is_empty() {
+        writeln!(
+            w,
+            "Lost: {} samples (sample map full), {} user and {} kernel stacks (collisions), {} user and {} kernel stacks (other errors)",
+            lost.sample_map_full,
+            lost.user_stack_collisions,
+            lost.kernel_stack_collisions,
+            lost.user_stack_errors,
+            lost.kernel_stack_errors
+        )?;
+    }
+    Ok(())
+}
+
+fn cut(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let mut out: String = s.chars().take(max - 1).collect();
+        out.push('…');
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut;
+
+    #[test]
+    fn cuts_long_names_on_char_boundaries() {
+        assert_eq!(cut("abc", 5), "abc");
+        assert_eq!(cut("ééééé€", 3), "éé…");
+    }
+}

@@ -1,0 +1,133 @@
+//! From the kernel maps' raw counts to a symbolized [`Profile`].
+
+use std::sync::Arc;
+
+use perf_ebpf_common::SampleKey;
+
+use super::model::{Frame, LostCounts, Profile, StackSample};
+use crate::{collectors::cpu::RawProfile, processes::ProcessTable, symbolize::StackSymbolizer};
+
+/// Facts about the sampling run that the raw maps do not hold.
+#[derive(Clone, Debug)]
+pub struct RunInfo {
+    /// Samples per second per CPU.
+    pub frequency_hz: u64,
+    /// Seconds sampled.
+    pub duration_secs: f64,
+    /// Start, nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// CPUs sampled.
+    pub cpus: u32,
+}
+
+/// Symbolizes and assembles the profile; stacks sorted by count, descending.
+pub fn build(
+    raw: &RawProfile,
+    procs: &ProcessTable,
+    sym: &mut StackSymbolizer,
+    run: &RunInfo,
+) -> Profile {
+    let stack = |id: i32| -> &[u64] {
+        u32::try_from(id)
+            .ok()
+            .and_then(|id| raw.stacks.get(&id))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    };
+    sym.prepare_kernel(
+        raw.samples
+            .iter()
+            .flat_map(|(k, _)| stack(k.kernel_stack_id).iter().copied()),
+    );
+    sym.prepare_user(raw.samples.iter().map(|(k, _)| {
+        (
+            procs.get(k.pid).and_then(|p| p.maps.as_ref()),
+            stack(k.user_stack_id),
+        )
+    }));
+    let mut stacks: Vec<StackSample> = raw
+        .samples
+        .iter()
+        .map(|(key, count)| {
+            let info = procs.get(key.pid);
+            let maps = info.and_then(|p| p.maps.as_ref());
+            let mut frames: Vec<Arc<Frame>> = sym.user_frames(maps, stack(key.user_stack_id));
+            frames.extend(sym.kernel_frames(stack(key.kernel_stack_id)));
+            let thread = comm_string(key);
+            StackSample {
+                pid: key.pid,
+                tid: key.tid,
+                process: info
+                    .and_then(|p| p.name.clone())
+                    .unwrap_or_else(|| thread.clone()),
+                thread,
+                frames,
+                count: *count,
+            }
+        })
+        .collect();
+    stacks.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.tid.cmp(&b.tid))
+    });
+    Profile {
+        frequency_hz: run.frequency_hz,
+        duration_secs: run.duration_secs,
+        start_unix_nanos: run.start_unix_nanos,
+        cpus: run.cpus,
+        total_samples: stacks.iter().map(|s| s.count).sum(),
+        lost: LostCounts { ..raw.lost.clone() },
+        stacks,
+    }
+}
+
+fn comm_string(key: &SampleKey) -> String {
+    let end = key
+        .comm
+        .iter()
+        .position(|&b| b == 0)
+        .unwrap_or(key.comm.len());
+    String::from_utf8_lossy(&key.comm[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use perf_ebpf_common::{STACK_EMPTY, STACK_NOT_COLLECTED};
+
+    #[test]
+    fn stacks_without_frames_still_count() {
+        let mut comm = [0u8; 16];
+        comm[..3].copy_from_slice(b"app");
+        let raw = RawProfile {
+            samples: vec![(
+                SampleKey {
+                    pid: 4_000_000,
+                    tid: 4_000_000,
+                    user_stack_id: STACK_NOT_COLLECTED,
+                    kernel_stack_id: STACK_EMPTY,
+                    comm,
+                },
+                7,
+            )],
+            ..RawProfile::default()
+        };
+        let run = RunInfo {
+            frequency_hz: 99,
+            duration_secs: 1.0,
+            start_unix_nanos: 0,
+            cpus: 2,
+        };
+        let p = build(
+            &raw,
+            &ProcessTable::default(),
+            &mut StackSymbolizer::new(),
+            &run,
+        );
+        assert_eq!(p.total_samples, 7);
+        assert_eq!(p.stacks[0].process, "app");
+        assert!(p.stacks[0].frames.is_empty());
+    }
+}

@@ -1,0 +1,105 @@
+//! The symbolized profile that every output format is written from.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// One symbolized stack frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
+pub struct Frame {
+    /// Demangled function name; `None` when no symbol covers the address.
+    pub function: Option<String>,
+    /// File name of the binary or library (`[kernel]` for kernel frames,
+    /// `[unknown]` when the address was in no known mapping).
+    pub module: String,
+    /// Offset of the address in `module` (file offset for user frames,
+    /// the address itself for the kernel).
+    pub offset: u64,
+    /// The sampled address (a return address for all but the leaf frame).
+    pub address: u64,
+    /// Source file, when debug info has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Source line, when debug info has it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// True for a kernel frame.
+    pub kernel: bool,
+}
+
+impl Frame {
+    /// The function's name, or `module+0xoffset` when it has none: never a
+    /// guessed neighbouring symbol.
+    pub fn name(&self) -> String {
+        match &self.function {
+            Some(f) => f.clone(),
+            None => format!("{}+{:#x}", self.module, self.offset),
+        }
+    }
+}
+
+/// Samples that share a thread and a whole stack.
+#[derive(Clone, Debug, Serialize)]
+pub struct StackSample {
+    /// Process id (thread-group id).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The process's name (its main thread's comm when known).
+    pub process: String,
+    /// The sampled thread's name.
+    pub thread: String,
+    /// Frames from the outermost caller (root) to the sampled function (leaf):
+    /// user frames first, then kernel frames.
+    pub frames: Vec<Arc<Frame>>,
+    /// Number of samples.
+    pub count: u64,
+}
+
+/// Samples and stacks that were lost, as the kernel program counted them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LostCounts {
+    /// Samples dropped because the sample map was full.
+    pub sample_map_full: u64,
+    /// User stacks lost to stack-map hash collisions.
+    pub user_stack_collisions: u64,
+    /// User stacks lost otherwise (stack map full).
+    pub user_stack_errors: u64,
+    /// Kernel stacks lost to stack-map hash collisions.
+    pub kernel_stack_collisions: u64,
+    /// Kernel stacks lost otherwise.
+    pub kernel_stack_errors: u64,
+}
+
+impl LostCounts {
+    /// True when nothing was lost.
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A finished CPU profile.
+#[derive(Clone, Debug, Serialize)]
+pub struct Profile {
+    /// Sampling frequency per CPU.
+    pub frequency_hz: u64,
+    /// How long sampling ran, in seconds.
+    pub duration_secs: f64,
+    /// Wall-clock start, nanoseconds since the Unix epoch.
+    pub start_unix_nanos: u64,
+    /// Number of CPUs sampled.
+    pub cpus: u32,
+    /// Samples counted (the sum of `stacks[].count`).
+    pub total_samples: u64,
+    /// What was lost.
+    pub lost: LostCounts,
+    /// Stacks, most samples first.
+    pub stacks: Vec<StackSample>,
+}
+
+impl Profile {
+    /// Sampling period in nanoseconds of CPU time.
+    pub fn period_nanos(&self) -> u64 {
+        1_000_000_000 / self.frequency_hz.max(1)
+    }
+}
