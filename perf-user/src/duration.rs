@@ -33,7 +33,7 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .ok_or_else(|| err("it has no unit"))?;
         if num_len == 0 {
-            return Err(err("a unit has no number before it"));
+            return Err(err("it must start with a number"));
         }
         let value: f64 = rest[..num_len]
             .parse()
