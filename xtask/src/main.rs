@@ -1,1 +1,58 @@
-fn main(){}
+//! Project tasks: `cargo xtask <setup|build|run|test|lint>`.
+//!
+//! Each subcommand lives in its own module; `cmd` runs external programs
+//! with error messages that name the cause and the fix.
+
+mod build;
+mod cmd;
+mod lint;
+mod run;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Project tasks for perf-user"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install what building the eBPF programs needs: nightly, rust-src, bpf-linker.
+    Setup(setup::Args),
+    /// Build perf-user (runs the missing setup steps first).
+    Build(build::Args),
+    /// Build perf-user and run it (through `sudo -E` when not root).
+    Run(run::Args),
+    /// Install what the tests need, then run `cargo test`.
+    Test(test::Args),
+    /// Check formatting and run clippy with warnings denied.
+    Lint,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Setup(args) => setup::main(&args).map(|()| ExitCode::SUCCESS),
+        Command::Build(args) => build::main(&args).map(|()| ExitCode::SUCCESS),
+        Command::Run(args) => run::main(&args),
+        Command::Test(args) => test::main(&args).map(|()| ExitCode::SUCCESS),
+        Command::Lint => lint::main().map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|err| {
+        eprintln!("error: {err}");
+        for cause in err.chain().skip(1) {
+            eprintln!("  caused by: {cause}");
+        }
+        ExitCode::FAILURE
+    })
+}

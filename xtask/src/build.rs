@@ -1,0 +1,32 @@
+//! `cargo xtask build`: the missing setup steps, then `cargo build -p perf-user`.
+
+use anyhow::{Context as _, Result};
+
+use crate::{cmd, setup};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Build with the release profile.
+    #[arg(long)]
+    release: bool,
+    /// Extra arguments for `cargo build`, after `--`.
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+pub fn main(args: &Args) -> Result<()> {
+    build(args.release, &args.cargo_args)
+}
+
+/// Installs what is missing (quietly when nothing is), then builds perf-user.
+pub fn build(release: bool, cargo_args: &[String]) -> Result<()> {
+    let ready = setup::ensure(setup::Mode::Quiet)?;
+    let mut cargo = ready.cargo()?;
+    cargo.args(["build", "--package", "perf-user"]);
+    if release {
+        cargo.arg("--release");
+    }
+    cargo.args(cargo_args);
+    eprintln!("running: {}", cmd::display(&cargo));
+    cmd::run(&mut cargo).context("building perf-user failed; the errors are above")
+}
