@@ -83,10 +83,12 @@ impl StackSymbolizer {
         &self.failures
     }
 
-    /// Looks up every kernel address in one batch; call before `kernel_frames`.
-    pub fn prepare_kernel(&mut self, addrs: impl IntoIterator<Item = u64>) {
-        let todo: Vec<u64> = addrs
+    /// Looks up every address of these kernel stacks (leaf first) in one
+    /// batch; call before `kernel_frames`.
+    pub fn prepare_kernel<'a>(&mut self, stacks: impl IntoIterator<Item = &'a [u64]>) {
+        let todo: Vec<u64> = stacks
             .into_iter()
+            .flat_map(|s| s.iter().enumerate().map(|(i, &a)| lookup_addr(i, a)))
             .filter(|a| !self.kernel.contains_key(a))
             .collect::<HashSet<_>>()
             .into_iter()
@@ -259,6 +261,30 @@ mod tests {
         assert_eq!(lookup_addr(0, 0x1000), 0x1000);
         assert_eq!(lookup_addr(1, 0x1000), 0xfff);
         assert_eq!(lookup_addr(3, 0), 0);
+    }
+
+    #[test]
+    fn kernel_return_addresses_are_named() {
+        // Addresses of a real kernel function: its start as the leaf, and a
+        // return address just past its start (looked up one byte back) as a caller.
+        let kallsyms = std::fs::read_to_string("/proc/kallsyms").unwrap_or_default();
+        let Some(addr) = kallsyms.lines().find_map(|l| {
+            let mut f = l.split_whitespace();
+            let a = u64::from_str_radix(f.next()?, 16).ok()?;
+            let kind = f.next()?;
+            let name = f.next()?;
+            (a != 0 && (kind == "T" || kind == "t") && name == "do_syscall_64").then_some(a)
+        }) else {
+            // Unprivileged runs see zeroed addresses; nothing to check then.
+            return;
+        };
+        let stack = [addr, addr + 1];
+        let mut s = StackSymbolizer::new();
+        s.prepare_kernel([&stack[..]]);
+        let frames = s.kernel_frames(&stack);
+        for f in &frames {
+            assert_eq!(f.function.as_deref(), Some("do_syscall_64"), "{f:?}");
+        }
     }
 
     #[test]

@@ -34,11 +34,7 @@ pub fn build(
             .map(Vec::as_slice)
             .unwrap_or(&[])
     };
-    sym.prepare_kernel(
-        raw.samples
-            .iter()
-            .flat_map(|(k, _)| stack(k.kernel_stack_id).iter().copied()),
-    );
+    sym.prepare_kernel(raw.samples.iter().map(|(k, _)| stack(k.kernel_stack_id)));
     sym.prepare_user(raw.samples.iter().map(|(k, _)| {
         (
             procs.get(k.pid).and_then(|p| p.maps.as_ref()),
