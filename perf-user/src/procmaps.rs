@@ -90,7 +90,8 @@ fn parse_line(line: &str) -> Option<Mapping> {
     }
     let backing = if path.is_empty() {
         Backing::Pseudo("[anon]".into())
-    } else if path.starts_with('[') {
+    } else if path.starts_with('[') || path.starts_with("/memfd:") {
+        // memfd-backed code (e.g. a sealed copy of a runtime) has no path to open.
         Backing::Pseudo(path.to_string())
     } else if let Some(p) = path.strip_suffix(" (deleted)") {
         Backing::DeletedFile(PathBuf::from(p))
@@ -116,13 +117,18 @@ mod tests {
 7f0000200000-7f0000201000 r-xp 00000000 00:00 0 
 7ffd1000000-7ffd1002000 r-xp 00000000 00:00 0                          [vdso]
 7f0000300000-7f0000301000 r-xp 00002000 fe:00 789 /tmp/old bin (deleted)
+7f0000400000-7f0000401000 r-xp 00000000 00:01 790 /memfd:sealed-1 (deleted)
 garbage line
 ";
 
     #[test]
     fn keeps_executable_mappings() {
         let m = ProcessMaps::parse(MAPS);
-        assert_eq!(m.mappings.len(), 5);
+        assert_eq!(m.mappings.len(), 6);
+        assert_eq!(
+            m.find(0x7f0000400000).unwrap().backing,
+            Backing::Pseudo("/memfd:sealed-1 (deleted)".into())
+        );
         let hot = m.find(0x55d4c8a01010).unwrap();
         assert_eq!(hot.offset, 0x1000);
         assert_eq!(hot.backing.module_name(), "hot");

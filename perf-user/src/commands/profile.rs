@@ -103,12 +103,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     if let Some(reason) = stop_reason {
         eprintln!("{reason}");
     }
-    for (path, why) in sym.failures() {
-        eprintln!(
-            "warning: no symbols from {}: {why}; its frames show as module+offset",
-            path.display()
-        );
-    }
+    warn_unreadable(sym.failures());
     let title = match &args.comm {
         Some(c) => format!("CPU profile of {c}"),
         None if !args.pids.is_empty() => format!(
@@ -191,5 +186,25 @@ async fn sample_loop(
         if left < POLL {
             tokio::time::sleep(left).await;
         }
+    }
+}
+
+/// One line for all files whose symbols could not be read: in a system-wide
+/// profile, short-lived tools' binaries may be gone, and a line each would bury
+/// the report.
+fn warn_unreadable(failures: &std::collections::HashMap<std::path::PathBuf, String>) {
+    let mut list: Vec<_> = failures.iter().collect();
+    list.sort();
+    match list.as_slice() {
+        [] => {}
+        [(path, why)] => eprintln!(
+            "warning: no symbols from {}: {why}; its frames show as module+offset",
+            path.display()
+        ),
+        [(path, why), rest @ ..] => eprintln!(
+            "warning: no symbols from {} files, e.g. {}: {why}; their frames show as module+offset",
+            rest.len() + 1,
+            path.display()
+        ),
     }
 }
