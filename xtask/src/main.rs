@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; `cmd` runs external programs
 //! with error messages that name the cause and the fix.
 
+mod apt;
 mod build;
 mod cmd;
 mod lint;
