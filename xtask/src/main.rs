@@ -1,9 +1,10 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|lint>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench>`.
 //!
 //! Each subcommand lives in its own module; `cmd` runs external programs
 //! with error messages that name the cause and the fix.
 
 mod apt;
+mod bench;
 mod build;
 mod cmd;
 mod lint;
@@ -38,6 +39,9 @@ enum Command {
     Test(test::Args),
     /// Check formatting and run clippy with warnings denied.
     Lint,
+    /// Measure perf-user's overhead next to perf, bpftrace and libbpf-tools
+    /// (root; writes target/bench/report.md and report.json).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(&args),
         Command::Test(args) => test::main(&args).map(|()| ExitCode::SUCCESS),
         Command::Lint => lint::main().map(|()| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::main(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err}");

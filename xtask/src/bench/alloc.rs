@@ -1,0 +1,107 @@
+//! Case 4, allocations: a malloc/free loop in one process; untraced, ours
+//! tracing every allocation (`leaks --pid`), ours sampling 1 in 64
+//! (`--sample 64`), and bpftrace uprobes + uretprobe on malloc and free.
+
+use std::{fs, process::Command};
+
+use anyhow::Result;
+
+use super::{
+    CaseReport, Ctx,
+    compare::{self, Tracer, Variant, Workload},
+};
+use crate::cmd;
+
+pub fn run(ctx: &Ctx) -> Result<CaseReport> {
+    let mut report = CaseReport::new("alloc", super::case_title("alloc"));
+    // A traced iteration costs microseconds (uprobe traps), an untraced one
+    // tens of nanoseconds: the count keeps traced runs to a few seconds.
+    let iterations: u64 = if ctx.quick { 100_000 } else { 300_000 };
+    report.work = format!(
+        "`malloc_loop {iterations}`: {iterations} rounds of malloc (16 B to 4 KiB), a write, \
+         and free (1 in 16 kept until the end), in one thread, started once the tracer is \
+         attached to its PID. Time: wall time of the loop."
+    );
+    let bin = ctx.workload("malloc_loop");
+    let workload = Workload {
+        command: Box::new(move || {
+            let mut c = Command::new(&bin);
+            c.arg(iterations.to_string());
+            c
+        }),
+        gated: true,
+        parse: compare::parse_elapsed_ns,
+        ops: iterations as f64,
+        op_name: "malloc+free",
+    };
+    let leaks = ctx.perf_user_command("leaks");
+    let ours = |sample: Option<&str>| {
+        leaks.clone().and_then(|(bin, help)| {
+            let mut args = vec!["leaks", "--pid", "{pid}"];
+            if let Some(n) = sample {
+                if !help.contains("--sample") {
+                    return Err("this perf-user's `leaks` has no --sample".into());
+                }
+                args.extend(["--sample", n]);
+            }
+            // Let it run until SIGINT, and keep its report out of the way.
+            for (flag, extra) in [
+                ("--duration", ["-d", "1h"]),
+                ("--output", ["-o", "/dev/null"]),
+            ] {
+                if help.contains(flag) {
+                    args.extend(extra);
+                }
+            }
+            if help.contains("--quiet") {
+                args.push("-q");
+            }
+            Ok(Tracer::new(bin, &args))
+        })
+    };
+    let libc = libc_path();
+    let bpftrace = match (cmd::find_in_path("bpftrace"), &libc) {
+        (None, _) => Err("bpftrace not found (apt-get install bpftrace)".to_string()),
+        (_, None) => Err("cannot find libc.so.6 in /proc/self/maps".to_string()),
+        (Some(p), Some(libc)) => {
+            let script = format!(
+                "uprobe:{libc}:malloc {{ @size[tid] = arg0; }} \
+                 uretprobe:{libc}:malloc /@size[tid]/ {{ @bytes[retval] = @size[tid]; \
+                 @stack[retval] = ustack; delete(@size[tid]); }} \
+                 uprobe:{libc}:free {{ delete(@bytes[arg0]); delete(@stack[arg0]); }}"
+            );
+            Ok(Tracer::new(p, &["-p", "{pid}", "-e", &script]))
+        }
+    };
+    let variants = vec![
+        Variant::untraced(),
+        Variant::traced("perf-user leaks", ours(None)),
+        Variant::traced("perf-user leaks --sample 64", ours(Some("64"))),
+        Variant::traced("bpftrace malloc/free", bpftrace).with_note(
+            "uprobe malloc, uretprobe malloc with ustack, uprobe free (the memleak equivalent \
+             of DESIGN.md)",
+        ),
+    ];
+    report.variants = compare::run(ctx, "alloc", &workload, variants)?;
+    report.op_name = workload.op_name.into();
+    report.notes.push(
+        "most of a traced call's cost is the kernel's uprobe machinery (breakpoint trap, \
+         single-step, uretprobe return trampoline), which is in the slowdown but not in the \
+         BPF run time"
+            .into(),
+    );
+    Ok(report)
+}
+
+/// The C library this machine's programs use (from our own mappings).
+fn libc_path() -> Option<String> {
+    let maps = fs::read_to_string("/proc/self/maps").ok()?;
+    maps.lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| {
+            p.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("libc.so") || n.starts_with("libc-"))
+        })
+        .map(str::to_owned)
+}
