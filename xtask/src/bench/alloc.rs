@@ -4,7 +4,7 @@
 
 use std::{fs, process::Command};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 
 use super::{
     CaseReport, Ctx,
@@ -20,13 +20,28 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     report.work = format!(
         "`malloc_loop {iterations}`: {iterations} rounds of malloc (16 B to 4 KiB), a write, \
          and free (1 in 16 kept until the end), in one thread, started once the tracer is \
-         attached to its PID. Time: wall time of the loop."
+         attached to its PID; with a private copy of libc. Time: wall time of the loop."
     );
+    // The workload runs with a private copy of libc: uprobes on that file
+    // fire for the workload only. On the system libc they would fire in every
+    // process on the machine (bpftrace 0.17's -p does not scope uprobes),
+    // counting and slowing the other processes' calls too.
+    let private_libc = match libc_path() {
+        Some(system) => {
+            let copy = ctx.bin.join("libc.so.6");
+            fs::copy(&system, &copy)
+                .map(|_| copy)
+                .with_context(|| format!("cannot copy {system} into {}", ctx.bin.display()))?
+        }
+        None => return Ok(report.unavailable("cannot find libc.so.6 in /proc/self/maps")),
+    };
     let bin = ctx.workload("malloc_loop");
+    let lib_dir = ctx.bin.clone();
     let workload = Workload {
         command: Box::new(move || {
             let mut c = Command::new(&bin);
-            c.arg(iterations.to_string());
+            c.arg(iterations.to_string())
+                .env("LD_LIBRARY_PATH", &lib_dir);
             c
         }),
         gated: true,
@@ -59,16 +74,20 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
             Ok(Tracer::new(bin, &args))
         })
     };
-    let libc = libc_path();
-    let bpftrace = match (cmd::find_in_path("bpftrace"), &libc) {
-        (None, _) => Err("bpftrace not found (apt-get install bpftrace)".to_string()),
-        (_, None) => Err("cannot find libc.so.6 in /proc/self/maps".to_string()),
-        (Some(p), Some(libc)) => {
+    let libc = private_libc.display();
+    let bpftrace = match cmd::find_in_path("bpftrace") {
+        None => Err("bpftrace not found (apt-get install bpftrace)".to_string()),
+        Some(p) => {
+            // The pid predicates are for safety (bpftrace's -p does not scope
+            // uprobes; the private libc does). END clears the maps so that exit does not print (and
+            // symbolize) every outstanding stack.
             let script = format!(
-                "uprobe:{libc}:malloc {{ @size[tid] = arg0; }} \
-                 uretprobe:{libc}:malloc /@size[tid]/ {{ @bytes[retval] = @size[tid]; \
-                 @stack[retval] = ustack; delete(@size[tid]); }} \
-                 uprobe:{libc}:free {{ delete(@bytes[arg0]); delete(@stack[arg0]); }}"
+                "uprobe:{libc}:malloc /pid == {{pid}}/ {{ @size[tid] = arg0; }} \
+                 uretprobe:{libc}:malloc /pid == {{pid}} && @size[tid]/ {{ \
+                 @bytes[retval] = @size[tid]; @stack[retval] = ustack; delete(@size[tid]); }} \
+                 uprobe:{libc}:free /pid == {{pid}}/ {{ delete(@bytes[arg0]); \
+                 delete(@stack[arg0]); }} \
+                 END {{ clear(@size); clear(@bytes); clear(@stack); }}"
             );
             Ok(Tracer::new(p, &["-p", "{pid}", "-e", &script]))
         }
@@ -84,6 +103,12 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     ];
     report.variants = compare::run(ctx, "alloc", &workload, variants)?;
     report.op_name = workload.op_name.into();
+    report.notes.push(format!(
+        "the workload loads a private copy of libc ({}, through LD_LIBRARY_PATH) so that \
+         uprobes fire for its calls only: bpftrace 0.17's -p does not scope uprobes, and on \
+         the system libc it would trace, and slow, every process on the machine",
+        private_libc.display()
+    ));
     report.notes.push(
         "most of a traced call's cost is the kernel's uprobe machinery (breakpoint trap, \
          single-step, uretprobe return trampoline), which is in the slowdown but not in the \

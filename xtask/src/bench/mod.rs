@@ -310,6 +310,9 @@ pub fn main(args: &Args) -> Result<()> {
             }
         };
         report.seconds = t0.elapsed().as_secs_f64();
+        if let Some(why) = &report.not_available {
+            eprintln!("  [{case}] not available: {why}");
+        }
         cases.push(report);
     }
     drop(stats);
