@@ -89,7 +89,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
                  delete(@stack[arg0]); }} \
                  END {{ clear(@size); clear(@bytes); clear(@stack); }}"
             );
-            Ok(Tracer::new(p, &["-p", "{pid}", "-e", &script]))
+            Ok(Tracer::bpftrace(p, &["-p", "{pid}"], &script))
         }
     };
     let variants = vec![

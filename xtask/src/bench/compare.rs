@@ -25,6 +25,9 @@ use super::{
 pub struct Tracer {
     pub program: PathBuf,
     pub args: Vec<String>,
+    /// A line it prints on stdout once every probe is attached (bpftrace:
+    /// `BEGIN { printf("ready\n"); }`, which runs after attaching).
+    pub ready_line: Option<String>,
 }
 
 impl Tracer {
@@ -32,6 +35,19 @@ impl Tracer {
         Self {
             program: program.into(),
             args: args.iter().map(|&a| a.to_owned()).collect(),
+            ready_line: None,
+        }
+    }
+
+    /// A bpftrace script, ready once its BEGIN probe printed "ready".
+    pub fn bpftrace(program: impl Into<PathBuf>, pre_args: &[&str], script: &str) -> Self {
+        let mut args: Vec<String> = pre_args.iter().map(|&a| a.to_owned()).collect();
+        args.push("-e".into());
+        args.push(format!("BEGIN {{ printf(\"ready\\n\"); }} {script}"));
+        Self {
+            program: program.into(),
+            args,
+            ready_line: Some("ready".into()),
         }
     }
 
@@ -373,6 +389,14 @@ fn run_once(ctx: &Ctx, workload: &Workload, tracer: Option<&Tracer>) -> Result<R
                 .into());
             }
             let (bpf_run_time_ns, bpf_run_cnt) = delta(&before.progs, &after.progs);
+            if !after.progs.is_empty() && bpf_run_cnt == 0 {
+                return Err(anyhow!(
+                    "none of the tracer's {} BPF programs ran during the workload: it was not \
+                     attached yet, or does not see this workload",
+                    after.progs.len()
+                )
+                .into());
+            }
             Some(TracerRun {
                 cpu_seconds: after.cpu_seconds - before.cpu_seconds,
                 cpu_seconds_total: end.cpu_seconds,
@@ -457,14 +481,33 @@ pub fn tail(path: &std::path::Path) -> String {
 /// for half a second.
 fn start_tracer(ctx: &Ctx, tracer: &Tracer, pid: Option<i32>) -> Result<Running, RunError> {
     let stderr = ctx.log_path("tracer");
+    let stdout = ctx.log_path("tracer.stdout");
     let mut cmd = tracer.command(pid);
     cmd.stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(Stdio::from(ctx.log_file("tracer.stdout")?))
         .stderr(Stdio::from(ctx.log_file("tracer")?));
     let start = Instant::now();
     let mut proc = Proc::spawn(&mut cmd).map_err(|e| RunError::Unavailable(format!("{e:#}")))?;
-    let attach_seconds = wait_attached(&mut proc, start, Duration::from_secs(60))
-        .map_err(|e| RunError::Unavailable(format!("{e}; its stderr: {}", tail(&stderr))))?;
+    let unavailable =
+        |e: String| RunError::Unavailable(format!("{e}; its stderr: {}", tail(&stderr)));
+    let mut attach_seconds =
+        wait_attached(&mut proc, start, Duration::from_secs(60)).map_err(unavailable)?;
+    if let Some(line) = &tracer.ready_line {
+        loop {
+            let text = fs::read_to_string(&stdout).unwrap_or_default();
+            if text.lines().any(|l| l.trim() == line) {
+                attach_seconds = start.elapsed().as_secs_f64();
+                break;
+            }
+            if !proc.alive() || start.elapsed() > Duration::from_secs(120) {
+                return Err(unavailable(format!(
+                    "`{}` never printed {line:?} on stdout",
+                    proc.display
+                )));
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
     Ok(Running {
         proc,
         attach_seconds,

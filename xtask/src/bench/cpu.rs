@@ -77,7 +77,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         });
     let bpftrace = cmd::find_in_path("bpftrace")
         .ok_or_else(|| "bpftrace not found (apt-get install bpftrace)".to_string())
-        .map(|p| Tracer::new(p, &["-e", BPFTRACE_PROFILE]));
+        .map(|p| Tracer::bpftrace(p, &[], BPFTRACE_PROFILE));
     let variants = vec![
         Variant::untraced(),
         Variant::traced("perf-user 99 Hz", ours("99")),

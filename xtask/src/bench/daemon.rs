@@ -44,6 +44,24 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         args.extend(["--port".into(), port.to_string()]);
         addr = Some(SocketAddr::from(([127, 0, 0, 1], port)));
     }
+    // The targets are set at 99 Hz; its default may be lower.
+    for flag in ["--cpu-frequency", "--frequency"] {
+        if has_flag(&help, flag) {
+            args.extend([flag.into(), "99".into()]);
+            break;
+        }
+    }
+    // What will run, in its own words.
+    if has_flag(&help, "--check-config") {
+        let check = crate::cmd::output(Command::new(&bin).args(&args).arg("--check-config"))
+            .map_err(|e| format!("{e:#}"));
+        match check {
+            Ok(out) => report
+                .notes
+                .push(format!("`--check-config`: {}", out.trim())),
+            Err(e) => return Ok(report.unavailable(format!("its configuration check failed: {e}"))),
+        }
+    }
     report.work = format!(
         "`perf-user {}` for {seconds} s while `cpu_burn` keeps every CPU busy and a small \
          loopback TCP exchange (`tcp_rr 20 50`) and a /metrics scrape run every {} s.",
@@ -73,6 +91,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
             thread::sleep(Duration::from_millis(10));
         }
     }
+    eprintln!("  [daemon] started `{}`", daemon.display);
     let attach_seconds = match compare::wait_attached(&mut daemon, start, Duration::from_secs(60)) {
         Ok(s) => s,
         Err(why) => {
@@ -100,6 +119,12 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         }
         if Instant::now() >= next {
             next += scrape_every;
+            eprintln!(
+                "  [daemon] {:>3.0}/{seconds} s: CPU {:.2} s so far, RSS {} KiB",
+                t0.elapsed().as_secs_f64(),
+                process::cpu_seconds(daemon.pid).unwrap_or(0.0) - before_cpu,
+                process::status_kib(daemon.pid, "VmRSS").unwrap_or(0)
+            );
             let _ = Command::new(ctx.workload("tcp_rr"))
                 .args(["20", "50"])
                 .stdout(Stdio::null())

@@ -65,7 +65,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         });
     let bpftrace = cmd::find_in_path("bpftrace")
         .ok_or_else(|| "bpftrace not found (apt-get install bpftrace)".to_string())
-        .map(|p| Tracer::new(p, &["-e", BPFTRACE_TCP]));
+        .map(|p| Tracer::bpftrace(p, &[], BPFTRACE_TCP));
     let variants = vec![
         Variant::untraced(),
         Variant::traced("perf-user latency --tcp", ours),
