@@ -319,6 +319,11 @@ pub fn main(args: &Args) -> Result<()> {
 
     let interrupted = ctx.check_interrupted().is_err();
     let doc = report::Document {
+        perf_user_binary: match (&ctx.perf_user, &args.perf_user) {
+            (Ok(path), Some(_)) => format!("{} (--perf-user)", path.display()),
+            (Ok(path), None) => format!("{} (built by the bench)", path.display()),
+            (Err(why), _) => format!("none: {why}"),
+        },
         quick: ctx.quick,
         reps: ctx.reps,
         interrupted,

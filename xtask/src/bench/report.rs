@@ -121,6 +121,8 @@ impl Machine {
 /// The whole report.
 #[derive(Debug, Serialize)]
 pub struct Document {
+    /// Our binary, and whether it was built here or given with --perf-user.
+    pub perf_user_binary: String,
     pub quick: bool,
     pub reps: usize,
     pub interrupted: bool,
@@ -164,7 +166,11 @@ pub fn markdown(doc: &Document) -> String {
     let _ = writeln!(s, "| OS | {} |", m.os);
     let _ = writeln!(s, "| virtualization | {} |", m.virtualization);
     let _ = writeln!(s, "| load average at start | {} |", m.load_average_at_start);
-    let _ = writeln!(s, "| perf-user | {} |", m.perf_user_commit);
+    let _ = writeln!(
+        s,
+        "| perf-user | {} (workspace at {}) |",
+        doc.perf_user_binary, m.perf_user_commit
+    );
     for (tool, version) in &m.tools {
         let _ = writeln!(s, "| {tool} | {version} |");
     }
