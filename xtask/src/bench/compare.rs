@@ -148,8 +148,18 @@ pub struct TracerRun {
     pub bpf_run_time_ns: u64,
     pub bpf_run_cnt: u64,
     pub bpf_programs: usize,
+    /// Per program (by kernel program id): run time and runs during the workload.
+    pub per_program: Vec<ProgramRun>,
     /// Seconds from start to its programs being attached.
     pub attach_seconds: f64,
+}
+
+/// One BPF program's share of a tracer's cost in one run.
+#[derive(Clone, Debug, Serialize)]
+pub struct ProgramRun {
+    pub id: u32,
+    pub run_time_ns: u64,
+    pub run_cnt: u64,
 }
 
 /// A variant's runs and figures.
@@ -403,6 +413,18 @@ fn run_once(ctx: &Ctx, workload: &Workload, tracer: Option<&Tracer>) -> Result<R
                 bpf_run_time_ns,
                 bpf_run_cnt,
                 bpf_programs: after.progs.len(),
+                per_program: after
+                    .progs
+                    .iter()
+                    .map(|(&id, a)| {
+                        let b = before.progs.get(&id).copied().unwrap_or_default();
+                        ProgramRun {
+                            id,
+                            run_time_ns: a.run_time_ns.saturating_sub(b.run_time_ns),
+                            run_cnt: a.run_cnt.saturating_sub(b.run_cnt),
+                        }
+                    })
+                    .collect(),
                 attach_seconds: t.attach_seconds,
             })
         }
