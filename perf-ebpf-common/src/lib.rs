@@ -4,6 +4,9 @@
 //! BPF verifier sees is the layout user space reads; the `layout` tests pin it.
 #![no_std]
 
+pub mod block;
+pub mod hist;
+
 /// Length of `task_struct::comm`, NUL included.
 pub const TASK_COMM_LEN: usize = 16;
 

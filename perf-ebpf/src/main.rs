@@ -1,7 +1,9 @@
 #![no_std]
 #![no_main]
 
+mod block;
 mod cpu_sample;
+mod hist;
 
 #[cfg(not(test))]
 #[panic_handler]

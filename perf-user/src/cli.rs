@@ -30,6 +30,17 @@ pub enum Command {
     ///   perf-user profile --comm postgres --stacks user --format pprof -o cpu.pb.gz
     #[command(verbatim_doc_comment)]
     Profile(ProfileArgs),
+
+    /// Block I/O and TCP latency histograms: disk latency per device and
+    /// operation (issue to completion), TCP smoothed RTT, connect and accept
+    /// latency, failed connects and retransmits, with p50/p90/p99/max.
+    ///
+    /// Examples:
+    ///   perf-user latency --duration 10s
+    ///   perf-user latency --block --device vda
+    ///   perf-user latency --tcp --port 443 --format json
+    #[command(verbatim_doc_comment)]
+    Latency(LatencyArgs),
 }
 
 /// Which stacks to collect.
@@ -83,6 +94,61 @@ pub struct ProfileArgs {
     pub top: usize,
 
     /// No progress line on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Output formats of `latency`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LatencyFormat {
+    /// Histograms as biolatency prints them, with percentiles, for a terminal.
+    Table,
+    /// JSON document; its schema is in docs/json-schema.md.
+    Json,
+}
+
+/// Options of `latency`.
+#[derive(Debug, Args)]
+pub struct LatencyArgs {
+    /// How long to trace, e.g. 10s, 500ms, 2m. Ctrl-C stops early and still reports.
+    #[arg(short, long, default_value = "10s", value_parser = duration::clap_parse)]
+    pub duration: Duration,
+
+    /// Trace block I/O (both block I/O and TCP when neither --block nor --tcp is given).
+    #[arg(long)]
+    pub block: bool,
+
+    /// Trace TCP (both block I/O and TCP when neither --block nor --tcp is given).
+    #[arg(long)]
+    pub tcp: bool,
+
+    /// Only this disk, by name as in `lsblk` (vda, sda, nvme0n1, loop0); repeat for several.
+    #[arg(long = "device", value_name = "NAME")]
+    pub devices: Vec<String>,
+
+    /// Also show how long requests wait before the device gets them (from
+    /// when the kernel starts accounting them, as /proc/diskstats does; Linux
+    /// 6.5+). Costs about half again the tracing overhead per I/O.
+    #[arg(long)]
+    pub queued: bool,
+
+    /// Only TCP connections with this local or remote port; repeat for several.
+    #[arg(long = "port", value_name = "PORT")]
+    pub ports: Vec<u16>,
+
+    /// TCP series: the N busiest ports and N busiest peers, the rest summed as "other".
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub top: usize,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = LatencyFormat::Table)]
+    pub format: LatencyFormat,
+
+    /// Write the report to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// No progress or status lines on standard error.
     #[arg(short, long)]
     pub quiet: bool,
 }

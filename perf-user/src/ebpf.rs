@@ -1,7 +1,7 @@
 //! The embedded kernel object and how it is loaded.
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use perf_ebpf_common::SampleConfig;
+use perf_ebpf_common::{SampleConfig, block::BlockConfig};
 
 /// The eBPF object built from perf-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-ebpf"));
@@ -11,6 +11,8 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pe
 pub struct Globals {
     /// The CPU sampler's configuration.
     pub cpu: Option<SampleConfig>,
+    /// The block I/O latency programs' field offsets and filters.
+    pub block: Option<BlockConfig>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps to
@@ -39,6 +41,24 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
     let mut loader = EbpfLoader::new();
     if let Some(cpu) = &globals.cpu {
         loader.override_global("CPU_CONFIG", cpu, true);
+    }
+    if let Some(block) = &globals.block {
+        loader.override_global("BLOCK_CONFIG", block, true);
+    }
+    // Every load creates every map in the object; the preallocated ones of
+    // collectors not in use would cost memory for nothing (the CPU stack map
+    // alone is ~16 MiB), so those shrink to one entry.
+    let unused: &[(bool, &[&str])] = &[
+        (
+            globals.cpu.is_none(),
+            &["CPU_STACKS", "CPU_SAMPLES", "CPU_SEEN_PIDS"],
+        ),
+        (globals.block.is_none(), &["BLOCK_INFLIGHT"]),
+    ];
+    for (_, maps) in unused.iter().filter(|(unused, _)| *unused) {
+        for map in *maps {
+            loader.map_max_entries(map, 1);
+        }
     }
     loader.load(OBJECT)
 }

@@ -1,15 +1,20 @@
 //! perf-user: loads the kernel programs, reads their maps, and turns them
 //! into reports. `main.rs` only parses arguments and calls [`commands::run`].
 
+pub mod blockdev;
 pub mod cli;
 pub mod collectors;
 pub mod commands;
 pub mod duration;
 pub mod ebpf;
+pub mod histogram;
+pub mod latency;
 pub mod output;
 pub mod privileges;
 pub mod processes;
 pub mod procmaps;
 pub mod profile;
 pub mod progress;
+pub mod progstats;
 pub mod symbolize;
+pub mod tracefs;

@@ -114,7 +114,10 @@ impl CpuCollector {
             )));
         }
         let config = sample_config(opts)?;
-        let mut ebpf = ebpf::load(&ebpf::Globals { cpu: Some(config) })?;
+        let mut ebpf = ebpf::load(&ebpf::Globals {
+            cpu: Some(config),
+            ..ebpf::Globals::default()
+        })?;
         if !opts.pids.is_empty() {
             let mut filter: BpfHashMap<_, u32, u8> =
                 BpfHashMap::try_from(ebpf.map_mut("CPU_PID_FILTER").ok_or(CpuError::Map {

@@ -1,5 +1,6 @@
 //! One module per command; each turns parsed arguments into a report.
 
+pub mod latency;
 pub mod profile;
 
 use crate::cli::{Cli, Command};
@@ -8,5 +9,6 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Profile(args) => profile::run(args).await,
+        Command::Latency(args) => latency::run(args).await,
     }
 }

@@ -1,0 +1,451 @@
+//! Block I/O latency: tracepoints block:block_rq_issue and block_rq_complete,
+//! per-CPU log2 histograms of latency and request size per disk and operation.
+
+use std::{os::fd::AsFd as _, path::Path};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{ProgramError, TracePoint},
+    util::nr_cpus,
+};
+use perf_ebpf_common::{
+    block::{
+        BLOCK_DEV_FILTER_ENTRIES, BlockConfig, BlockFields, BlockHists, BlockKey, SPAN_MAX,
+        counter, op,
+    },
+    hist::{LATENCY_UNIT_NS, SIZE_UNIT_SHIFT},
+};
+
+use super::Collector;
+use crate::{
+    ebpf,
+    histogram::Log2Hist,
+    progstats::{self, ProgStats},
+    tracefs::{self, Format, TracefsError},
+};
+
+/// What to trace.
+#[derive(Clone, Debug, Default)]
+pub struct BlockOptions {
+    /// Only these disks (kernel dev_t, see `blockdev::kernel_dev`); empty means all.
+    pub devices: Vec<u32>,
+    /// Also time the wait before issue, from block:block_io_start (Linux
+    /// 6.5+), where /proc/diskstats starts timing. Adds a third program run
+    /// per I/O (about half again the BPF time), so it is opt-in.
+    pub queue_time: bool,
+}
+
+/// Why the block collector could not start or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// tracefs or a tracepoint format was unusable.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// The eBPF object could not be loaded (maps creation failed).
+    #[error(
+        "loading the eBPF object failed: {0}; this needs root or CAP_BPF+CAP_PERFMON and a kernel with BPF enabled"
+    )]
+    Load(#[from] EbpfError),
+    /// The verifier or the kernel refused a program, or attaching failed.
+    #[error("the kernel refused the block I/O program {program}: {source}")]
+    Program {
+        /// The program's name.
+        program: &'static str,
+        /// What went wrong.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map was missing or could not be read.
+    #[error("reading the block I/O map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// Operation names, indexed by `op::*`.
+pub const OP_NAMES: [&str; op::LEN as usize] = ["read", "write", "flush", "discard", "other"];
+
+/// Histograms of one (disk, operation).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockSeries {
+    /// Kernel dev_t of the disk.
+    pub dev: u32,
+    /// One of `op::*`.
+    pub op: u8,
+    /// Issue-to-completion latency; base unit ns, slots in us.
+    pub latency: Log2Hist,
+    /// Request size; base unit bytes, slots in KiB.
+    pub size: Log2Hist,
+    /// Start (block_io_start) to issue, for requests whose start was seen;
+    /// base unit ns. Empty on kernels before 6.5.
+    pub queue: Log2Hist,
+}
+
+impl BlockSeries {
+    /// The operation's name.
+    pub fn op_name(&self) -> &'static str {
+        OP_NAMES
+            .get(usize::from(self.op))
+            .copied()
+            .unwrap_or("other")
+    }
+}
+
+/// The kernel side's counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BlockCounters {
+    /// Requests started (block_io_start; 0 before Linux 6.5).
+    pub started: u64,
+    /// Issues traced.
+    pub issued: u64,
+    /// Completions traced.
+    pub completed: u64,
+    /// Completions timed (in the histograms).
+    pub timed: u64,
+    /// Completions with no issue seen (in flight at start): not timed.
+    pub unmatched_completions: u64,
+    /// Issues not tracked because the in-flight map was full.
+    pub inflight_map_full: u64,
+    /// Completions lost because the histogram map was full.
+    pub histogram_map_full: u64,
+    /// Partial completions (the request stayed in flight).
+    pub partial_completions: u64,
+    /// Tracepoint fields that could not be read.
+    pub read_errors: u64,
+    /// Issues the kernel did not run the program for, because another BPF
+    /// program was running on that CPU (their completions count as unmatched).
+    pub issues_missed: u64,
+    /// Completions the kernel did not run the program for (never timed).
+    pub completions_missed: u64,
+}
+
+/// Everything read from the kernel maps.
+#[derive(Clone, Debug, Default)]
+pub struct BlockSnapshot {
+    /// One entry per (disk, operation) seen, sorted by dev then op.
+    pub series: Vec<BlockSeries>,
+    /// What the kernel side counted.
+    pub counters: BlockCounters,
+    /// Whether queued time is measured (block:block_io_start exists).
+    pub queue_time: bool,
+}
+
+/// Builds the programs' configuration from the tracepoint formats under
+/// `root`. The second value tells whether queued time will be measured:
+/// asked for, and block:block_io_start exists.
+pub fn config(root: &Path, opts: &BlockOptions) -> Result<(BlockConfig, bool), BlockError> {
+    let issue = tracefs::read_format(root, "block", "block_rq_issue")?;
+    let complete = tracefs::read_format(root, "block", "block_rq_complete")?;
+    let mut cfg = BlockConfig::zeroed();
+    cfg.issue = fields(&issue, true)?;
+    cfg.complete = fields(&complete, false)?;
+    cfg.filter_devs = u8::from(!opts.devices.is_empty());
+    if !opts.queue_time {
+        return Ok((cfg, false));
+    }
+    // Optional: without it (before Linux 6.5) only the queued time is missing.
+    match tracefs::read_format(root, "block", "block_io_start") {
+        Ok(start) => {
+            cfg.start = fields(&start, false)?;
+            Ok((cfg, true))
+        }
+        Err(TracefsError::NoTracepoint { .. }) => Ok((cfg, false)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Where the fields the programs read lie in one record, as one span.
+pub fn fields(format: &Format, with_bytes: bool) -> Result<BlockFields, TracefsError> {
+    let dev = format.offset("dev", 4)?;
+    let sector = format.offset("sector", 8)?;
+    let nr_sector = format.offset("nr_sector", 4)?;
+    let rwbs = format.offset_min("rwbs", 2)?;
+    let bytes = if with_bytes {
+        Some(format.offset("bytes", 4)?)
+    } else {
+        None
+    };
+    let all = [
+        (dev, 4),
+        (sector, 8),
+        (nr_sector, 4),
+        (rwbs, 2),
+        (bytes.unwrap_or(dev), 4),
+    ];
+    let lo = all.iter().map(|&(o, _)| o).min().unwrap_or(0);
+    let hi = all.iter().map(|&(o, n)| o + n).max().unwrap_or(0);
+    // Aligned to 8, so each field keeps its natural alignment in the copy.
+    let base = lo & !7;
+    let len = hi - base;
+    let misaligned = [
+        (dev, 4),
+        (sector, 8),
+        (nr_sector, 4),
+        (bytes.unwrap_or(dev), 4),
+    ]
+    .iter()
+    .any(|&(o, n)| o % n != 0);
+    if len > SPAN_MAX || misaligned {
+        return Err(TracefsError::Field {
+            tracepoint: format.tracepoint.clone(),
+            problem: format!(
+                "fields span {len} bytes from offset {base} (at most {SPAN_MAX}, naturally aligned, are supported)"
+            ),
+        });
+    }
+    Ok(BlockFields {
+        base,
+        len,
+        dev: dev - base,
+        sector: sector - base,
+        nr_sector: nr_sector - base,
+        bytes: bytes.map_or(0, |b| b - base),
+        rwbs: rwbs - base,
+        _pad: 0,
+    })
+}
+
+/// An attached block I/O collector; dropping it detaches the programs.
+pub struct BlockCollector {
+    ebpf: Ebpf,
+    queue_time: bool,
+}
+
+impl BlockCollector {
+    /// Mounts tracefs if needed, loads the programs and attaches them.
+    pub fn attach(opts: &BlockOptions) -> Result<Self, BlockError> {
+        if opts.devices.len() > BLOCK_DEV_FILTER_ENTRIES as usize {
+            return Err(BlockError::Options(format!(
+                "at most {BLOCK_DEV_FILTER_ENTRIES} devices can be selected at once"
+            )));
+        }
+        let root = tracefs::ensure_mounted()?;
+        let (cfg, queue_time) = config(&root, opts)?;
+        let mut ebpf = ebpf::load(&ebpf::Globals {
+            block: Some(cfg),
+            ..ebpf::Globals::default()
+        })?;
+        if !opts.devices.is_empty() {
+            let map = ebpf
+                .map_mut("BLOCK_DEV_FILTER")
+                .ok_or(missing("BLOCK_DEV_FILTER"))?;
+            let mut filter: BpfHashMap<_, u32, u8> =
+                BpfHashMap::try_from(map).map_err(map_err("BLOCK_DEV_FILTER"))?;
+            for &dev in &opts.devices {
+                filter
+                    .insert(dev, 1, 0)
+                    .map_err(map_err("BLOCK_DEV_FILTER"))?;
+            }
+        }
+        // Completion first, start last: a request seen starting or issued
+        // while the later program is not yet attached would otherwise stay in
+        // the in-flight map for good.
+        let programs: &[&'static str] = if queue_time {
+            &["block_rq_complete", "block_rq_issue", "block_io_start"]
+        } else {
+            &["block_rq_complete", "block_rq_issue"]
+        };
+        for &program in programs {
+            let err = |source| BlockError::Program { program, source };
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| {
+                    BlockError::Options(format!("program {program} missing from the object"))
+                })?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach("block", program).map_err(err)?;
+        }
+        Ok(Self { ebpf, queue_time })
+    }
+
+    fn hists(&self) -> Result<PerCpuHashMap<&MapData, BlockKey, BlockHists>, BlockError> {
+        let map = self.ebpf.map("BLOCK_HISTS").ok_or(missing("BLOCK_HISTS"))?;
+        PerCpuHashMap::try_from(map).map_err(map_err("BLOCK_HISTS"))
+    }
+
+    /// The kernel side's counters so far (one read per counter; cheap).
+    pub fn counters_now(&self) -> Result<BlockCounters, BlockError> {
+        self.counters()
+    }
+
+    fn counters(&self) -> Result<BlockCounters, BlockError> {
+        let map = self
+            .ebpf
+            .map("BLOCK_COUNTERS")
+            .ok_or(missing("BLOCK_COUNTERS"))?;
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("BLOCK_COUNTERS"))?;
+        let get = |i: u32| -> Result<u64, BlockError> {
+            Ok(array
+                .get(&i, 0)
+                .map_err(map_err("BLOCK_COUNTERS"))?
+                .iter()
+                .sum())
+        };
+        Ok(BlockCounters {
+            started: get(counter::STARTED)?,
+            issued: get(counter::ISSUED)?,
+            completed: get(counter::COMPLETED)?,
+            timed: get(counter::TIMED)?,
+            unmatched_completions: get(counter::UNMATCHED)?,
+            inflight_map_full: get(counter::INFLIGHT_FULL)?,
+            histogram_map_full: get(counter::HIST_FULL)?,
+            partial_completions: get(counter::PARTIAL)?,
+            read_errors: get(counter::READ_ERROR)?,
+            issues_missed: self.stats("block_rq_issue").recursion_misses,
+            completions_missed: self.stats("block_rq_complete").recursion_misses,
+        })
+    }
+
+    /// The kernel's statistics of each program (run time needs
+    /// kernel.bpf_stats_enabled=1).
+    pub fn program_stats(&self) -> Vec<(&'static str, ProgStats)> {
+        ["block_io_start", "block_rq_issue", "block_rq_complete"]
+            .into_iter()
+            .filter(|p| self.queue_time || *p != "block_io_start")
+            .map(|p| (p, self.stats(p)))
+            .collect()
+    }
+
+    /// Zero when the kernel cannot tell (before Linux 5.12 for misses).
+    fn stats(&self, program: &str) -> ProgStats {
+        self.ebpf
+            .program(program)
+            .and_then(|p| <&TracePoint>::try_from(p).ok())
+            .and_then(|p| p.fd().ok())
+            .and_then(|fd| progstats::read(fd.as_fd()).ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Collector for BlockCollector {
+    type Snapshot = BlockSnapshot;
+    type Error = BlockError;
+
+    fn name(&self) -> &'static str {
+        "block"
+    }
+
+    fn read(&mut self) -> Result<BlockSnapshot, BlockError> {
+        let hists = self.hists()?;
+        let mut series = Vec::new();
+        for entry in hists.iter() {
+            let (key, per_cpu) = entry.map_err(map_err("BLOCK_HISTS"))?;
+            series.push(BlockSeries {
+                dev: key.dev,
+                op: key.op,
+                latency: Log2Hist::from_per_cpu(
+                    LATENCY_UNIT_NS,
+                    per_cpu.iter().map(|h| &h.latency),
+                ),
+                size: Log2Hist::from_per_cpu(1 << SIZE_UNIT_SHIFT, per_cpu.iter().map(|h| &h.size)),
+                queue: Log2Hist::from_per_cpu(LATENCY_UNIT_NS, per_cpu.iter().map(|h| &h.queue)),
+            });
+        }
+        series.retain(|s| !s.latency.is_empty());
+        series.sort_by_key(|s| (s.dev, s.op));
+        Ok(BlockSnapshot {
+            series,
+            counters: self.counters()?,
+            queue_time: self.queue_time,
+        })
+    }
+
+    fn reset(&mut self) -> Result<(), BlockError> {
+        // The in-flight map is kept: requests issued before the reset are
+        // still timed when they complete.
+        let map = self
+            .ebpf
+            .map_mut("BLOCK_HISTS")
+            .ok_or(missing("BLOCK_HISTS"))?;
+        let mut hists: PerCpuHashMap<&mut MapData, BlockKey, BlockHists> =
+            PerCpuHashMap::try_from(map).map_err(map_err("BLOCK_HISTS"))?;
+        let keys: Vec<BlockKey> = hists.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // Already gone is fine: the aim is an empty map.
+            let _ = hists.remove(&key);
+        }
+        let map = self
+            .ebpf
+            .map_mut("BLOCK_COUNTERS")
+            .ok_or(missing("BLOCK_COUNTERS"))?;
+        let mut counters: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("BLOCK_COUNTERS"))?;
+        let cpus = nr_cpus().map_err(|(_, e)| BlockError::Map {
+            map: "BLOCK_COUNTERS",
+            source: MapError::IoError(e),
+        })?;
+        for i in 0..counter::LEN {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| BlockError::Map {
+                map: "BLOCK_COUNTERS",
+                source: MapError::IoError(e),
+            })?;
+            counters
+                .set(i, zeros, 0)
+                .map_err(map_err("BLOCK_COUNTERS"))?;
+        }
+        Ok(())
+    }
+}
+
+fn missing(map: &'static str) -> BlockError {
+    BlockError::Map {
+        map,
+        source: MapError::InvalidName { name: map.into() },
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> BlockError {
+    move |source| BlockError::Map { map, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ISSUE_6_18: &str = "name: block_rq_issue
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:dev_t dev;\toffset:8;\tsize:4;\tsigned:0;
+\tfield:sector_t sector;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:unsigned int nr_sector;\toffset:24;\tsize:4;\tsigned:0;
+\tfield:unsigned int bytes;\toffset:28;\tsize:4;\tsigned:0;
+\tfield:unsigned short ioprio;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:char rwbs[10];\toffset:34;\tsize:10;\tsigned:0;
+";
+
+    #[test]
+    fn one_span_covers_the_fields() {
+        let f = fields(&Format::parse("block:block_rq_issue", ISSUE_6_18), true).unwrap();
+        assert_eq!((f.base, f.len), (8, 28));
+        assert_eq!(
+            (f.dev, f.sector, f.nr_sector, f.bytes, f.rwbs),
+            (0, 8, 16, 20, 26)
+        );
+    }
+
+    #[test]
+    fn completion_has_no_bytes() {
+        let text = ISSUE_6_18.replace("unsigned int bytes", "int error");
+        let f = fields(&Format::parse("block:block_rq_complete", &text), false).unwrap();
+        assert_eq!((f.base, f.len, f.bytes), (8, 28, 0));
+        assert!(fields(&Format::parse("x:y", &text), true).is_err());
+    }
+
+    #[test]
+    fn too_wide_a_span_is_refused() {
+        let text = ISSUE_6_18.replace("offset:34;\tsize:10", "offset:70;\tsize:10");
+        let e = fields(&Format::parse("block:block_rq_issue", &text), true).unwrap_err();
+        assert!(e.to_string().contains("at most 48"), "{e}");
+    }
+}
