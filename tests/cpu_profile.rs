@@ -388,7 +388,7 @@ fn exited_process_is_symbolized() {
             "--comm",
             "short_lived",
             "--duration",
-            "4s",
+            "10s",
             "--format",
             "json",
         ],
@@ -413,7 +413,7 @@ fn exited_process_is_symbolized() {
             break status;
         }
         assert!(
-            started.elapsed() < Duration::from_secs(10),
+            started.elapsed() < Duration::from_secs(9),
             "short_lived did not exit"
         );
         std::thread::sleep(Duration::from_millis(10));
@@ -439,10 +439,10 @@ fn exited_process_is_symbolized() {
     }
     let ours = stacks_of(&doc, pid);
     let pid_total: u64 = ours.iter().map(|s| count(s)).sum();
-    // ~1.5 s at 99 Hz is about 150 samples.
+    // 1 s of CPU at 99 Hz is about 99 samples.
     assert!(
         pid_total >= 30,
-        "only {pid_total} samples of short_lived (pid {pid}), which burned ~1.5 s of CPU\n{ctx}"
+        "only {pid_total} samples of short_lived (pid {pid}), which burned 1 s of CPU\n{ctx}"
     );
     let named: u64 = ours
         .iter()

@@ -1,6 +1,10 @@
 //! What we know of each sampled process, captured while it was alive.
 
-use std::{collections::HashMap, fs};
+use std::{
+    collections::HashMap,
+    fs,
+    time::{Duration, Instant},
+};
 
 use crate::procmaps::ProcessMaps;
 
@@ -11,6 +15,8 @@ pub struct ProcessInfo {
     pub name: Option<String>,
     /// Its executable mappings; `None` when they could not be read.
     pub maps: Option<ProcessMaps>,
+    /// When it was first captured.
+    pub first_seen: Option<Instant>,
 }
 
 /// Processes captured so far, by PID.
@@ -34,11 +40,41 @@ impl ProcessTable {
                     .ok()
                     .map(|s| s.trim_end().to_string()),
                 maps: ProcessMaps::read(pid).ok(),
+                first_seen: Some(Instant::now()),
             };
             self.procs.insert(pid, info);
             new += 1;
         }
         new
+    }
+
+    /// Re-reads the maps of live processes first seen less than `max_age`
+    /// ago (all of them with `None`), merging them into what was captured.
+    ///
+    /// A process is announced at its first sample, which for a new program is
+    /// often while the dynamic loader still maps its libraries; its maps are
+    /// complete only a little later. Old mappings are kept (see
+    /// [`ProcessMaps::merge`]), so stacks sampled early still resolve.
+    pub fn update_recent(&mut self, max_age: Option<Duration>) {
+        for (&pid, info) in &mut self.procs {
+            let young = match (max_age, info.first_seen) {
+                (None, _) => true,
+                (Some(age), Some(seen)) => seen.elapsed() < age,
+                (Some(_), None) => false,
+            };
+            if !young {
+                continue;
+            }
+            if let Ok(now) = ProcessMaps::read(pid) {
+                match &mut info.maps {
+                    Some(maps) => maps.merge(now),
+                    None => info.maps = Some(now),
+                }
+                if let Ok(name) = fs::read_to_string(format!("/proc/{pid}/comm")) {
+                    info.name = Some(name.trim_end().to_string());
+                }
+            }
+        }
     }
 
     /// What was captured of `pid`.

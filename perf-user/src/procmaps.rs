@@ -63,6 +63,25 @@ impl ProcessMaps {
         Self { mappings }
     }
 
+    /// Adds what a later read of the same process shows: its mappings win
+    /// where the two overlap (an exec, or a library loaded over an old one),
+    /// and older ones elsewhere are kept, since a stack sampled before a
+    /// `dlclose` may still point into them.
+    pub fn merge(&mut self, newer: ProcessMaps) {
+        let mut kept: Vec<Mapping> = std::mem::take(&mut self.mappings)
+            .into_iter()
+            .filter(|old| {
+                !newer
+                    .mappings
+                    .iter()
+                    .any(|n| n.start < old.end && old.start < n.end)
+            })
+            .collect();
+        kept.extend(newer.mappings);
+        kept.sort_by_key(|m| m.start);
+        self.mappings = kept;
+    }
+
     /// The mapping that holds `addr`.
     pub fn find(&self, addr: u64) -> Option<&Mapping> {
         let i = self.mappings.partition_point(|m| m.start <= addr);
@@ -144,6 +163,28 @@ garbage line
         assert_eq!(
             m.find(0x7f0000200000).unwrap().backing.module_name(),
             "[anon]"
+        );
+    }
+
+    #[test]
+    fn merge_keeps_old_and_prefers_new_on_overlap() {
+        let mut early = ProcessMaps::parse(
+            "1000-2000 r-xp 00000000 fe:00 1 /bin/sh\n5000-6000 r-xp 00000000 fe:00 2 /lib/ld.so\n",
+        );
+        let later = ProcessMaps::parse(
+            "1800-2800 r-xp 00000000 fe:00 3 /usr/bin/python3\n9000-a000 r-xp 00000000 fe:00 4 /lib/libpython.so\n",
+        );
+        early.merge(later);
+        let names: Vec<String> = early
+            .mappings
+            .iter()
+            .map(|m| m.backing.module_name())
+            .collect();
+        assert_eq!(names, ["python3", "ld.so", "libpython.so"]);
+        assert_eq!(early.find(0x1100), None, "the replaced mapping is gone");
+        assert_eq!(
+            early.find(0x9100).unwrap().backing.module_name(),
+            "libpython.so"
         );
     }
 

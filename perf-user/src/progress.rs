@@ -17,6 +17,11 @@ impl Progress {
         }
     }
 
+    /// True when the line is shown.
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Replaces the line with `text`.
     pub fn update(&mut self, text: &str) {
         if self.enabled {

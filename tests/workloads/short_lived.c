@@ -1,5 +1,5 @@
 /*
- * Burns the CPU in short_lived_burn for about 1.5 s, then exits, so that the
+ * Burns the CPU in short_lived_burn for 1 s of CPU time, then exits, so that the
  * process is gone by the time the profiler symbolizes its samples.
  */
 #include <signal.h>
@@ -31,12 +31,14 @@ int main(void)
 
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = on_alarm;
-    sigaction(SIGALRM, &sa, NULL);
+    sigaction(SIGPROF, &sa, NULL);
 
     memset(&timer, 0, sizeof(timer));
+    /* CPU time, not wall time: on a loaded machine it still burns enough
+     * to be sampled ~100 times at 99 Hz. */
     timer.it_value.tv_sec = 1;
-    timer.it_value.tv_usec = 500000;
-    setitimer(ITIMER_REAL, &timer, NULL);
+    timer.it_value.tv_usec = 0;
+    setitimer(ITIMER_PROF, &timer, NULL);
 
     return short_lived_burn() == 0 ? 1 : 0;
 }

@@ -180,6 +180,14 @@ impl CpuCollector {
         &self.cpus
     }
 
+    /// The new-PID ring buffer's file descriptor: it becomes readable when
+    /// the kernel announces a PID, so callers can sleep until then instead of
+    /// polling.
+    pub fn new_pids_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.new_pids.as_fd()
+    }
+
     /// PIDs sampled for the first time since the last call (cheap: no syscall).
     pub fn new_pids(&mut self) -> Vec<u32> {
         let mut out = Vec::new();

@@ -7,6 +7,7 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
+use tokio::io::{Interest, unix::AsyncFd};
 
 use crate::{
     cli::{ProfileArgs, Stacks},
@@ -21,10 +22,11 @@ use crate::{
     symbolize::StackSymbolizer,
 };
 
-/// How often new processes are picked up, so that their maps are captured
-/// while they still run: short, since the check costs no syscall.
-const POLL: Duration = Duration::from_millis(20);
-/// How often the progress line is redrawn.
+/// How long after its first sample a process's maps are re-read, to catch
+/// the libraries its loader maps after the first sample.
+const MAPS_SETTLE: Duration = Duration::from_secs(2);
+/// How often the progress line is redrawn, selected PIDs are checked and
+/// young processes' maps re-read.
 const REDRAW: Duration = Duration::from_millis(250);
 
 /// Runs `profile`.
@@ -78,6 +80,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     // Detach now: symbolizing can take a while and should not be profiled.
     drop(collector);
     procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
+    procs.update_recent(None);
     progress.update(&format!(
         "Symbolizing {} stacks from {} processes…",
         raw.samples.len(),
@@ -136,6 +139,10 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
 
 /// Samples until the duration is up, Ctrl-C, or every selected process is
 /// gone. Returns a line to show when it stopped early.
+///
+/// It sleeps until something happens: the kernel announcing a new PID (the
+/// ring buffer's fd turns readable), the next progress redraw, or the end.
+/// Waking on a timer instead would cost CPU on an idle host.
 async fn sample_loop(
     collector: &mut CpuCollector,
     args: &ProfileArgs,
@@ -144,11 +151,23 @@ async fn sample_loop(
     started: Instant,
 ) -> anyhow::Result<Option<String>> {
     let deadline = started + args.duration;
+    let fd = collector
+        .new_pids_fd()
+        .try_clone_to_owned()
+        .context("duplicating the new-PID ring buffer's descriptor")?;
+    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and
+    // as_raw_fd returns the same descriptor, until the AsyncFd is dropped.
+    let new_pids = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| anyhow::anyhow!("watching the new-PID ring buffer: {e}"))?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let mut tick = tokio::time::interval(POLL);
-    let mut last_redraw: Option<Instant> = None;
     loop {
+        let now = Instant::now();
+        if now >= deadline {
+            procs.capture(collector.new_pids());
+            return Ok(None);
+        }
+        let wake = (now + REDRAW).min(deadline);
         tokio::select! {
             _ = &mut ctrl_c => {
                 return Ok(Some(format!(
@@ -156,36 +175,31 @@ async fn sample_loop(
                     started.elapsed().as_secs_f64()
                 )));
             }
-            _ = tick.tick() => {}
+            ready = new_pids.readable() => {
+                let mut guard = ready.context("waiting on the new-PID ring buffer")?;
+                procs.capture(collector.new_pids());
+                guard.clear_ready();
+                continue;
+            }
+            _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        procs.capture(collector.new_pids());
-        let now = Instant::now();
-        if now >= deadline {
-            return Ok(None);
-        }
+        procs.update_recent(Some(MAPS_SETTLE));
         if !args.pids.is_empty() && args.pids.iter().all(|&p| !processes::exists(p)) {
             return Ok(Some(format!(
                 "All selected processes exited after {:.1} s; reporting what was sampled.",
                 started.elapsed().as_secs_f64()
             )));
         }
-        if last_redraw.is_some_and(|t| now - t < REDRAW) {
-            continue;
-        }
-        last_redraw = Some(now);
+        let now = Instant::now();
         progress.update(&format!(
             "Sampling at {} Hz on {} CPUs: {:.0}/{:.0} s, {} samples, {} processes (Ctrl-C to stop)",
             args.frequency,
             collector.cpus().len(),
-            (now - started).as_secs_f64(),
+            (now - started).as_secs_f64().min(args.duration.as_secs_f64()),
             args.duration.as_secs_f64(),
             collector.samples_counted().unwrap_or(0),
             procs.len()
         ));
-        let left = deadline - now;
-        if left < POLL {
-            tokio::time::sleep(left).await;
-        }
     }
 }
 
