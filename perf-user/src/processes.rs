@@ -77,6 +77,16 @@ impl ProcessTable {
         }
     }
 
+    /// Forgets processes that have exited and re-reads the others' names
+    /// and maps. For a caller that keeps one table for a long time (the
+    /// daemon): the table then holds only live processes, with their maps as
+    /// they are now (after any dlopen or exec).
+    pub fn refresh(&mut self) {
+        let live: Vec<u32> = self.procs.keys().copied().filter(|&p| exists(p)).collect();
+        self.procs.clear();
+        self.capture(live);
+    }
+
     /// What was captured of `pid`.
     pub fn get(&self, pid: u32) -> Option<&ProcessInfo> {
         self.procs.get(&pid)

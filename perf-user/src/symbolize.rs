@@ -78,6 +78,19 @@ impl StackSymbolizer {
         }
     }
 
+    /// A symbolizer that names functions but reads no source lines: the
+    /// daemon only exports names, and parsing DWARF line tables of every
+    /// sampled binary would cost memory for nothing.
+    pub fn names_only() -> Self {
+        Self {
+            blaze: Symbolizer::builder()
+                .enable_demangling(true)
+                .enable_code_info(false)
+                .build(),
+            ..Self::new()
+        }
+    }
+
     /// Files whose symbols could not be read, and why.
     pub fn failures(&self) -> &HashMap<PathBuf, String> {
         &self.failures

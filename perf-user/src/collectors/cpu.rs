@@ -97,6 +97,19 @@ pub struct RawProfile {
     pub samples_seen: u64,
 }
 
+/// The CPU sampler's kernel-side counters, summed over CPUs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CpuCounters {
+    /// Samples the program ran for, before filtering.
+    pub samples_seen: u64,
+    /// Samples counted in the sample map.
+    pub samples_counted: u64,
+    /// New-process notices dropped because the ring buffer was full.
+    pub new_pids_dropped: u64,
+    /// What was lost.
+    pub lost: LostCounts,
+}
+
 /// An attached CPU profiler; dropping it detaches the program.
 pub struct CpuCollector {
     ebpf: Ebpf,
@@ -214,6 +227,47 @@ impl CpuCollector {
         Ok(self.counters()?[counter::SAMPLES_COUNTED as usize])
     }
 
+    /// The kernel side's counters now (one read per counter, no map walk:
+    /// cheap enough for every scrape).
+    pub fn counters_now(&self) -> Result<CpuCounters, CpuError> {
+        let c = self.counters()?;
+        Ok(CpuCounters {
+            samples_seen: c[counter::SAMPLES_SEEN as usize],
+            samples_counted: c[counter::SAMPLES_COUNTED as usize],
+            new_pids_dropped: c[counter::NEW_PID_DROPPED as usize],
+            lost: LostCounts {
+                sample_map_full: c[counter::SAMPLE_MAP_FULL as usize],
+                user_stack_collisions: c[counter::USER_STACK_COLLISION as usize],
+                user_stack_errors: c[counter::USER_STACK_ERROR as usize],
+                kernel_stack_collisions: c[counter::KERNEL_STACK_COLLISION as usize],
+                kernel_stack_errors: c[counter::KERNEL_STACK_ERROR as usize],
+            },
+        })
+    }
+
+    /// Empties the stack map. The kernel never frees a stack id by itself,
+    /// so a caller that resets every window (the daemon) would otherwise see
+    /// stale stacks pile up and stack-id collisions (lost stacks) rise.
+    fn clear_stacks(&mut self) -> Result<(), CpuError> {
+        let err = |source| CpuError::Map {
+            map: "CPU_STACKS",
+            source,
+        };
+        let map = self.ebpf.map_mut("CPU_STACKS").ok_or(CpuError::Map {
+            map: "CPU_STACKS",
+            source: MapError::InvalidName {
+                name: "CPU_STACKS".into(),
+            },
+        })?;
+        let mut stacks: StackTraceMap<&mut MapData> = StackTraceMap::try_from(map).map_err(err)?;
+        let ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
+        for id in ids {
+            // Already gone is fine: the aim is an empty map.
+            let _ = stacks.remove(&id);
+        }
+        Ok(())
+    }
+
     fn samples_map(&self) -> Result<PerCpuHashMap<&MapData, SampleKey, u64>, CpuError> {
         let map = self.ebpf.map("CPU_SAMPLES").ok_or(CpuError::Map {
             map: "CPU_SAMPLES",
@@ -305,6 +359,9 @@ impl Collector for CpuCollector {
     }
 
     fn reset(&mut self) -> Result<(), CpuError> {
+        // Stacks first: a sample counted after the sample map is cleared
+        // then finds its stack recorded again, not deleted under it.
+        self.clear_stacks()?;
         let map = self.ebpf.map_mut("CPU_SAMPLES").ok_or(CpuError::Map {
             map: "CPU_SAMPLES",
             source: MapError::InvalidName {
