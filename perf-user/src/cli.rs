@@ -41,6 +41,19 @@ pub enum Command {
     ///   perf-user latency --tcp --port 443 --format json
     #[command(verbatim_doc_comment)]
     Latency(LatencyArgs),
+
+    /// Run as a daemon: continuous CPU profile (top functions per window) and
+    /// the other collectors, exported as Prometheus metrics on
+    /// http://127.0.0.1:9464/metrics (and /healthz) until SIGINT or SIGTERM.
+    /// Settings come from a TOML file (--config); flags override it.
+    ///
+    /// Examples:
+    ///   perf-user run
+    ///   perf-user run --config /etc/perf-user/perf-user.toml
+    ///   perf-user run --config my.toml --check-config
+    ///   perf-user run --collectors cpu --cpu-window 1m --listen 127.0.0.1:9500
+    #[command(verbatim_doc_comment)]
+    Run(RunArgs),
 }
 
 /// Which stacks to collect.
@@ -151,4 +164,49 @@ pub struct LatencyArgs {
     /// No progress or status lines on standard error.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Options of `run`; each overrides the configuration file's value.
+#[derive(Debug, Default, Args)]
+pub struct RunArgs {
+    /// TOML configuration file (see docs/metrics.md and scripts/perf-user.toml).
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Check the configuration (file and flags), print what would run, and exit:
+    /// 0 when valid, 1 with a message naming the line and field otherwise.
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// Address and port to serve /metrics on [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Allow --listen on a non-loopback address (the metrics name processes and functions).
+    #[arg(long)]
+    pub allow_non_loopback: bool,
+
+    /// Log format [default: text on a terminal, JSON otherwise].
+    #[arg(long, value_enum)]
+    pub log_format: Option<crate::config::LogFormat>,
+
+    /// Lowest log level [default: info]. RUST_LOG, when set, overrides it.
+    #[arg(long, value_enum)]
+    pub log_level: Option<crate::config::LogLevel>,
+
+    /// Run exactly these collectors, comma-separated (e.g. cpu,block).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub collectors: Option<Vec<String>>,
+
+    /// CPU samples per second on each CPU (1 to 10000) [default: 49].
+    #[arg(long, value_name = "HZ")]
+    pub cpu_frequency: Option<u64>,
+
+    /// CPU window: how often hotspots are recomputed, e.g. 30s, 1m [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = duration::clap_parse)]
+    pub cpu_window: Option<Duration>,
+
+    /// CPU functions exported per window; the rest are summed as "[other]" [default: 20].
+    #[arg(long, value_name = "N")]
+    pub cpu_top: Option<u32>,
 }

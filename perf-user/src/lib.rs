@@ -5,6 +5,8 @@ pub mod blockdev;
 pub mod cli;
 pub mod collectors;
 pub mod commands;
+pub mod config;
+pub mod daemon;
 pub mod duration;
 pub mod ebpf;
 pub mod histogram;

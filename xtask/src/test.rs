@@ -8,8 +8,16 @@ use crate::{apt, cmd, setup};
 
 /// Debian packages the tests need: gcc and libc6-dev build the C test
 /// programs (gcc alone, without its recommends, cannot link), chromium is a
-/// profiling target, iproute2 and procps provide `ip`, `ps` and friends.
-pub const PACKAGES: &[&str] = &["gcc", "libc6-dev", "chromium", "iproute2", "procps"];
+/// profiling target, iproute2 and procps provide `ip`, `ps` and friends,
+/// prometheus (with promtool) scrapes and checks the daemon's metrics.
+pub const PACKAGES: &[&str] = &[
+    "gcc",
+    "libc6-dev",
+    "chromium",
+    "iproute2",
+    "procps",
+    "prometheus",
+];
 
 #[derive(clap::Args)]
 pub struct Args {

@@ -2,6 +2,7 @@
 
 pub mod latency;
 pub mod profile;
+pub mod run;
 
 use crate::cli::{Cli, Command};
 
@@ -10,5 +11,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Profile(args) => profile::run(args).await,
         Command::Latency(args) => latency::run(args).await,
+        Command::Run(args) => run::run(args).await,
     }
 }

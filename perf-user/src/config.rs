@@ -1,0 +1,648 @@
+//! The `run` daemon's configuration: a TOML file, every key optional, each
+//! collector its own section (`[collectors.cpu]`, ...). Command-line flags
+//! override the file (see `daemon::apply_flags`).
+//!
+//! Values are checked while they are deserialized, so that every error
+//! carries the line and column toml reports for the offending value, and the
+//! dotted path of the field (from serde_path_to_error): one message that
+//! names the file, the line, the field and the fix.
+
+use std::{
+    fmt,
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, de};
+
+use crate::{collectors::cpu::MAX_FREQUENCY_HZ, duration};
+
+/// Where `run` listens unless told otherwise: loopback only, and a port
+/// clear of Prometheus (9090) and node_exporter (9100). OpenTelemetry's
+/// Prometheus exporter defaults to 9464 too; on a host running one, pick
+/// another port with `--listen` or `exporter.listen`.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 9464);
+
+/// Largest top-N accepted: every function is one series, so this bounds the
+/// CPU hotspot metrics' cardinality.
+pub const MAX_TOP: u32 = 500;
+
+/// Shortest CPU window: each window symbolizes every sampled stack, which
+/// costs far more than sampling; below a few seconds that would dominate.
+pub const MIN_WINDOW: Duration = Duration::from_secs(5);
+
+/// The whole configuration.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The HTTP endpoint.
+    pub exporter: ExporterConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// Which collectors run, and how.
+    pub collectors: CollectorsConfig,
+}
+
+/// `[exporter]`: where `/metrics` is served.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExporterConfig {
+    /// Address and port, e.g. "127.0.0.1:9464".
+    #[serde(deserialize_with = "socket_addr")]
+    pub listen: SocketAddr,
+    /// Must be true to listen on anything but a loopback address: the
+    /// metrics name the host's processes and functions.
+    pub allow_non_loopback: bool,
+}
+
+impl Default for ExporterConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN,
+            allow_non_loopback: false,
+        }
+    }
+}
+
+/// `[log]`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Line format.
+    pub format: LogFormat,
+    /// Lowest level written.
+    pub level: LogLevel,
+}
+
+/// How log lines look.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Text on a terminal, JSON otherwise (a service's journal, a pipe).
+    #[default]
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
+}
+
+/// Lowest level of log lines written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Start, stop, and what changes (the default).
+    #[default]
+    Info,
+    /// Every CPU window and scrape.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+/// `[collectors]`: one section per collector. An unknown section name is an
+/// error (a typo would otherwise silently disable a collector).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CollectorsConfig {
+    /// `[collectors.cpu]`.
+    pub cpu: CpuSection,
+    /// `[collectors.block]`.
+    pub block: BlockSection,
+}
+
+/// The collectors' names, as used in `[collectors.NAME]` and `--collectors`.
+pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block"];
+
+/// `[collectors.cpu]`: a continuous CPU profile, reported as the top
+/// functions of each window.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CpuSection {
+    /// Run this collector.
+    pub enabled: bool,
+    /// Samples per second on each CPU. Lower than `profile`'s 99 Hz: an
+    /// always-on profiler should cost little, and a 30 s window at 49 Hz
+    /// still gives ~1500 samples per busy CPU.
+    #[serde(deserialize_with = "frequency")]
+    pub frequency_hz: u64,
+    /// Every window the samples are read, symbolized and cleared; the
+    /// hotspot metrics describe the last complete window.
+    #[serde(deserialize_with = "window")]
+    pub window: Duration,
+    /// Functions exported per window; the rest are summed as "[other]".
+    #[serde(deserialize_with = "top")]
+    pub top: u32,
+    /// Which stacks to collect: "user", "kernel" or "both".
+    pub stacks: StackKind,
+    /// Count the idle task (pid 0) too.
+    pub include_idle: bool,
+}
+
+impl Default for CpuSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            frequency_hz: 49,
+            window: Duration::from_secs(30),
+            top: 20,
+            stacks: StackKind::Both,
+            include_idle: false,
+        }
+    }
+}
+
+/// `[collectors.block]`: block I/O latency and size histograms per disk
+/// and operation.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BlockSection {
+    /// Run this collector.
+    pub enabled: bool,
+    /// Only these disks, by name as `lsblk` shows them (a partition selects
+    /// its disk); empty means every disk.
+    pub devices: Vec<String>,
+    /// Also measure the time requests wait before issue (Linux 6.5+): one
+    /// more program run per I/O, so off by default.
+    pub queue_time: bool,
+}
+
+impl Default for BlockSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            devices: Vec::new(),
+            queue_time: false,
+        }
+    }
+}
+
+/// Which stacks the CPU collector records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StackKind {
+    /// User-space stacks only.
+    User,
+    /// Kernel stacks only.
+    Kernel,
+    /// Both.
+    Both,
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read the configuration file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A value, key or the syntax is wrong; `line` and `column` are 1-based.
+    #[error("{}:{line}:{column}: {}{message}\n    {line} | {text}", path.display(), field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
+    Invalid {
+        /// The file (or `<flags>`).
+        path: PathBuf,
+        /// Line of the offending key or value.
+        line: usize,
+        /// Column of the offending key or value.
+        column: usize,
+        /// Dotted path of the field, when the error concerns one.
+        field: Option<String>,
+        /// What is wrong and how to fix it.
+        message: String,
+        /// The offending line, for context.
+        text: String,
+    },
+    /// A combination of values is refused.
+    #[error("{}: {message}", path.display())]
+    Conflict {
+        /// The file (or `<defaults>` / `<flags>`).
+        path: PathBuf,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Reads and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses `text`; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let invalid = |e: &toml::de::Error, field: Option<String>, message: String| {
+            let (line, column, line_text) = locate(text, e.span().map(|s| s.start));
+            ConfigError::Invalid {
+                path: path.to_path_buf(),
+                line,
+                column,
+                field,
+                message,
+                text: line_text,
+            }
+        };
+        let de = toml::de::Deserializer::parse(text)
+            .map_err(|e| invalid(&e, None, e.message().to_string()))?;
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.inner();
+            let (field, message) = explain(&field, inner.message());
+            invalid(inner, field, message)
+        })?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Checks what no single field can: the listen address against the
+    /// non-loopback opt-in, and that something is enabled.
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        let conflict = |message: String| ConfigError::Conflict {
+            path: path.to_path_buf(),
+            message,
+        };
+        if !self.exporter.listen.ip().is_loopback() && !self.exporter.allow_non_loopback {
+            return Err(conflict(format!(
+                "exporter.listen = \"{}\" is not a loopback address, so every host that can \
+                 reach it could read this host's process and function names; if that is \
+                 intended, set exporter.allow_non_loopback = true (or pass --allow-non-loopback)",
+                self.exporter.listen
+            )));
+        }
+        if self.enabled_collectors().is_empty() {
+            return Err(conflict(format!(
+                "every collector is disabled; enable at least one of: {}",
+                COLLECTOR_NAMES.join(", ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Names of the enabled collectors.
+    pub fn enabled_collectors(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.collectors.cpu.enabled {
+            out.push("cpu");
+        }
+        if self.collectors.block.enabled {
+            out.push("block");
+        }
+        out
+    }
+
+    /// Enables exactly the named collectors (from `--collectors`).
+    pub fn only_collectors(&mut self, names: &[String]) -> Result<(), ConfigError> {
+        for name in names {
+            if !COLLECTOR_NAMES.contains(&name.as_str()) {
+                return Err(ConfigError::Conflict {
+                    path: PathBuf::from("--collectors"),
+                    message: format!(
+                        "unknown collector {name:?}; the collectors are: {}",
+                        COLLECTOR_NAMES.join(", ")
+                    ),
+                });
+            }
+        }
+        let on = |n: &str| names.iter().any(|x| x == n);
+        self.collectors.cpu.enabled = on("cpu");
+        self.collectors.block.enabled = on("block");
+        Ok(())
+    }
+
+    /// A one-line summary of what will run, for `--check-config` and the start-up log.
+    pub fn summary(&self) -> String {
+        let mut parts = Vec::new();
+        let cpu = &self.collectors.cpu;
+        if cpu.enabled {
+            parts.push(format!(
+                "cpu ({} Hz, window {}s, top {})",
+                cpu.frequency_hz,
+                cpu.window.as_secs_f64(),
+                cpu.top
+            ));
+        }
+        let block = &self.collectors.block;
+        if block.enabled {
+            let devices = if block.devices.is_empty() {
+                "every disk".to_string()
+            } else {
+                block.devices.join(", ")
+            };
+            parts.push(format!("block ({devices})"));
+        }
+        format!(
+            "collectors: {}; listening on http://{}/metrics",
+            parts.join(", "),
+            self.exporter.listen
+        )
+    }
+}
+
+/// Rewrites serde's generic messages where a clearer one exists.
+fn explain(path: &str, message: &str) -> (Option<String>, String) {
+    let field = (!path.is_empty() && path != ".").then(|| path.to_string());
+    // `[collectors.gpu]`: serde says "unknown field `gpu`, expected ...".
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let name = rest.split('`').next().unwrap_or_default();
+        let parent = path
+            .rsplit_once('.')
+            .map(|(p, _)| p)
+            .unwrap_or(if path == name { "" } else { path });
+        if parent == "collectors" || path == "collectors" {
+            return (
+                Some(format!("collectors.{name}")),
+                format!(
+                    "unknown collector `{name}`; the collectors are: {}",
+                    COLLECTOR_NAMES.join(", ")
+                ),
+            );
+        }
+        let expected = rest
+            .split_once("expected ")
+            .map(|(_, e)| format!("; valid keys here: {e}"))
+            .unwrap_or_default();
+        return (field, format!("unknown key `{name}`{expected}"));
+    }
+    (field, message.to_string())
+}
+
+/// 1-based line and column of byte `offset` in `text`, and that line.
+fn locate(text: &str, offset: Option<usize>) -> (usize, usize, String) {
+    let offset = offset.unwrap_or(0).min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let column = before[line_start..].chars().count() + 1;
+    let line_text = text[line_start..]
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (line, column, line_text)
+}
+
+/// An integer in `range`, or a message naming the range and what was given.
+fn bounded_int<'de, D: Deserializer<'de>>(
+    d: D,
+    what: &'static str,
+    min: u64,
+    max: u64,
+) -> Result<u64, D::Error> {
+    struct V {
+        what: &'static str,
+        min: u64,
+        max: u64,
+    }
+    impl de::Visitor<'_> for V {
+        type Value = u64;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(
+                f,
+                "{}: a whole number from {} to {}",
+                self.what, self.min, self.max
+            )
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u64, E> {
+            match u64::try_from(v) {
+                Ok(v) => self.visit_u64(v),
+                Err(_) => Err(E::custom(format!(
+                    "{} must be from {} to {}, not {v}",
+                    self.what, self.min, self.max
+                ))),
+            }
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u64, E> {
+            if (self.min..=self.max).contains(&v) {
+                Ok(v)
+            } else {
+                Err(E::custom(format!(
+                    "{} must be from {} to {}, not {v}",
+                    self.what, self.min, self.max
+                )))
+            }
+        }
+    }
+    d.deserialize_any(V { what, min, max })
+}
+
+fn frequency<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    bounded_int(
+        d,
+        "the sampling frequency (Hz per CPU)",
+        1,
+        MAX_FREQUENCY_HZ,
+    )
+}
+
+fn top<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_int(d, "the number of top functions", 1, u64::from(MAX_TOP)).map(|v| v as u32)
+}
+
+fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = parse_str(d, "a duration such as \"30s\" or \"2m\"")?;
+    let window = duration::parse(&s).map_err(de::Error::custom)?;
+    check_window(window).map_err(de::Error::custom)
+}
+
+/// The CPU window must leave time for symbolizing between windows.
+pub fn check_window(window: Duration) -> Result<Duration, String> {
+    if window < MIN_WINDOW {
+        return Err(format!(
+            "the CPU window must be at least {} s (each window symbolizes every sampled stack), not {} s",
+            MIN_WINDOW.as_secs(),
+            window.as_secs_f64()
+        ));
+    }
+    Ok(window)
+}
+
+fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
+    let s = parse_str(d, "an address and port such as \"127.0.0.1:9464\"")?;
+    SocketAddr::from_str(&s).map_err(|_| {
+        de::Error::custom(format!(
+            "{s:?} is not an address and port; write e.g. \"127.0.0.1:9464\" or \"[::1]:9464\""
+        ))
+    })
+}
+
+/// A string, or a type error that says what string was expected.
+fn parse_str<'de, D: Deserializer<'de>>(d: D, expected: &'static str) -> Result<String, D::Error> {
+    struct V(&'static str);
+    impl de::Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_str(V(expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    fn error(text: &str) -> String {
+        parse(text).expect_err("should be refused").to_string()
+    }
+
+    #[test]
+    fn empty_file_gives_the_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.exporter.listen, DEFAULT_LISTEN);
+        assert_eq!(c.enabled_collectors(), vec!["cpu", "block"]);
+    }
+
+    #[test]
+    fn a_full_file_parses() {
+        let c = parse(
+            r#"
+[exporter]
+listen = "127.0.0.1:9999"
+
+[log]
+format = "json"
+level = "debug"
+
+[collectors.cpu]
+frequency_hz = 99
+window = "1m"
+top = 5
+stacks = "user"
+
+[collectors.block]
+devices = ["vda"]
+queue_time = true
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.exporter.listen.port(), 9999);
+        assert_eq!(c.log.format, LogFormat::Json);
+        assert_eq!(c.log.level, LogLevel::Debug);
+        assert_eq!(c.collectors.cpu.frequency_hz, 99);
+        assert_eq!(c.collectors.cpu.window, Duration::from_secs(60));
+        assert_eq!(c.collectors.cpu.top, 5);
+        assert_eq!(c.collectors.cpu.stacks, StackKind::User);
+        assert_eq!(c.collectors.block.devices, ["vda"]);
+        assert!(c.collectors.block.queue_time);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let e = error("[collectors.cpu]\nfrequency_hz = 99\nfrequncy = 3\n");
+        assert!(e.starts_with("test.toml:3:1: "), "{e}");
+        assert!(e.contains("unknown key `frequncy`"), "{e}");
+        assert!(
+            e.contains("frequency_hz"),
+            "should list the valid keys: {e}"
+        );
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        let e = error("[collectors.cpu]\nfrequency_hz = \"fast\"\n");
+        assert!(
+            e.starts_with("test.toml:2:16: collectors.cpu.frequency_hz: "),
+            "{e}"
+        );
+        assert!(e.contains("whole number from 1 to 10000"), "{e}");
+    }
+
+    #[test]
+    fn unknown_collector_lists_the_known_ones() {
+        let e = error("[collectors.gpu]\nenabled = true\n");
+        assert!(e.contains("test.toml:1:"), "{e}");
+        assert!(e.contains("unknown collector `gpu`"), "{e}");
+        assert!(e.contains("cpu"), "{e}");
+    }
+
+    #[test]
+    fn negative_frequency_is_refused_with_the_range() {
+        let e = error("[collectors.cpu]\nfrequency_hz = -5\n");
+        assert!(
+            e.starts_with("test.toml:2:16: collectors.cpu.frequency_hz: "),
+            "{e}"
+        );
+        assert!(e.contains("must be from 1 to 10000, not -5"), "{e}");
+        let e = error("[collectors.cpu]\nfrequency_hz = 0\n");
+        assert!(e.contains("not 0"), "{e}");
+    }
+
+    #[test]
+    fn bad_window_and_listen() {
+        let e = error("[collectors.cpu]\nwindow = \"1s\"\n");
+        assert!(e.contains("collectors.cpu.window: "), "{e}");
+        assert!(e.contains("at least 5 s"), "{e}");
+        let e = error("[collectors.cpu]\nwindow = \"soon\"\n");
+        assert!(e.contains("invalid duration"), "{e}");
+        let e = error("[exporter]\nlisten = \"localhost\"\n");
+        assert!(e.contains("exporter.listen: "), "{e}");
+    }
+
+    #[test]
+    fn syntax_error_has_a_position() {
+        let e = error("[collectors.cpu\n");
+        assert!(e.starts_with("test.toml:1:"), "{e}");
+    }
+
+    #[test]
+    fn non_loopback_needs_the_opt_in() {
+        let e = error("[exporter]\nlisten = \"0.0.0.0:9464\"\n");
+        assert!(e.contains("allow_non_loopback"), "{e}");
+        let c = parse("[exporter]\nlisten = \"0.0.0.0:9464\"\nallow_non_loopback = true\n");
+        assert!(c.is_ok());
+    }
+
+    #[test]
+    fn all_disabled_is_refused() {
+        let e = error("[collectors.cpu]\nenabled = false\n[collectors.block]\nenabled = false\n");
+        assert!(e.contains("every collector is disabled"), "{e}");
+        let e = error("[collectors.block]\ndevices = \"vda\"\n");
+        assert!(e.contains("collectors.block.devices: "), "{e}");
+    }
+
+    #[test]
+    fn the_example_file_is_valid_and_shows_the_defaults() {
+        let text = include_str!("../../scripts/perf-user.toml");
+        assert_eq!(parse(text).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn unreadable_file_names_it() {
+        let e = Config::load(Path::new("/nonexistent/perf-user.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("/nonexistent/perf-user.toml"), "{e}");
+        assert!(e.contains("No such file"), "{e}");
+    }
+
+    #[test]
+    fn only_collectors_checks_names() {
+        let mut c = Config::default();
+        assert!(c.only_collectors(&["gpu".into()]).is_err());
+        c.only_collectors(&["cpu".into()]).unwrap();
+        assert!(c.collectors.cpu.enabled);
+        assert!(!c.collectors.block.enabled);
+    }
+}

@@ -1,0 +1,498 @@
+//! The continuous CPU profile: a thread samples on, and every window reads,
+//! clears, symbolizes and ranks what was sampled. Scrapes export the last
+//! complete window's top functions (a bounded set of series: top N plus
+//! "[other]") and the sampler's counters, read at scrape time.
+
+use std::{
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicU64, Ordering},
+        mpsc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use crate::{
+    collectors::{
+        Collector as _,
+        cpu::{CpuCollector, CpuCounters, CpuError, CpuOptions},
+    },
+    config::{CpuSection, StackKind},
+    processes::ProcessTable,
+    profile::{
+        build::{RunInfo, build},
+        hotspots,
+    },
+    symbolize::StackSymbolizer,
+};
+
+use super::{
+    exposition::{Family, Kind},
+    scrape::{Source, SourceError},
+};
+
+/// How often newly sampled processes are picked up, so their maps are read
+/// while they still run (no syscall when there is none).
+const POLL: Duration = Duration::from_millis(20);
+
+/// The symbolizer caches every address it has named and every binary it has
+/// parsed; starting afresh this often bounds that memory on a host whose
+/// processes come and go.
+const SYMBOLIZER_MAX_AGE: Duration = Duration::from_secs(3600);
+
+/// Longest label value: demangled C++ names can run to kilobytes.
+const MAX_LABEL: usize = 200;
+
+/// Name given to the sum of all functions outside the top N.
+pub const OTHER: &str = "[other]";
+
+/// One row of a window's ranking.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HotRow {
+    /// Process name.
+    pub process: String,
+    /// Function name (or `module+0xoffset`).
+    pub function: String,
+    /// Binary or library.
+    pub module: String,
+    /// Samples with this function as the leaf.
+    pub self_samples: u64,
+}
+
+/// A finished window.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Window {
+    /// Wall-clock end.
+    pub end: Option<SystemTime>,
+    /// Length.
+    pub duration: Duration,
+    /// Samples in it.
+    pub samples: u64,
+    /// The top N functions by self samples.
+    pub top: Vec<HotRow>,
+    /// Samples of every other function.
+    pub other_samples: u64,
+    /// Time spent reading, clearing and symbolizing it.
+    pub processing: Duration,
+}
+
+/// Ranks a window: the top `n` by self samples, the rest summed.
+pub fn rank(profile: &crate::profile::Profile, n: usize) -> (Vec<HotRow>, u64) {
+    let mut top = Vec::new();
+    let mut in_top = 0u64;
+    for h in hotspots(profile)
+        .into_iter()
+        .filter(|h| h.self_samples > 0)
+        .take(n)
+    {
+        in_top += h.self_samples;
+        top.push(HotRow {
+            process: clip(h.process),
+            function: clip(h.function),
+            module: clip(h.module),
+            self_samples: h.self_samples,
+        });
+    }
+    (top, profile.total_samples.saturating_sub(in_top))
+}
+
+fn clip(mut s: String) -> String {
+    if s.len() > MAX_LABEL {
+        let mut end = MAX_LABEL;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+struct Shared {
+    collector: Mutex<CpuCollector>,
+    latest: RwLock<Arc<Window>>,
+    windows: AtomicU64,
+    window_errors: AtomicU64,
+    cfg: CpuSection,
+    cpus: u32,
+}
+
+/// The CPU collector with its window thread.
+pub struct CpuSource {
+    shared: Arc<Shared>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl CpuSource {
+    /// Attaches the sampler and starts the window thread.
+    pub fn start(cfg: &CpuSection) -> Result<Self, CpuError> {
+        let opts = CpuOptions {
+            frequency_hz: cfg.frequency_hz,
+            user_stacks: cfg.stacks != StackKind::Kernel,
+            kernel_stacks: cfg.stacks != StackKind::User,
+            include_idle: cfg.include_idle,
+            ..CpuOptions::default()
+        };
+        let collector = CpuCollector::attach(&opts)?;
+        let cpus = collector.cpus().len() as u32;
+        let shared = Arc::new(Shared {
+            collector: Mutex::new(collector),
+            latest: RwLock::new(Arc::new(Window::default())),
+            windows: AtomicU64::new(0),
+            window_errors: AtomicU64::new(0),
+            cfg: cfg.clone(),
+            cpus,
+        });
+        let (stop, stopped) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("cpu-window".into())
+            .spawn(move || window_loop(&thread_shared, &stopped))
+            .map_err(|e| CpuError::Options(format!("cannot start the CPU window thread: {e}")))?;
+        Ok(Self {
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The last complete window.
+    pub fn latest(&self) -> Arc<Window> {
+        Arc::clone(&self.shared.latest.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// CPUs sampled.
+    pub fn cpus(&self) -> u32 {
+        self.shared.cpus
+    }
+}
+
+impl Drop for CpuSource {
+    fn drop(&mut self) {
+        // Dropping the sender wakes the thread, which then exits.
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn window_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
+    let mut procs = ProcessTable::default();
+    let mut sym = StackSymbolizer::names_only();
+    let mut sym_born = Instant::now();
+    let mut window_start = Instant::now();
+    loop {
+        match stop.recv_timeout(POLL) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let new = lock(&shared.collector).new_pids();
+        procs.capture(new);
+        if window_start.elapsed() < shared.cfg.window {
+            continue;
+        }
+        let started = Instant::now();
+        let duration = started - window_start;
+        window_start = started;
+        match close_window(shared, &mut procs, &mut sym, duration) {
+            Ok(mut w) => {
+                w.processing = started.elapsed();
+                tracing::debug!(
+                    collector = "cpu",
+                    samples = w.samples,
+                    functions = w.top.len(),
+                    processing_ms = w.processing.as_millis() as u64,
+                    "CPU window closed"
+                );
+                *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(w);
+                shared.windows.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(e) => {
+                shared.window_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(collector = "cpu", error = %e, "reading the CPU window failed");
+            }
+        }
+        procs.refresh();
+        if sym_born.elapsed() >= SYMBOLIZER_MAX_AGE {
+            sym = StackSymbolizer::names_only();
+            sym_born = Instant::now();
+        }
+    }
+}
+
+fn close_window(
+    shared: &Shared,
+    procs: &mut ProcessTable,
+    sym: &mut StackSymbolizer,
+    duration: Duration,
+) -> Result<Window, CpuError> {
+    // Read and clear under one lock, so no scrape sees a half-cleared map;
+    // symbolizing happens after the lock is released.
+    let raw = {
+        let mut c = lock(&shared.collector);
+        let raw = c.read()?;
+        c.reset()?;
+        raw
+    };
+    procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
+    let end = SystemTime::now();
+    let profile = build(
+        &raw,
+        procs,
+        sym,
+        &RunInfo {
+            frequency_hz: shared.cfg.frequency_hz,
+            duration_secs: duration.as_secs_f64(),
+            start_unix_nanos: (end - duration)
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64,
+            cpus: shared.cpus,
+        },
+    );
+    let (top, other_samples) = rank(&profile, shared.cfg.top as usize);
+    Ok(Window {
+        end: Some(end),
+        duration,
+        samples: profile.total_samples,
+        top,
+        other_samples,
+        processing: Duration::ZERO,
+    })
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic elsewhere must not stop the metrics: the data is still valid.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The families of one window plus the live counters.
+pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) -> Vec<Family> {
+    let mut ratio = Family::new(
+        "perf_user_cpu_hotspot_self_ratio",
+        Kind::Gauge,
+        "Share of the last CPU window's samples in which this function was running (self time); the top N functions plus function=\"[other]\" for the rest, summing to 1.",
+    );
+    let mut seconds = Family::new(
+        "perf_user_cpu_hotspot_self_seconds",
+        Kind::Gauge,
+        "CPU time spent running this function (self time) during the last CPU window, estimated as samples over the sampling frequency.",
+    );
+    let total = w.samples.max(1) as f64;
+    let per_sample = 1.0 / frequency_hz.max(1) as f64;
+    let rows = w
+        .top
+        .iter()
+        .map(|r| {
+            (
+                r.process.clone(),
+                r.function.clone(),
+                r.module.clone(),
+                r.self_samples,
+            )
+        })
+        .chain((w.other_samples > 0).then(|| {
+            (
+                String::new(),
+                OTHER.to_string(),
+                String::new(),
+                w.other_samples,
+            )
+        }));
+    for (process, function, module, n) in rows {
+        let labels = vec![
+            ("process", process),
+            ("function", function),
+            ("module", module),
+        ];
+        ratio.push(labels.clone(), n as f64 / total);
+        seconds.push(labels, n as f64 * per_sample);
+    }
+    let mut lost = Family::new(
+        "perf_user_lost_events_total",
+        Kind::Counter,
+        "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
+    );
+    let l = &counters.lost;
+    for (reason, n) in [
+        ("sample_map_full", l.sample_map_full),
+        ("user_stack_collision", l.user_stack_collisions),
+        ("user_stack_error", l.user_stack_errors),
+        ("kernel_stack_collision", l.kernel_stack_collisions),
+        ("kernel_stack_error", l.kernel_stack_errors),
+        ("new_process_notice_dropped", counters.new_pids_dropped),
+    ] {
+        lost.push(
+            vec![("collector", "cpu".into()), ("reason", reason.into())],
+            n as f64,
+        );
+    }
+    vec![
+        ratio,
+        seconds,
+        lost,
+        Family::single(
+            "perf_user_cpu_samples_total",
+            Kind::Counter,
+            "CPU samples recorded since the daemon started (all processes, every CPU).",
+            counters.samples_counted as f64,
+        ),
+        Family::single(
+            "perf_user_cpu_window_samples",
+            Kind::Gauge,
+            "Samples in the last complete CPU window.",
+            w.samples as f64,
+        ),
+        Family::single(
+            "perf_user_cpu_window_duration_seconds",
+            Kind::Gauge,
+            "Length of the last complete CPU window.",
+            w.duration.as_secs_f64(),
+        ),
+        Family::single(
+            "perf_user_cpu_window_processing_seconds",
+            Kind::Gauge,
+            "Time the daemon took to read, clear, symbolize and rank the last CPU window.",
+            w.processing.as_secs_f64(),
+        ),
+        Family::single(
+            "perf_user_cpu_window_end_timestamp_seconds",
+            Kind::Gauge,
+            "When the last complete CPU window ended, seconds since the Unix epoch (0 before the first).",
+            w.end
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map_or(0.0, |d| d.as_secs_f64()),
+        ),
+        Family::single(
+            "perf_user_cpu_sampling_frequency_hertz",
+            Kind::Gauge,
+            "Samples per second taken on each CPU.",
+            frequency_hz as f64,
+        ),
+    ]
+}
+
+impl Source for CpuSource {
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
+
+    fn health(&self) -> Result<(), String> {
+        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            return Err("the CPU window thread has stopped".into());
+        }
+        // A window that should have closed long ago means the thread hangs.
+        let w = self.latest();
+        let limit = self.shared.cfg.window * 3 + Duration::from_secs(30);
+        if let Some(age) = w.end.and_then(|end| end.elapsed().ok())
+            && age > limit
+        {
+            return Err(format!(
+                "no CPU window has closed for {:.0} s",
+                age.as_secs_f64()
+            ));
+        }
+        Ok(())
+    }
+
+    fn collect(&self) -> Result<Vec<Family>, SourceError> {
+        let counters = lock(&self.shared.collector).counters_now()?;
+        let mut out = window_families(&self.latest(), self.shared.cfg.frequency_hz, &counters);
+        out.push(Family::single(
+            "perf_user_cpu_windows_total",
+            Kind::Counter,
+            "CPU windows completed.",
+            self.shared.windows.load(Ordering::Relaxed) as f64,
+        ));
+        out.push(Family::single(
+            "perf_user_cpu_window_errors_total",
+            Kind::Counter,
+            "CPU windows that could not be read (the daemon log says why).",
+            self.shared.window_errors.load(Ordering::Relaxed) as f64,
+        ));
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc as StdArc;
+
+    use super::*;
+    use crate::profile::{Frame, LostCounts, Profile, StackSample};
+
+    fn profile(rows: &[(&str, u64)]) -> Profile {
+        let stacks: Vec<StackSample> = rows
+            .iter()
+            .map(|(f, n)| StackSample {
+                pid: 1,
+                tid: 1,
+                process: "app".into(),
+                thread: "app".into(),
+                frames: vec![StdArc::new(Frame {
+                    function: Some((*f).into()),
+                    module: "app".into(),
+                    offset: 0,
+                    address: 0,
+                    file: None,
+                    line: None,
+                    kernel: false,
+                })],
+                count: *n,
+            })
+            .collect();
+        Profile {
+            frequency_hz: 49,
+            duration_secs: 30.0,
+            start_unix_nanos: 0,
+            cpus: 2,
+            total_samples: rows.iter().map(|r| r.1).sum(),
+            lost: LostCounts::default(),
+            stacks,
+        }
+    }
+
+    #[test]
+    fn top_n_plus_other_sum_to_the_total() {
+        let p = profile(&[("a", 50), ("b", 30), ("c", 15), ("d", 5)]);
+        let (top, other) = rank(&p, 2);
+        assert_eq!(
+            top.iter().map(|r| r.function.as_str()).collect::<Vec<_>>(),
+            ["a", "b"]
+        );
+        assert_eq!(other, 20);
+        let w = Window {
+            samples: 100,
+            top,
+            other_samples: other,
+            ..Window::default()
+        };
+        let fams = window_families(&w, 50, &CpuCounters::default());
+        let ratio = &fams[0];
+        assert_eq!(ratio.samples.len(), 3);
+        let sum: f64 = ratio
+            .samples
+            .iter()
+            .map(|s| match s.value {
+                super::super::exposition::Value::Number(v) => v,
+                _ => 0.0,
+            })
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-9, "{sum}");
+        assert_eq!(ratio.samples[2].labels[1].1, OTHER);
+        // 50 samples at 50 Hz: one CPU second.
+        assert_eq!(
+            fams[1].samples[0].value,
+            super::super::exposition::Value::Number(1.0)
+        );
+    }
+
+    #[test]
+    fn long_names_are_clipped() {
+        let s = clip("x".repeat(1000));
+        assert!(s.len() <= MAX_LABEL + '…'.len_utf8());
+    }
+}

@@ -1,0 +1,177 @@
+//! `run`: the long-running daemon. It attaches the configured collectors,
+//! serves their metrics over HTTP, reading kernel maps at scrape time, and
+//! detaches everything when asked to stop.
+//!
+//! Modules: [`exposition`] (the metrics model and its encodings),
+//! [`scrape`] (reading sources at scrape time), [`http`] (the endpoint),
+//! [`cpu`] (the windowed CPU profile), [`bpf_stats`] and [`process_stats`]
+//! (self-metrics), [`log`] (logging set-up).
+
+pub mod block;
+pub mod bpf_stats;
+pub mod cpu;
+pub mod exposition;
+pub mod http;
+pub mod log;
+pub mod process_stats;
+pub mod scrape;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use crate::config::Config;
+use exposition::{Family, Kind};
+use scrape::{Scraper, Source, SourceError};
+
+/// Why the daemon could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The HTTP endpoint failed.
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
+    /// Not enough privileges to load BPF programs.
+    #[error("{0}")]
+    Privileges(String),
+    /// No collector could be attached.
+    #[error("no collector could start: {0}")]
+    NoCollector(String),
+}
+
+/// Build information and which collectors are attached.
+struct Info {
+    up: Vec<(&'static str, bool)>,
+}
+
+impl Source for Info {
+    fn name(&self) -> &'static str {
+        "info"
+    }
+
+    fn collect(&self) -> Result<Vec<Family>, SourceError> {
+        let mut build = Family::new(
+            "perf_user_build_info",
+            Kind::Gauge,
+            "Always 1; the labels say which perf-user version runs.",
+        );
+        build.push(
+            vec![("version", env!("CARGO_PKG_VERSION").to_string())],
+            1.0,
+        );
+        let mut up = Family::new(
+            "perf_user_collector_up",
+            Kind::Gauge,
+            "1 when the collector is attached, 0 when it is enabled but failed to start (the daemon log says why).",
+        );
+        for (name, ok) in &self.up {
+            up.push(
+                vec![("collector", (*name).to_string())],
+                f64::from(u8::from(*ok)),
+            );
+        }
+        Ok(vec![build, up])
+    }
+}
+
+/// Attaches the enabled collectors and returns the sources to scrape.
+/// A collector that fails to attach is logged and reported as down; the
+/// daemon goes on with the others, unless none started.
+pub fn start_sources(config: &Config) -> Result<Vec<Box<dyn Source>>, DaemonError> {
+    let mut sources: Vec<Box<dyn Source>> = Vec::new();
+    let mut up = Vec::new();
+    let mut failures = Vec::new();
+    // First, so the kernel counts run time from the programs' first run.
+    sources.push(Box::new(bpf_stats::BpfStats::new()));
+    let cpu = &config.collectors.cpu;
+    if cpu.enabled {
+        match cpu::CpuSource::start(cpu) {
+            Ok(source) => {
+                tracing::info!(
+                    collector = "cpu",
+                    frequency_hz = cpu.frequency_hz,
+                    window_seconds = cpu.window.as_secs_f64(),
+                    top = cpu.top,
+                    cpus = source.cpus(),
+                    "collector attached"
+                );
+                sources.push(Box::new(source));
+                up.push(("cpu", true));
+            }
+            Err(e) => {
+                tracing::error!(collector = "cpu", error = %e, "collector failed to start");
+                failures.push(format!("cpu: {e}"));
+                up.push(("cpu", false));
+            }
+        }
+    }
+    let block = &config.collectors.block;
+    if block.enabled {
+        match block::BlockSource::start(block) {
+            Ok(source) => {
+                tracing::info!(
+                    collector = "block",
+                    devices = ?block.devices,
+                    queue_time = block.queue_time,
+                    "collector attached"
+                );
+                sources.push(Box::new(source));
+                up.push(("block", true));
+            }
+            Err(e) => {
+                tracing::error!(collector = "block", error = %e, "collector failed to start");
+                failures.push(format!("block: {e}"));
+                up.push(("block", false));
+            }
+        }
+    }
+    if up.iter().all(|(_, ok)| !ok) {
+        return Err(DaemonError::NoCollector(failures.join("; ")));
+    }
+    sources.push(Box::new(process_stats::ProcessStats));
+    sources.push(Box::new(Info { up }));
+    Ok(sources)
+}
+
+/// Runs until `shutdown` completes; then detaches every collector.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    // Bind before loading anything, so a taken port fails at once.
+    let listener = http::bind(config.exporter.listen).await?;
+    crate::privileges::check().map_err(DaemonError::Privileges)?;
+    if let Some(warning) = crate::ebpf::raise_memlock_limit() {
+        tracing::warn!("{warning}");
+    }
+    // Loading the programs blocks for a moment; nothing else runs yet.
+    let sources = start_sources(&config)?;
+    let scraper = Arc::new(Scraper::new(sources));
+    let health_scraper = Arc::clone(&scraper);
+    let state = http::AppState {
+        scraper: Arc::clone(&scraper),
+        health: Arc::new(move || health_scraper.health()),
+    };
+    tracing::info!(
+        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        "serving /metrics and /healthz"
+    );
+    let served = http::serve(listener, state, shutdown).await;
+    // Detach: the collectors are dropped with the last reference to the
+    // scraper. In-flight scrapes hold one briefly; wait for them.
+    let mut scraper = scraper;
+    for _ in 0..100 {
+        match Arc::try_unwrap(scraper) {
+            Ok(s) => {
+                drop(s);
+                tracing::info!("collectors detached; nothing is left in the kernel");
+                return served.map_err(Into::into);
+            }
+            Err(still_shared) => {
+                scraper = still_shared;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::warn!(
+        "a scrape was still running at exit; the kernel detaches its programs when the process exits"
+    );
+    served.map_err(Into::into)
+}
