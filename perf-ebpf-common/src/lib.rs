@@ -6,6 +6,7 @@
 
 pub mod block;
 pub mod hist;
+pub mod tcp;
 
 /// Length of `task_struct::comm`, NUL included.
 pub const TASK_COMM_LEN: usize = 16;

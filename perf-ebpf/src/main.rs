@@ -4,6 +4,7 @@
 mod block;
 mod cpu_sample;
 mod hist;
+mod tcp;
 
 #[cfg(not(test))]
 #[panic_handler]

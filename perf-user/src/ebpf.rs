@@ -1,7 +1,7 @@
 //! The embedded kernel object and how it is loaded.
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
-use perf_ebpf_common::{SampleConfig, block::BlockConfig};
+use perf_ebpf_common::{SampleConfig, block::BlockConfig, tcp::TcpConfig};
 
 /// The eBPF object built from perf-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-ebpf"));
@@ -13,6 +13,8 @@ pub struct Globals {
     pub cpu: Option<SampleConfig>,
     /// The block I/O latency programs' field offsets and filters.
     pub block: Option<BlockConfig>,
+    /// The TCP latency programs' field offsets and filters.
+    pub tcp: Option<TcpConfig>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps to
@@ -45,6 +47,9 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
     if let Some(block) = &globals.block {
         loader.override_global("BLOCK_CONFIG", block, true);
     }
+    if let Some(tcp) = &globals.tcp {
+        loader.override_global("TCP_CONFIG", tcp, true);
+    }
     // Every load creates every map in the object; the preallocated ones of
     // collectors not in use would cost memory for nothing (the CPU stack map
     // alone is ~16 MiB), so those shrink to one entry.
@@ -54,6 +59,7 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
             &["CPU_STACKS", "CPU_SAMPLES", "CPU_SEEN_PIDS"],
         ),
         (globals.block.is_none(), &["BLOCK_INFLIGHT"]),
+        (globals.tcp.is_none(), &["TCP_START"]),
     ];
     for (_, maps) in unused.iter().filter(|(unused, _)| *unused) {
         for map in *maps {

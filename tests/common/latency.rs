@@ -209,6 +209,15 @@ impl NetNs {
     }
 }
 
+impl NetNs {
+    /// Like `enter_current_thread`, for a handle that only names a namespace
+    /// owned elsewhere: it is not deleted when this handle is dropped.
+    pub fn enter_current_thread_keep(self) {
+        self.enter_current_thread();
+        std::mem::forget(self);
+    }
+}
+
 impl Drop for NetNs {
     fn drop(&mut self) {
         run_quiet("ip", &["netns", "del", &self.name]);

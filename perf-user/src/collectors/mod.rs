@@ -3,6 +3,7 @@
 
 pub mod block;
 pub mod cpu;
+pub mod tcp;
 
 /// What every collector can do once attached.
 pub trait Collector {

@@ -14,9 +14,10 @@ use crate::{
     collectors::{
         Collector as _,
         block::{BlockCollector, BlockOptions},
+        tcp::{TcpCollector, TcpOptions},
     },
     ebpf,
-    latency::{self, BlockReport, LatencyReport},
+    latency::{self, BlockReport, LatencyReport, TcpReport},
     privileges,
     progress::Progress,
 };
@@ -76,6 +77,16 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    let mut tcp = if want_tcp {
+        Some(
+            TcpCollector::attach(&TcpOptions {
+                ports: args.ports.clone(),
+            })
+            .context("cannot start the TCP latency collector")?,
+        )
+    } else {
+        None
+    };
     // Listen for Ctrl-C before saying that tracing runs, so that an early
     // Ctrl-C ends the run with a report rather than killing the process.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
@@ -92,7 +103,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
             args.duration.as_secs_f64()
         );
     }
-    let stop = wait(&args, started, &mut sigint, block.as_mut()).await;
+    let stop = wait(&args, started, &mut sigint, block.as_ref(), tcp.as_ref()).await;
     let duration_secs = started.elapsed().as_secs_f64();
 
     let block_report = match block.as_mut() {
@@ -108,6 +119,14 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         None => None,
     };
     drop(block);
+    let tcp_report = match tcp.as_mut() {
+        Some(t) => Some(TcpReport::new(
+            &t.read().context("reading the TCP histograms")?,
+            args.top,
+        )),
+        None => None,
+    };
+    drop(tcp);
     if let Some(reason) = stop {
         eprintln!("{reason}");
     }
@@ -115,6 +134,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         schema_version: latency::SCHEMA_VERSION,
         duration_secs,
         block: block_report,
+        tcp: tcp_report,
     };
     match args.format {
         LatencyFormat::Table => latency::table::write(&report, &mut out),
@@ -136,7 +156,8 @@ async fn wait(
     args: &LatencyArgs,
     started: Instant,
     sigint: &mut tokio::signal::unix::Signal,
-    mut block: Option<&mut BlockCollector>,
+    block: Option<&BlockCollector>,
+    tcp: Option<&TcpCollector>,
 ) -> Option<String> {
     let deadline = started + args.duration;
     let mut progress = Progress::new(args.quiet);
@@ -162,8 +183,11 @@ async fn wait(
                     started.elapsed().as_secs_f64(),
                     args.duration.as_secs_f64()
                 );
-                if let Some(Ok(c)) = block.as_deref_mut().map(|b| b.counters_now()) {
+                if let Some(Ok(c)) = block.map(BlockCollector::counters_now) {
                     line.push_str(&format!(", {} I/Os timed", c.timed));
+                }
+                if let Some(Ok(c)) = tcp.map(TcpCollector::counters_now) {
+                    line.push_str(&format!(", {} TCP RTT samples", c.rtt_recorded));
                 }
                 line.push_str(" (Ctrl-C to stop)");
                 progress.update(&line);

@@ -3,14 +3,161 @@
 
 use std::io::{self, Write};
 
-use super::{BlockReport, HistReport, LatencyReport};
+use super::{BlockReport, HistReport, LatencyReport, TcpPeerSeries, TcpReport, TcpSeriesSet};
+use crate::collectors::tcp::PortSide;
 
 /// Writes the whole report.
 pub fn write(report: &LatencyReport, w: &mut dyn Write) -> io::Result<()> {
     if let Some(block) = &report.block {
         write_block(block, report.duration_secs, w)?;
     }
+    if let Some(tcp) = &report.tcp {
+        if report.block.is_some() {
+            writeln!(w)?;
+        }
+        write_tcp(tcp, report.duration_secs, w)?;
+    }
     Ok(())
+}
+
+/// `remote port 443`, `local port 22`, `other ports`.
+fn port_label(port: Option<u16>, side: Option<PortSide>) -> String {
+    match (port, side) {
+        (Some(p), Some(PortSide::Local)) => format!("local port {p}"),
+        (Some(p), _) => format!("remote port {p}"),
+        _ => "other ports".to_string(),
+    }
+}
+
+fn write_tcp(tcp: &TcpReport, secs: f64, w: &mut dyn Write) -> io::Result<()> {
+    let kinds: [(&TcpSeriesSet, &str, &str); 3] = [
+        (&tcp.rtt, "TCP smoothed RTT", "samples"),
+        (
+            &tcp.connect,
+            "TCP connect latency (SYN sent to established)",
+            "connections",
+        ),
+        (
+            &tcp.accept,
+            "TCP accept latency (handshake's last ACK to established)",
+            "connections",
+        ),
+    ];
+    let mut any = false;
+    for (set, title, what) in kinds {
+        if set.count == 0 {
+            continue;
+        }
+        any = true;
+        for s in &set.by_port {
+            writeln!(
+                w,
+                "{title}, {}: {}",
+                port_label(s.port, s.side),
+                summary(&s.latency, what, fmt_micros)
+            )?;
+            s.latency.hist.write_text("usecs", w)?;
+            writeln!(w)?;
+        }
+        write_peers(&set.by_peer, what, w)?;
+    }
+    if tcp.connect_failed.count > 0 {
+        any = true;
+        writeln!(w, "TCP failed connects (SYN sent, then closed):")?;
+        for s in &tcp.connect_failed.by_port {
+            writeln!(
+                w,
+                "  {}: {} failed, time to failure mean {}, max {}",
+                port_label(s.port, s.side),
+                s.latency.count,
+                s.latency.mean.map_or_else(|| "-".into(), fmt_micros),
+                fmt_micros(s.latency.max)
+            )?;
+        }
+        write_peers(&tcp.connect_failed.by_peer, "failed", w)?;
+    }
+    if tcp.retransmits.count > 0 {
+        any = true;
+        let ports: Vec<String> = tcp
+            .retransmits
+            .by_port
+            .iter()
+            .map(|p| format!("{} {}", port_label(p.port, p.side), p.count))
+            .collect();
+        let peers: Vec<String> = tcp
+            .retransmits
+            .by_peer
+            .iter()
+            .map(|p| format!("{} {}", p.peer.as_deref().unwrap_or("other peers"), p.count))
+            .collect();
+        writeln!(
+            w,
+            "TCP retransmits: {} ({}; {})",
+            tcp.retransmits.count,
+            ports.join(", "),
+            peers.join(", ")
+        )?;
+    }
+    if !any {
+        writeln!(w, "TCP: no connection activity seen in {secs:.1} s.")?;
+    }
+    let c = &tcp.counters;
+    let notes: Vec<String> = [
+        (
+            c.unmatched_handshakes,
+            "handshakes begun before tracing (not timed)",
+        ),
+        (c.start_map_full, "handshakes not timed: start map full"),
+        (
+            c.peers_folded,
+            "values whose peer went to \"other peers\": map full",
+        ),
+        (c.histogram_map_full, "values lost: histogram map full"),
+        (c.read_errors, "tracepoint fields unreadable"),
+        (
+            c.missed,
+            "events the kernel skipped (another BPF program was running)",
+        ),
+    ]
+    .into_iter()
+    .filter(|(n, _)| *n > 0)
+    .map(|(n, what)| format!("{n} {what}"))
+    .collect();
+    if !notes.is_empty() {
+        writeln!(w, "Not recorded: {}.", notes.join("; "))?;
+    }
+    Ok(())
+}
+
+/// A small table of the busiest peers, when there is more than one.
+fn write_peers(peers: &[TcpPeerSeries], what: &str, w: &mut dyn Write) -> io::Result<()> {
+    if peers.len() < 2 {
+        return Ok(());
+    }
+    writeln!(
+        w,
+        "  {:<40} {:>10} {:>9} {:>9} {:>9} {:>9}",
+        "PEER",
+        what.to_uppercase(),
+        "P50",
+        "P90",
+        "P99",
+        "MAX"
+    )?;
+    let opt = |v: Option<f64>| v.map_or_else(|| "-".to_string(), fmt_micros);
+    for p in peers {
+        writeln!(
+            w,
+            "  {:<40} {:>10} {:>9} {:>9} {:>9} {:>9}",
+            p.peer.as_deref().unwrap_or("other peers"),
+            p.latency.count,
+            opt(p.latency.p50),
+            opt(p.latency.p90),
+            opt(p.latency.p99),
+            fmt_micros(p.latency.max)
+        )?;
+    }
+    writeln!(w)
 }
 
 fn write_block(block: &BlockReport, secs: f64, w: &mut dyn Write) -> io::Result<()> {

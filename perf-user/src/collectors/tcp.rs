@@ -1,0 +1,546 @@
+//! TCP latency: tracepoints tcp:tcp_probe (smoothed RTT),
+//! sock:inet_sock_set_state (connect and accept latency, failed connects) and
+//! tcp:tcp_retransmit_skb, aggregated in the kernel into per-CPU log2
+//! histograms labelled by port and peer.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    os::fd::AsFd as _,
+    path::Path,
+};
+
+use aya::{
+    Ebpf, EbpfError,
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    programs::{ProgramError, TracePoint},
+    util::nr_cpus,
+};
+use perf_ebpf_common::{
+    hist::{Hist, LATENCY_UNIT_NS},
+    tcp::{AF_INET, AF_INET6, TCP_PORT_FILTER_ENTRIES, TcpConfig, TcpKey, counter, kind, side},
+};
+
+use super::Collector;
+use crate::{
+    ebpf,
+    histogram::Log2Hist,
+    progstats::{self, ProgStats},
+    tracefs::{self, Format, TracefsError},
+};
+
+/// Where Linux keeps the local ephemeral port range.
+pub const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
+
+/// The programs and their tracepoints, in attach order: state changes first,
+/// so that no handshake is begun unseen.
+const PROGRAMS: [(&str, &str); 3] = [
+    ("sock", "inet_sock_set_state"),
+    ("tcp", "tcp_probe"),
+    ("tcp", "tcp_retransmit_skb"),
+];
+
+/// What to trace.
+#[derive(Clone, Debug, Default)]
+pub struct TcpOptions {
+    /// Only connections with one of these local or remote ports; empty means all.
+    pub ports: Vec<u16>,
+}
+
+/// Why the TCP collector could not start or read.
+#[derive(Debug, thiserror::Error)]
+pub enum TcpError {
+    /// tracefs or a tracepoint format was unusable.
+    #[error(transparent)]
+    Tracefs(#[from] TracefsError),
+    /// The eBPF object could not be loaded (maps creation failed).
+    #[error(
+        "loading the eBPF object failed: {0}; this needs root or CAP_BPF+CAP_PERFMON and a kernel with BPF enabled"
+    )]
+    Load(#[from] EbpfError),
+    /// The verifier or the kernel refused a program, or attaching failed.
+    #[error("the kernel refused the TCP program {program}: {source}")]
+    Program {
+        /// The program's name.
+        program: &'static str,
+        /// What went wrong.
+        #[source]
+        source: ProgramError,
+    },
+    /// A map was missing or could not be read.
+    #[error("reading the TCP map {map}: {source}")]
+    Map {
+        /// The map's name.
+        map: &'static str,
+        /// What went wrong.
+        #[source]
+        source: MapError,
+    },
+    /// Bad options.
+    #[error("{0}")]
+    Options(String),
+}
+
+/// What a series measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TcpKind {
+    /// Smoothed RTT at each received segment.
+    Rtt,
+    /// Active open, SYN_SENT to ESTABLISHED.
+    Connect,
+    /// Active open that failed, SYN_SENT to CLOSE (time to failure).
+    ConnectFailed,
+    /// Passive open, SYN_RECV to ESTABLISHED.
+    Accept,
+    /// Retransmitted segments (count only).
+    Retransmit,
+}
+
+impl TcpKind {
+    fn from_raw(k: u8) -> Option<Self> {
+        Some(match k {
+            kind::RTT => Self::Rtt,
+            kind::CONNECT => Self::Connect,
+            kind::CONNECT_FAILED => Self::ConnectFailed,
+            kind::ACCEPT => Self::Accept,
+            kind::RETRANSMIT => Self::Retransmit,
+            _ => return None,
+        })
+    }
+}
+
+/// Which end's port labels a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PortSide {
+    /// The local port (a server's listening port).
+    Local,
+    /// The remote port (the service a client uses).
+    Remote,
+}
+
+/// One kernel series: a kind, a port, a peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpSeries {
+    /// What it measures.
+    pub kind: TcpKind,
+    /// Which end `port` is.
+    pub side: PortSide,
+    /// The labelling port.
+    pub port: u16,
+    /// The remote address; `None` for peers folded together when the map was full.
+    pub peer: Option<IpAddr>,
+    /// Values in ns (retransmits: only the count).
+    pub hist: Log2Hist,
+}
+
+/// The kernel side's counters, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TcpCounters {
+    /// tcp_probe events seen.
+    pub probes: u64,
+    /// RTT values recorded.
+    pub rtt_recorded: u64,
+    /// TCP state changes seen.
+    pub state_changes: u64,
+    /// Handshakes that ended without their start seen (begun before tracing).
+    pub unmatched_handshakes: u64,
+    /// Handshakes not timed because the start map was full.
+    pub start_map_full: u64,
+    /// Values lost because the histogram map was full.
+    pub histogram_map_full: u64,
+    /// Values whose peer was folded into "other peers" (map full).
+    pub peers_folded: u64,
+    /// Tracepoint fields that could not be read.
+    pub read_errors: u64,
+    /// Retransmits seen (before the port filter).
+    pub retransmits_seen: u64,
+    /// Program runs the kernel skipped because another BPF program was
+    /// running on that CPU (all three programs).
+    pub missed: u64,
+}
+
+/// Everything read from the kernel maps.
+#[derive(Clone, Debug, Default)]
+pub struct TcpSnapshot {
+    /// One entry per (kind, side, port, peer) seen.
+    pub series: Vec<TcpSeries>,
+    /// What the kernel side counted.
+    pub counters: TcpCounters,
+}
+
+/// The local ephemeral port range, from the text of ip_local_port_range.
+pub fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let mut it = text.split_whitespace().map(str::parse::<u16>);
+    let lo = it.next()?.ok()?;
+    let hi = it.next()?.ok()?;
+    (lo <= hi).then_some((lo, hi))
+}
+
+/// Builds the programs' configuration from the tracepoint formats under `root`.
+pub fn config(root: &Path, opts: &TcpOptions) -> Result<TcpConfig, TcpError> {
+    let probe = tracefs::read_format(root, "tcp", "tcp_probe")?;
+    let state = tracefs::read_format(root, "sock", "inet_sock_set_state")?;
+    let retrans = tracefs::read_format(root, "tcp", "tcp_retransmit_skb")?;
+    let mut cfg = config_from(&probe, &state, &retrans)?;
+    // Linux's default when the file cannot be read.
+    let (lo, hi) = std::fs::read_to_string(PORT_RANGE)
+        .ok()
+        .and_then(|t| parse_port_range(&t))
+        .unwrap_or((32_768, 60_999));
+    cfg.ephemeral_lo = lo;
+    cfg.ephemeral_hi = hi;
+    cfg.filter_ports = u8::from(!opts.ports.is_empty());
+    Ok(cfg)
+}
+
+/// The offsets part of the configuration.
+pub fn config_from(
+    probe: &Format,
+    state: &Format,
+    retrans: &Format,
+) -> Result<TcpConfig, TcpError> {
+    let mut cfg = TcpConfig::zeroed();
+    cfg.probe_sport = probe.offset("sport", 2)?;
+    cfg.probe_dport = probe.offset("dport", 2)?;
+    cfg.probe_family = probe.offset("family", 2)?;
+    // A struct sockaddr_in6 (28 bytes) holds either address family.
+    cfg.probe_daddr = probe.offset_min("daddr", 24)?;
+    cfg.probe_srtt = probe.offset("srtt", 4)?;
+    cfg.state_skaddr = state.offset("skaddr", 8)?;
+    cfg.state_oldstate = state.offset("oldstate", 4)?;
+    cfg.state_newstate = state.offset("newstate", 4)?;
+    cfg.state_sport = state.offset("sport", 2)?;
+    cfg.state_dport = state.offset("dport", 2)?;
+    cfg.state_family = state.offset("family", 2)?;
+    cfg.state_protocol = state.offset("protocol", 2)?;
+    cfg.state_daddr = state.offset("daddr", 4)?;
+    cfg.state_daddr_v6 = state.offset("daddr_v6", 16)?;
+    cfg.retrans_sport = retrans.offset("sport", 2)?;
+    cfg.retrans_dport = retrans.offset("dport", 2)?;
+    cfg.retrans_family = retrans.offset("family", 2)?;
+    cfg.retrans_daddr = retrans.offset("daddr", 4)?;
+    cfg.retrans_daddr_v6 = retrans.offset("daddr_v6", 16)?;
+    Ok(cfg)
+}
+
+/// The peer address of a key; `None` for "other peers".
+pub fn peer_addr(key: &TcpKey) -> Option<IpAddr> {
+    match key.family {
+        AF_INET => Some(IpAddr::V4(Ipv4Addr::new(
+            key.peer[0],
+            key.peer[1],
+            key.peer[2],
+            key.peer[3],
+        ))),
+        AF_INET6 => {
+            let v6 = Ipv6Addr::from(key.peer);
+            // An IPv4 peer of a dual-stack socket: show it as IPv4.
+            Some(match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// An attached TCP collector; dropping it detaches the programs.
+pub struct TcpCollector {
+    ebpf: Ebpf,
+}
+
+impl TcpCollector {
+    /// Mounts tracefs if needed, loads the programs and attaches them.
+    pub fn attach(opts: &TcpOptions) -> Result<Self, TcpError> {
+        if opts.ports.len() > TCP_PORT_FILTER_ENTRIES as usize {
+            return Err(TcpError::Options(format!(
+                "at most {TCP_PORT_FILTER_ENTRIES} ports can be selected at once"
+            )));
+        }
+        let root = tracefs::ensure_mounted()?;
+        let cfg = config(&root, opts)?;
+        let mut ebpf = ebpf::load(&ebpf::Globals {
+            tcp: Some(cfg),
+            ..ebpf::Globals::default()
+        })?;
+        if !opts.ports.is_empty() {
+            let map = ebpf
+                .map_mut("TCP_PORT_FILTER")
+                .ok_or(missing("TCP_PORT_FILTER"))?;
+            let mut filter: BpfHashMap<_, u16, u8> =
+                BpfHashMap::try_from(map).map_err(map_err("TCP_PORT_FILTER"))?;
+            for &port in &opts.ports {
+                filter
+                    .insert(port, 1, 0)
+                    .map_err(map_err("TCP_PORT_FILTER"))?;
+            }
+        }
+        for (category, program) in PROGRAMS {
+            let err = |source| TcpError::Program { program, source };
+            let prog: &mut TracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| {
+                    TcpError::Options(format!("program {program} missing from the object"))
+                })?
+                .try_into()
+                .map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach(category, program).map_err(err)?;
+        }
+        Ok(Self { ebpf })
+    }
+
+    /// The kernel side's counters so far (one read per counter; cheap).
+    pub fn counters_now(&self) -> Result<TcpCounters, TcpError> {
+        let map = self
+            .ebpf
+            .map("TCP_COUNTERS")
+            .ok_or(missing("TCP_COUNTERS"))?;
+        let array: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("TCP_COUNTERS"))?;
+        let get = |i: u32| -> Result<u64, TcpError> {
+            Ok(array
+                .get(&i, 0)
+                .map_err(map_err("TCP_COUNTERS"))?
+                .iter()
+                .sum())
+        };
+        Ok(TcpCounters {
+            probes: get(counter::PROBES)?,
+            rtt_recorded: get(counter::RTT_RECORDED)?,
+            state_changes: get(counter::STATE_CHANGES)?,
+            unmatched_handshakes: get(counter::UNMATCHED)?,
+            start_map_full: get(counter::START_FULL)?,
+            histogram_map_full: get(counter::HIST_FULL)?,
+            peers_folded: get(counter::PEER_FOLDED)?,
+            read_errors: get(counter::READ_ERROR)?,
+            retransmits_seen: get(counter::RETRANSMITS)?,
+            missed: self
+                .program_stats()
+                .iter()
+                .map(|(_, s)| s.recursion_misses)
+                .sum(),
+        })
+    }
+
+    /// The kernel's statistics of each program (run time needs
+    /// kernel.bpf_stats_enabled=1).
+    pub fn program_stats(&self) -> Vec<(&'static str, ProgStats)> {
+        PROGRAMS
+            .iter()
+            .map(|&(_, p)| {
+                let stats = self
+                    .ebpf
+                    .program(p)
+                    .and_then(|prog| <&TracePoint>::try_from(prog).ok())
+                    .and_then(|prog| prog.fd().ok())
+                    .and_then(|fd| progstats::read(fd.as_fd()).ok())
+                    .unwrap_or_default();
+                (p, stats)
+            })
+            .collect()
+    }
+
+    fn hists(&self) -> Result<PerCpuHashMap<&MapData, TcpKey, Hist>, TcpError> {
+        let map = self.ebpf.map("TCP_HISTS").ok_or(missing("TCP_HISTS"))?;
+        PerCpuHashMap::try_from(map).map_err(map_err("TCP_HISTS"))
+    }
+}
+
+impl Collector for TcpCollector {
+    type Snapshot = TcpSnapshot;
+    type Error = TcpError;
+
+    fn name(&self) -> &'static str {
+        "tcp"
+    }
+
+    fn read(&mut self) -> Result<TcpSnapshot, TcpError> {
+        let mut series = Vec::new();
+        for entry in self.hists()?.iter() {
+            let (key, per_cpu) = entry.map_err(map_err("TCP_HISTS"))?;
+            let Some(kind) = TcpKind::from_raw(key.kind) else {
+                continue;
+            };
+            let hist = Log2Hist::from_per_cpu(LATENCY_UNIT_NS, per_cpu.iter());
+            if hist.is_empty() {
+                continue;
+            }
+            series.push(TcpSeries {
+                kind,
+                side: if key.side == side::LOCAL {
+                    PortSide::Local
+                } else {
+                    PortSide::Remote
+                },
+                port: key.port,
+                peer: peer_addr(&key),
+                hist,
+            });
+        }
+        series.sort_by(|a, b| {
+            (a.kind, a.side, a.port, a.peer).cmp(&(b.kind, b.side, b.port, b.peer))
+        });
+        Ok(TcpSnapshot {
+            series,
+            counters: self.counters_now()?,
+        })
+    }
+
+    fn reset(&mut self) -> Result<(), TcpError> {
+        // TCP_START is kept: handshakes under way are still timed.
+        let map = self.ebpf.map_mut("TCP_HISTS").ok_or(missing("TCP_HISTS"))?;
+        let mut hists: PerCpuHashMap<&mut MapData, TcpKey, Hist> =
+            PerCpuHashMap::try_from(map).map_err(map_err("TCP_HISTS"))?;
+        let keys: Vec<TcpKey> = hists.keys().filter_map(Result::ok).collect();
+        for key in keys {
+            // Already gone is fine: the aim is an empty map.
+            let _ = hists.remove(&key);
+        }
+        let map = self
+            .ebpf
+            .map_mut("TCP_COUNTERS")
+            .ok_or(missing("TCP_COUNTERS"))?;
+        let mut counters: PerCpuArray<&mut MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_err("TCP_COUNTERS"))?;
+        let cpus = nr_cpus().map_err(|(_, e)| TcpError::Map {
+            map: "TCP_COUNTERS",
+            source: MapError::IoError(e),
+        })?;
+        for i in 0..counter::LEN {
+            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| TcpError::Map {
+                map: "TCP_COUNTERS",
+                source: MapError::IoError(e),
+            })?;
+            counters.set(i, zeros, 0).map_err(map_err("TCP_COUNTERS"))?;
+        }
+        Ok(())
+    }
+}
+
+fn missing(map: &'static str) -> TcpError {
+    TcpError::Map {
+        map,
+        source: MapError::InvalidName { name: map.into() },
+    }
+}
+
+fn map_err(map: &'static str) -> impl Fn(MapError) -> TcpError {
+    move |source| TcpError::Map { map, source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROBE: &str = "name: tcp_probe
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[28];\toffset:8;\tsize:28;\tsigned:0;
+\tfield:__u8 daddr[28];\toffset:36;\tsize:28;\tsigned:0;
+\tfield:__u16 sport;\toffset:64;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:66;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:68;\tsize:2;\tsigned:0;
+\tfield:__u32 srtt;\toffset:100;\tsize:4;\tsigned:0;
+";
+    const STATE: &str = "name: inet_sock_set_state
+format:
+\tfield:const void * skaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:int oldstate;\toffset:16;\tsize:4;\tsigned:1;
+\tfield:int newstate;\toffset:20;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:24;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:26;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 protocol;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:32;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:36;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:40;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:56;\tsize:16;\tsigned:0;
+";
+    const RETRANS: &str = "name: tcp_retransmit_skb
+format:
+\tfield:const void * skbaddr;\toffset:8;\tsize:8;\tsigned:0;
+\tfield:const void * skaddr;\toffset:16;\tsize:8;\tsigned:0;
+\tfield:int state;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:__u16 sport;\toffset:28;\tsize:2;\tsigned:0;
+\tfield:__u16 dport;\toffset:30;\tsize:2;\tsigned:0;
+\tfield:__u16 family;\toffset:32;\tsize:2;\tsigned:0;
+\tfield:__u8 saddr[4];\toffset:34;\tsize:4;\tsigned:0;
+\tfield:__u8 daddr[4];\toffset:38;\tsize:4;\tsigned:0;
+\tfield:__u8 saddr_v6[16];\toffset:42;\tsize:16;\tsigned:0;
+\tfield:__u8 daddr_v6[16];\toffset:58;\tsize:16;\tsigned:0;
+";
+
+    #[test]
+    fn offsets_from_linux_6_18_formats() {
+        let cfg = config_from(
+            &Format::parse("tcp:tcp_probe", PROBE),
+            &Format::parse("sock:inet_sock_set_state", STATE),
+            &Format::parse("tcp:tcp_retransmit_skb", RETRANS),
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                cfg.probe_sport,
+                cfg.probe_dport,
+                cfg.probe_family,
+                cfg.probe_daddr,
+                cfg.probe_srtt
+            ),
+            (64, 66, 68, 36, 100)
+        );
+        assert_eq!(
+            (cfg.state_skaddr, cfg.state_oldstate, cfg.state_newstate),
+            (8, 16, 20)
+        );
+        assert_eq!(
+            (cfg.state_protocol, cfg.state_daddr, cfg.state_daddr_v6),
+            (30, 36, 56)
+        );
+        assert_eq!(
+            (cfg.retrans_sport, cfg.retrans_daddr, cfg.retrans_daddr_v6),
+            (28, 38, 58)
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let e = config_from(
+            &Format::parse("tcp:tcp_probe", &PROBE.replace("srtt", "srtt_us")),
+            &Format::parse("sock:inet_sock_set_state", STATE),
+            &Format::parse("tcp:tcp_retransmit_skb", RETRANS),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("tcp:tcp_probe") && e.contains("`srtt`"), "{e}");
+    }
+
+    #[test]
+    fn port_range() {
+        assert_eq!(parse_port_range("32768\t60999\n"), Some((32768, 60999)));
+        assert_eq!(parse_port_range("1024 65535"), Some((1024, 65535)));
+        assert_eq!(parse_port_range("9 1"), None);
+        assert_eq!(parse_port_range(""), None);
+    }
+
+    #[test]
+    fn peers_print_as_addresses() {
+        let mut key = TcpKey {
+            kind: kind::RTT,
+            side: side::REMOTE,
+            family: AF_INET,
+            port: 443,
+            _pad: [0; 2],
+            peer: [0; 16],
+        };
+        key.peer[..4].copy_from_slice(&[10, 1, 2, 3]);
+        assert_eq!(peer_addr(&key).unwrap().to_string(), "10.1.2.3");
+        key.family = AF_INET6;
+        key.peer = Ipv6Addr::LOCALHOST.octets();
+        assert_eq!(peer_addr(&key).unwrap().to_string(), "::1");
+        key.peer = Ipv4Addr::new(192, 0, 2, 1).to_ipv6_mapped().octets();
+        assert_eq!(peer_addr(&key).unwrap().to_string(), "192.0.2.1");
+        key.family = 0;
+        assert_eq!(peer_addr(&key), None);
+    }
+}
