@@ -16,6 +16,13 @@ pub struct Cli {
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+
+    /// Kernel BTF type information from this file, for kernels without
+    /// /sys/kernel/btf/vmlinux (built without CONFIG_DEBUG_INFO_BTF, as
+    /// Raspberry Pi OS kernels are). No collector needs BTF today; a feature
+    /// that does says so and asks for this flag.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub btf: Option<PathBuf>,
 }
 
 /// The commands.

@@ -41,6 +41,10 @@ pub fn raise_memlock_limit() -> Option<String> {
 /// Loads the object (maps created, programs not yet loaded).
 pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
     let mut loader = EbpfLoader::new();
+    // new() parses /sys/kernel/btf/vmlinux when the kernel has it; no
+    // program here needs BTF, so make it explicit: the --btf file or none
+    // (see btf.rs). Loading then works the same on kernels without BTF.
+    loader.btf(crate::btf::for_loader());
     if let Some(cpu) = &globals.cpu {
         loader.override_global("CPU_CONFIG", cpu, true);
     }

@@ -2,6 +2,7 @@
 //! into reports. `main.rs` only parses arguments and calls [`commands::run`].
 
 pub mod blockdev;
+pub mod btf;
 pub mod cli;
 pub mod collectors;
 pub mod commands;

@@ -1,0 +1,151 @@
+//! Kernel BTF: where it comes from, and who needs it.
+//!
+//! No collector needs the kernel's BTF: the CPU sampler is a perf-event
+//! program, block and TCP latency use classic tracepoints (field offsets from
+//! tracefs), leaks uses uprobes, and aya has no CO-RE relocations for Rust
+//! programs. So perf-user runs on kernels built without
+//! CONFIG_DEBUG_INFO_BTF (Raspberry Pi OS kernels, many embedded ones).
+//!
+//! aya's `EbpfLoader::new()` parses /sys/kernel/btf/vmlinux when it exists
+//! and silently goes without it otherwise; [`crate::ebpf::load`] replaces
+//! that with [`for_loader`], so what the loader gets is explicit: the file
+//! given with `--btf`, or nothing. A future feature that does need BTF
+//! (tp_btf, fentry, CO-RE) asks [`kernel_btf`], whose error names the
+//! feature and the fix.
+
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+    sync::OnceLock,
+};
+
+use aya::{Btf, Endianness};
+
+/// Where the running kernel publishes its BTF.
+pub const SYSFS_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// The `--btf FILE` BTF, parsed once at start-up.
+static BTF_FILE: OnceLock<(PathBuf, Btf)> = OnceLock::new();
+
+/// Why a feature cannot have the kernel's BTF.
+#[derive(Debug, thiserror::Error)]
+pub enum BtfError {
+    /// `--btf FILE` cannot be read or parsed.
+    #[error(
+        "--btf {}: {source}; give the BTF of the running kernel (a raw BTF file as in \
+         /sys/kernel/btf/vmlinux, or an ELF vmlinux with a .BTF section)",
+        path.display()
+    )]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What aya said.
+        #[source]
+        source: aya::BtfError,
+    },
+    /// The kernel has no BTF and no `--btf` was given.
+    #[error(
+        "{feature} needs the kernel's BTF type information, but {SYSFS_BTF} does not exist \
+         (the kernel was built without CONFIG_DEBUG_INFO_BTF, as Raspberry Pi OS kernels are); \
+         pass --btf FILE with the BTF of this exact kernel (BTFHub has many: \
+         https://github.com/aquasecurity/btfhub-archive; or make one with \
+         `pahole --btf_encode_detached FILE vmlinux`), or leave {feature} out"
+    )]
+    Missing {
+        /// What needed BTF, e.g. "block latency (tp_btf)".
+        feature: String,
+    },
+    /// /sys/kernel/btf/vmlinux exists but cannot be used.
+    #[error(
+        "{feature} needs the kernel's BTF type information, but {SYSFS_BTF}: {source}; pass --btf FILE"
+    )]
+    Sysfs {
+        /// What needed BTF.
+        feature: String,
+        /// What aya said.
+        #[source]
+        source: aya::BtfError,
+    },
+}
+
+/// Uses the BTF in `path` for every later load (`--btf FILE`). Parses it now,
+/// so that a wrong file is reported at start-up, not after a collection.
+/// The first call wins; later ones are ignored.
+pub fn use_file(path: &Path) -> Result<(), BtfError> {
+    let btf = Btf::parse_file(path, Endianness::default()).map_err(|source| BtfError::File {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let _ = BTF_FILE.set((path.to_path_buf(), btf));
+    Ok(())
+}
+
+/// The `--btf` file in use, if any.
+pub fn file() -> Option<&'static Path> {
+    BTF_FILE.get().map(|(path, _)| path.as_path())
+}
+
+/// What [`crate::ebpf::load`] hands `EbpfLoader::btf`: the `--btf` file's
+/// BTF, or `None`, never an implicit read of sysfs.
+pub fn for_loader() -> Option<&'static Btf> {
+    BTF_FILE.get().map(|(_, btf)| btf)
+}
+
+/// The kernel's BTF for `feature` (named in the error when there is none):
+/// the `--btf` file, else /sys/kernel/btf/vmlinux.
+pub fn kernel_btf(feature: &str) -> Result<Cow<'static, Btf>, BtfError> {
+    if let Some(btf) = for_loader() {
+        return Ok(Cow::Borrowed(btf));
+    }
+    if !Path::new(SYSFS_BTF).exists() {
+        return Err(BtfError::Missing {
+            feature: feature.to_owned(),
+        });
+    }
+    Btf::from_sys_fs()
+        .map(Cow::Owned)
+        .map_err(|source| BtfError::Sysfs {
+            feature: feature.to_owned(),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_names_feature_and_fix() {
+        let msg = BtfError::Missing {
+            feature: "TCP latency (fentry)".into(),
+        }
+        .to_string();
+        assert!(msg.starts_with("TCP latency (fentry) needs"), "{msg}");
+        assert!(msg.contains("--btf FILE"), "{msg}");
+        assert!(msg.contains("CONFIG_DEBUG_INFO_BTF"), "{msg}");
+    }
+
+    #[test]
+    fn bad_file_is_an_error_naming_it() {
+        let path = std::env::temp_dir().join(format!("perf-user-btf-{}", std::process::id()));
+        std::fs::write(&path, b"not BTF").unwrap();
+        let err = use_file(&path).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+        assert!(file().is_none());
+    }
+
+    #[test]
+    fn no_sysfs_btf_names_the_feature() {
+        // Only meaningful on a kernel without BTF (parsing a present one is
+        // aya's business, and slow in a debug build under emulation).
+        if Path::new(SYSFS_BTF).exists() || file().is_some() {
+            return;
+        }
+        match kernel_btf("a test") {
+            Err(BtfError::Missing { feature }) => assert_eq!(feature, "a test"),
+            Ok(_) => panic!("BTF without {SYSFS_BTF} or --btf"),
+            Err(err) => panic!("{err}"),
+        }
+    }
+}
