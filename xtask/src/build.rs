@@ -2,19 +2,28 @@
 
 use anyhow::{Context as _, Result};
 
-use crate::{cmd, setup};
+use crate::{cmd, cross, setup};
 
 #[derive(clap::Args)]
 pub struct Args {
     /// Build with the release profile.
     #[arg(long)]
     release: bool,
+    /// Cross-build for this target (aarch64-unknown-linux-gnu,
+    /// aarch64-unknown-linux-musl, x86_64-unknown-linux-musl): installs the
+    /// cross toolchain; the binary goes to target/cross/<target>/.
+    #[arg(long, value_name = "TRIPLE")]
+    target: Option<String>,
     /// Extra arguments for `cargo build`, after `--`.
     #[arg(last = true)]
     cargo_args: Vec<String>,
 }
 
 pub fn main(args: &Args) -> Result<()> {
+    if let Some(triple) = &args.target {
+        let target = cross::Target::parse(triple)?;
+        return cross::build(target, args.release, &args.cargo_args).map(drop);
+    }
     build(args.release, &args.cargo_args)
 }
 

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench|test-cross>`.
 //!
 //! Each subcommand lives in its own module; `cmd` runs external programs
 //! with error messages that name the cause and the fix.
@@ -7,6 +7,7 @@ mod apt;
 mod bench;
 mod build;
 mod cmd;
+mod cross;
 mod lint;
 mod run;
 mod setup;
@@ -42,6 +43,9 @@ enum Command {
     /// Measure perf-user's overhead next to perf, bpftrace and libbpf-tools
     /// (root; writes target/bench/report.md and report.json).
     Bench(bench::Args),
+    /// Cross-build perf-user for another target and run its unit tests
+    /// there under qemu-user (default aarch64-unknown-linux-gnu).
+    TestCross(cross::TestArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +57,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test::main(&args).map(|()| ExitCode::SUCCESS),
         Command::Lint => lint::main().map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::main(&args).map(|()| ExitCode::SUCCESS),
+        Command::TestCross(args) => cross::test_main(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err}");
