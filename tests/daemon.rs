@@ -563,7 +563,7 @@ fn prometheus_scrapes_the_daemon() {
     let rate = wait_for("rate(perf_user_cpu_samples_total[10s])", &|v| v > 0.0);
     let hot_ratio = wait_for(
         r#"max(perf_user_cpu_hotspot_self_ratio{function="burn_cpu_hot"})"#,
-        &|v| v > 0.0,
+        &|v| v > 0.05,
     );
     hot.assert_running();
     let scrape = daemon.scrape();
@@ -583,9 +583,10 @@ fn prometheus_scrapes_the_daemon() {
         io_p50.is_some_and(|p| (1e-6..1.0).contains(&p)),
         "implausible median disk latency through PromQL\n{ctx}"
     );
-    // One CPU of two busy: burn_cpu_hot is a good share of all samples.
+    // One thread always runnable: burn_cpu_hot holds a visible share of the
+    // samples even on a loaded host (about half on an idle 2-CPU one).
     assert!(
-        hot_ratio.is_some_and(|r| r > 0.2),
+        hot_ratio.is_some_and(|r| r > 0.05),
         "burn_cpu_hot is not among the hotspots with a fair share\n{ctx}"
     );
     let out = daemon.stop();
@@ -959,6 +960,13 @@ fn self_metrics_are_plausible() {
     assert!(v("perf_user_cpu_windows_total") >= 1.0, "{ctx}");
     let fill = v("perf_user_bpf_map_max_entries{map=\"CPU_SAMPLES\"}");
     assert!(fill > 0.0, "{ctx}");
+    // Our own scrapes are TCP connections accepted by the daemon.
+    let accepted: f64 = s
+        .lines()
+        .filter(|l| l.starts_with("perf_user_tcp_accept_latency_seconds_count{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(accepted > 0.0, "no TCP accept seen\n{ctx}");
     // Program statistics: the daemon turns them on (as root).
     assert_eq!(v("perf_user_bpf_stats_enabled"), 1.0, "{ctx}");
     assert!(

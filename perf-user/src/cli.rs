@@ -201,7 +201,7 @@ pub struct RunArgs {
     #[arg(long, value_enum)]
     pub log_level: Option<crate::config::LogLevel>,
 
-    /// Run exactly these collectors, comma-separated (e.g. cpu,block).
+    /// Run exactly these collectors, comma-separated (e.g. cpu,block,tcp).
     #[arg(long, value_delimiter = ',', value_name = "NAMES")]
     pub collectors: Option<Vec<String>>,
 

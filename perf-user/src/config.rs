@@ -115,10 +115,12 @@ pub struct CollectorsConfig {
     pub cpu: CpuSection,
     /// `[collectors.block]`.
     pub block: BlockSection,
+    /// `[collectors.tcp]`.
+    pub tcp: TcpSection,
 }
 
 /// The collectors' names, as used in `[collectors.NAME]` and `--collectors`.
-pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block"];
+pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block", "tcp"];
 
 /// `[collectors.cpu]`: a continuous CPU profile, reported as the top
 /// functions of each window.
@@ -179,6 +181,33 @@ impl Default for BlockSection {
             enabled: true,
             devices: Vec::new(),
             queue_time: false,
+        }
+    }
+}
+
+/// `[collectors.tcp]`: TCP round-trip time, connect and accept latency,
+/// failed connects and retransmits, per service port.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TcpSection {
+    /// Run this collector.
+    pub enabled: bool,
+    /// Only connections with one of these local or remote ports (filtered
+    /// in the kernel), each with its own `port` label. Empty: every
+    /// connection, and the first `max_ports` service ports seen get a label.
+    pub ports: Vec<u16>,
+    /// With `ports` empty: how many service ports get a label of their own;
+    /// the rest share `port="other"`. Bounds the series count.
+    #[serde(deserialize_with = "max_ports")]
+    pub max_ports: u32,
+}
+
+impl Default for TcpSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ports: Vec::new(),
+            max_ports: 20,
         }
     }
 }
@@ -301,6 +330,9 @@ impl Config {
         if self.collectors.block.enabled {
             out.push("block");
         }
+        if self.collectors.tcp.enabled {
+            out.push("tcp");
+        }
         out
     }
 
@@ -320,6 +352,7 @@ impl Config {
         let on = |n: &str| names.iter().any(|x| x == n);
         self.collectors.cpu.enabled = on("cpu");
         self.collectors.block.enabled = on("block");
+        self.collectors.tcp.enabled = on("tcp");
         Ok(())
     }
 
@@ -343,6 +376,16 @@ impl Config {
                 block.devices.join(", ")
             };
             parts.push(format!("block ({devices})"));
+        }
+        let tcp = &self.collectors.tcp;
+        if tcp.enabled {
+            let ports = if tcp.ports.is_empty() {
+                format!("first {} ports seen", tcp.max_ports)
+            } else {
+                let p: Vec<String> = tcp.ports.iter().map(u16::to_string).collect();
+                format!("ports {}", p.join(", "))
+            };
+            parts.push(format!("tcp ({ports})"));
         }
         format!(
             "collectors: {}; listening on http://{}/metrics",
@@ -452,6 +495,10 @@ fn top<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     bounded_int(d, "the number of top functions", 1, u64::from(MAX_TOP)).map(|v| v as u32)
 }
 
+fn max_ports<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_int(d, "the number of labelled ports", 1, 200).map(|v| v as u32)
+}
+
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = parse_str(d, "a duration such as \"30s\" or \"2m\"")?;
     let window = duration::parse(&s).map_err(de::Error::custom)?;
@@ -511,7 +558,7 @@ mod tests {
         let c = parse("").unwrap();
         assert_eq!(c, Config::default());
         assert_eq!(c.exporter.listen, DEFAULT_LISTEN);
-        assert_eq!(c.enabled_collectors(), vec!["cpu", "block"]);
+        assert_eq!(c.enabled_collectors(), vec!["cpu", "block", "tcp"]);
     }
 
     #[test]
@@ -534,6 +581,9 @@ stacks = "user"
 [collectors.block]
 devices = ["vda"]
 queue_time = true
+
+[collectors.tcp]
+ports = [443, 5432]
 "#,
         )
         .unwrap();
@@ -546,6 +596,7 @@ queue_time = true
         assert_eq!(c.collectors.cpu.stacks, StackKind::User);
         assert_eq!(c.collectors.block.devices, ["vda"]);
         assert!(c.collectors.block.queue_time);
+        assert_eq!(c.collectors.tcp.ports, [443, 5432]);
     }
 
     #[test]
@@ -616,10 +667,14 @@ queue_time = true
 
     #[test]
     fn all_disabled_is_refused() {
-        let e = error("[collectors.cpu]\nenabled = false\n[collectors.block]\nenabled = false\n");
+        let e = error(
+            "[collectors.cpu]\nenabled = false\n[collectors.block]\nenabled = false\n[collectors.tcp]\nenabled = false\n",
+        );
         assert!(e.contains("every collector is disabled"), "{e}");
         let e = error("[collectors.block]\ndevices = \"vda\"\n");
         assert!(e.contains("collectors.block.devices: "), "{e}");
+        let e = error("[collectors.tcp]\nports = [70000]\n");
+        assert!(e.contains("collectors.tcp.ports"), "{e}");
     }
 
     #[test]

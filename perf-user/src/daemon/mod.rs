@@ -15,6 +15,7 @@ pub mod http;
 pub mod log;
 pub mod process_stats;
 pub mod scrape;
+pub mod tcp;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
@@ -119,6 +120,26 @@ pub fn start_sources(config: &Config) -> Result<Vec<Box<dyn Source>>, DaemonErro
                 tracing::error!(collector = "block", error = %e, "collector failed to start");
                 failures.push(format!("block: {e}"));
                 up.push(("block", false));
+            }
+        }
+    }
+    let tcp = &config.collectors.tcp;
+    if tcp.enabled {
+        match tcp::TcpSource::start(tcp) {
+            Ok(source) => {
+                tracing::info!(
+                    collector = "tcp",
+                    ports = ?tcp.ports,
+                    max_ports = tcp.max_ports,
+                    "collector attached"
+                );
+                sources.push(Box::new(source));
+                up.push(("tcp", true));
+            }
+            Err(e) => {
+                tracing::error!(collector = "tcp", error = %e, "collector failed to start");
+                failures.push(format!("tcp: {e}"));
+                up.push(("tcp", false));
             }
         }
     }
