@@ -442,6 +442,25 @@ fn bad_configs_fail_cleanly() {
     assert!(out.stderr.contains("--cpu-frequency"), "{}", out.describe());
 }
 
+/// A port already taken is one clear error, before anything is loaded.
+#[test]
+fn taken_port_is_one_clear_error() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = run_perf_user(
+        &["run", "--listen", &addr, "--log-format", "json"],
+        Duration::from_secs(60),
+    );
+    let ctx = out.describe();
+    assert_eq!(out.status.code(), Some(1), "{ctx}");
+    assert!(!out.stderr.contains("panicked"), "{ctx}");
+    let last = out.stderr.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{ctx}");
+    assert!(last.contains(&format!("cannot listen on {addr}")), "{ctx}");
+    assert!(last.contains("--listen"), "names the fix\n{ctx}");
+    assert_eq!(last.matches("in use").count(), 1, "the cause once\n{ctx}");
+}
+
 /// The documented Prometheus configuration is valid.
 #[test]
 fn documented_prometheus_config_is_valid() {

@@ -28,14 +28,14 @@ pub struct AppState {
 /// Why the endpoint could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// bind(2) failed.
-    #[error("cannot listen on {addr}: {source}{hint}")]
+    /// bind(2) failed. The OS error is part of the message, not a source,
+    /// so that it is printed once, before the hint.
+    #[error("cannot listen on {addr}: {cause}{hint}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
         /// How to fix it.
         hint: &'static str,
     },
@@ -46,8 +46,8 @@ pub enum HttpError {
 
 /// Binds `addr`, with an error that says what to do about the usual causes.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
-    TcpListener::bind(addr).await.map_err(|source| {
-        let hint = match source.kind() {
+    TcpListener::bind(addr).await.map_err(|cause| {
+        let hint = match cause.kind() {
             std::io::ErrorKind::AddrInUse => {
                 "; another process (another `perf-user run`?) already listens there: stop it, or pick another port with --listen or exporter.listen"
             }
@@ -59,7 +59,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
             }
             _ => "",
         };
-        HttpError::Bind { addr, source, hint }
+        HttpError::Bind { addr, cause, hint }
     })
 }
 
