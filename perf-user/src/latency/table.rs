@@ -196,6 +196,10 @@ fn write_block(block: &BlockReport, secs: f64, w: &mut dyn Write) -> io::Result<
         (c.inflight_map_full, "issues not timed: in-flight map full"),
         (c.histogram_map_full, "completions lost: histogram map full"),
         (c.read_errors, "tracepoint fields unreadable"),
+        (
+            c.issues_missed + c.completions_missed,
+            "events the kernel skipped (another BPF program was running on that CPU)",
+        ),
     ]
     .into_iter()
     .filter(|(n, _)| *n > 0)
