@@ -100,9 +100,9 @@ pub enum LogLevel {
     /// Start, stop, and what changes (the default).
     #[default]
     Info,
-    /// Every CPU window and scrape.
+    /// Also every CPU window.
     Debug,
-    /// Everything.
+    /// Also every scrape, and the libraries' own details.
     Trace,
 }
 
