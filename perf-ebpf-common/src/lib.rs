@@ -4,6 +4,7 @@
 //! BPF verifier sees is the layout user space reads; the `layout` tests pin it.
 #![no_std]
 
+pub mod alloc;
 pub mod block;
 pub mod hist;
 pub mod tcp;

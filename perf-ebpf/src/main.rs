@@ -1,6 +1,7 @@
 #![no_std]
 #![no_main]
 
+mod alloc;
 mod block;
 mod cpu_sample;
 mod hist;

@@ -38,6 +38,18 @@ pub enum Command {
     #[command(verbatim_doc_comment)]
     Profile(ProfileArgs),
 
+    /// Find memory leaks in one process: outstanding allocations per call
+    /// stack (malloc, calloc, realloc, posix_memalign, ... not yet freed),
+    /// with their age and growth. Traces a running process (--pid) or starts
+    /// a command and traces it from its first allocation.
+    ///
+    /// Examples:
+    ///   perf-user leaks --pid 1234 --duration 30s --min-age 5s
+    ///   perf-user leaks --interval 10s -- ./server --port 8080
+    ///   perf-user leaks --sample 64 --format json -o leaks.json --pid 1234
+    #[command(verbatim_doc_comment)]
+    Leaks(LeaksArgs),
+
     /// Block I/O and TCP latency histograms: disk latency per device and
     /// operation (issue to completion), TCP smoothed RTT, connect and accept
     /// latency, failed connects and retransmits, with p50/p90/p99/max.
@@ -216,4 +228,61 @@ pub struct RunArgs {
     /// CPU functions exported per window; the rest are summed as "[other]" [default: 20].
     #[arg(long, value_name = "N")]
     pub cpu_top: Option<u32>,
+}
+
+/// Options of `leaks`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["pid", "command"])))]
+pub struct LeaksArgs {
+    /// Trace this running process (its allocations from now on).
+    #[arg(short, long, value_name = "PID")]
+    pub pid: Option<u32>,
+
+    /// Stop after this long, e.g. 30s or 5m. Default: until the process exits
+    /// or Ctrl-C; a command started with `--` is then sent SIGTERM.
+    #[arg(short, long, value_parser = duration::clap_parse)]
+    pub duration: Option<Duration>,
+
+    /// Also print a report every INTERVAL (e.g. 10s), so growth shows as it happens.
+    #[arg(short, long, value_name = "INTERVAL", value_parser = duration::clap_parse)]
+    pub interval: Option<Duration>,
+
+    /// Leave out allocations younger than this (e.g. 2s): buffers about to be
+    /// freed are the usual false positives.
+    #[arg(long, value_name = "AGE", value_parser = duration::clap_parse)]
+    pub min_age: Option<Duration>,
+
+    /// Track one allocation in N, chosen by address (so its free is always
+    /// seen); amounts are multiplied by N. Lowers the cost on busy processes.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    pub sample: u32,
+
+    /// The library or executable whose malloc/free to probe. Default: the one
+    /// the process uses (its own, jemalloc/tcmalloc/..., else the C library).
+    #[arg(long, value_name = "PATH")]
+    pub allocator: Option<PathBuf>,
+
+    /// Most outstanding allocations tracked at once; more are counted as lost.
+    #[arg(long, value_name = "N", default_value_t = perf_ebpf_common::alloc::ALLOC_OUTSTANDING_ENTRIES)]
+    pub max_allocations: u32,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = crate::leaks::output::LeaksFormat::Table)]
+    pub format: crate::leaks::output::LeaksFormat,
+
+    /// Write the report(s) to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// Stacks shown in the table.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    pub top: usize,
+
+    /// No progress or status lines on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+
+    /// The command to start and trace, after `--` (e.g. `-- python3 app.py`).
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<std::ffi::OsString>,
 }

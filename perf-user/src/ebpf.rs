@@ -1,6 +1,7 @@
 //! The embedded kernel object and how it is loaded.
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
+use perf_ebpf_common::alloc::AllocConfig;
 use perf_ebpf_common::{SampleConfig, block::BlockConfig, tcp::TcpConfig};
 
 /// The eBPF object built from perf-ebpf by build.rs.
@@ -15,6 +16,10 @@ pub struct Globals {
     pub block: Option<BlockConfig>,
     /// The TCP latency programs' field offsets and filters.
     pub tcp: Option<TcpConfig>,
+    /// The allocation tracer's configuration (`leaks`).
+    pub alloc: Option<AllocConfig>,
+    /// Map capacities to use instead of the object's defaults, by map name.
+    pub map_entries: Vec<(&'static str, u32)>,
 }
 
 /// Raises RLIMIT_MEMLOCK for kernels before 5.11, which charge BPF maps to
@@ -69,6 +74,16 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         for map in *maps {
             loader.map_max_entries(map, 1);
         }
+    }
+    if let Some(alloc) = &globals.alloc {
+        loader.override_global("ALLOC_CONFIG", alloc, true);
+    } else {
+        // Preallocated maps of the allocation tracer, not needed without it.
+        loader.map_max_entries("ALLOC_STACKS", 1);
+        loader.map_max_entries("ALLOC_PENDING", 1);
+    }
+    for (map, entries) in &globals.map_entries {
+        loader.map_max_entries(map, *entries);
     }
     loader.load(OBJECT)
 }

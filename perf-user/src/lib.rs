@@ -12,6 +12,7 @@ pub mod duration;
 pub mod ebpf;
 pub mod histogram;
 pub mod latency;
+pub mod leaks;
 pub mod output;
 pub mod privileges;
 pub mod processes;

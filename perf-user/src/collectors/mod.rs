@@ -1,6 +1,7 @@
 //! Collectors: each owns its kernel programs and maps. Creating one attaches
 //! it; dropping it detaches everything it attached.
 
+pub mod alloc;
 pub mod block;
 pub mod cpu;
 pub mod tcp;

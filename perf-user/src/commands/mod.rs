@@ -1,6 +1,7 @@
 //! One module per command; each turns parsed arguments into a report.
 
 pub mod latency;
+pub mod leaks;
 pub mod profile;
 pub mod run;
 
@@ -10,6 +11,7 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Profile(args) => profile::run(args).await,
+        Command::Leaks(args) => leaks::run(args).await,
         Command::Latency(args) => latency::run(args).await,
         Command::Run(args) => run::run(args).await,
     }
