@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench|test-cross>`.
+//! Project tasks: `cargo xtask <setup|build|run|test|lint|bench|test-cross|vm-test>`.
 //!
 //! Each subcommand lives in its own module; `cmd` runs external programs
 //! with error messages that name the cause and the fix.
@@ -12,6 +12,7 @@ mod lint;
 mod run;
 mod setup;
 mod test;
+mod vm_test;
 
 use std::process::ExitCode;
 
@@ -46,6 +47,9 @@ enum Command {
     /// Cross-build perf-user for another target and run its unit tests
     /// there under qemu-user (default aarch64-unknown-linux-gnu).
     TestCross(cross::TestArgs),
+    /// Boot Debian kernels (aarch64, x86_64) under qemu and run perf-user's
+    /// smoke tests inside, with the kernel's BTF hidden.
+    VmTest(vm_test::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Command::Lint => lint::main().map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::main(&args).map(|()| ExitCode::SUCCESS),
         Command::TestCross(args) => cross::test_main(&args).map(|()| ExitCode::SUCCESS),
+        Command::VmTest(args) => vm_test::main(&args).map(|()| ExitCode::SUCCESS),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err}");
