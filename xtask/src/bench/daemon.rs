@@ -147,6 +147,10 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     let after_cpu = process::cpu_seconds(daemon.pid).unwrap_or(0.0);
     let after_progs = process::bpf_progs(daemon.pid);
     let hwm_kib = process::status_kib(daemon.pid, "VmHWM");
+    // File-backed resident pages (mapped binaries and symbol files) are page
+    // cache the kernel can reclaim; anonymous ones are the daemon's own heap.
+    let anon_kib = process::status_kib(daemon.pid, "RssAnon");
+    let file_kib = process::status_kib(daemon.pid, "RssFile");
     // SAFETY: kill has no memory-safety preconditions; the group is the one
     // our unreaped cpu_burn child leads.
     unsafe { libc::kill(-burn.pid, libc::SIGKILL) };
@@ -199,6 +203,18 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     ));
     if let Some(kib) = hwm_kib {
         m.push(Metric::new("peak RSS (VmHWM)", kib as f64 / 1024.0, "MiB").below(50.0, "50 MB"));
+    }
+    if let (Some(anon), Some(file)) = (anon_kib, file_kib) {
+        m.push(Metric::new(
+            "RSS at the end: anonymous",
+            anon as f64 / 1024.0,
+            "MiB",
+        ));
+        m.push(Metric::new(
+            "RSS at the end: file-backed",
+            file as f64 / 1024.0,
+            "MiB",
+        ));
     }
     m.push(Metric::new("start to probes attached", attach_seconds, "s").below(1.0, "1 s"));
     if let Some(s) = healthz_seconds {
