@@ -665,4 +665,77 @@ mod tests {
         assert_eq!(args, ["-p", "42", "-e", "x"]);
         assert_eq!(t.display(), "bpftrace -p '{pid}' -e x");
     }
+
+    fn run(seconds: f64, tracer: Option<(u64, u64, f64)>) -> Run {
+        Run {
+            seconds,
+            workload_cpu_seconds: seconds * 2.0,
+            other_load_cores: Some(0.0),
+            tracer: tracer.map(|(ns, cnt, cpu)| TracerRun {
+                cpu_seconds: cpu,
+                cpu_seconds_total: cpu * 2.0,
+                bpf_run_time_ns: ns,
+                bpf_run_cnt: cnt,
+                bpf_programs: 1,
+                per_program: Vec::new(),
+                attach_seconds: 0.1,
+            }),
+        }
+    }
+
+    #[test]
+    fn summary_ratios_and_direct_cost() {
+        let workload = Workload {
+            command: Box::new(|| Command::new("true")),
+            gated: false,
+            parse: parse_elapsed_ns,
+            ops: 1000.0,
+            op_name: "op",
+        };
+        let result = |name: &str, runs: Vec<Run>| VariantResult {
+            name: name.into(),
+            command: None,
+            not_available: None,
+            note: None,
+            runs,
+            failed_runs: Vec::new(),
+            seconds: None,
+            ratio: None,
+            paired_ratio: None,
+            ops_per_second: None,
+            direct: None,
+        };
+        let mut results = vec![
+            result(
+                "untraced",
+                vec![run(1.0, None), run(2.0, None), run(1.5, None)],
+            ),
+            result(
+                "traced",
+                vec![
+                    run(1.1, Some((1_000_000, 2000, 0.01))),
+                    run(2.4, Some((1_000_000, 2000, 0.01))),
+                    run(1.5, Some((1_000_000, 2000, 0.01))),
+                ],
+            ),
+        ];
+        summarize(&workload, &mut results);
+        let base = &results[0];
+        assert_eq!(base.seconds.unwrap().median, 1.5);
+        assert_eq!(base.ratio, None);
+        assert!(base.direct.is_none());
+        let t = &results[1];
+        assert_eq!(t.ratio, Some(1.0));
+        // Pairs 1.1/1.0, 2.4/2.0, 1.5/1.5: median 1.1.
+        assert!((t.paired_ratio.unwrap() - 1.1).abs() < 1e-12);
+        let d = t.direct.as_ref().unwrap();
+        assert_eq!(d.bpf_ns_per_event, Some(500.0));
+        assert_eq!(d.events_per_op, 2.0);
+        assert_eq!(d.bpf_ns_per_op, 1000.0);
+        assert!((d.tracer_ns_per_op - 10_000.0).abs() < 1e-6);
+        // 3 ms of BPF and 30 ms of tracer CPU over 10 s of workload CPU.
+        assert!((d.bpf_percent_of_workload_cpu - 0.03).abs() < 1e-9);
+        assert!((d.tracer_percent_of_workload_cpu - 0.3).abs() < 1e-9);
+        assert_eq!(d.tracer_cpu_seconds_total, 0.02);
+    }
 }
