@@ -416,6 +416,27 @@ pub fn wait_for_perf_events(pid: u32, timeout: Duration) -> bool {
     false
 }
 
+/// Waits until process `pid` holds at least `n` perf events (or BPF links to
+/// one): a tracer that attaches one per probe is then attached. Returns
+/// whether it saw them before `timeout`.
+pub fn wait_for_perf_event_count(pid: u32, n: usize, timeout: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        let count = std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| is_perf_event_fd(pid, &e.file_name()))
+                    .count()
+            })
+            .unwrap_or(0);
+        if count >= n {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
 // ---------------------------------------------------------------------------
 // Reading the JSON document.
 

@@ -9,13 +9,15 @@ use crate::{apt, cmd, setup};
 /// Debian packages the tests need: gcc and libc6-dev build the C test
 /// programs (gcc alone, without its recommends, cannot link), chromium is a
 /// profiling target, iproute2 and procps provide `ip`, `ps` and friends,
-/// prometheus (with promtool) scrapes and checks the daemon's metrics.
+/// prometheus (with promtool) scrapes and checks the daemon's metrics,
+/// python3 is what the leaks test traces as a user would.
 pub const PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "chromium",
     "iproute2",
     "procps",
+    "python3",
     "prometheus",
 ];
 
