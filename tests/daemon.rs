@@ -707,7 +707,12 @@ fn docs_and_dashboard_name_only_real_metrics() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     // Every optional family on, so that all documented ones can appear.
     let config = test_dir("daemon_docs").join("all.toml");
-    std::fs::write(&config, "[collectors.block]\nqueue_time = true\n").unwrap();
+    std::fs::write(
+        &config,
+        "[collectors.block]\nqueue_time = true\n\
+         [collectors.leaks]\nenabled = true\nprocesses = [\"no-such-process\"]\n",
+    )
+    .unwrap();
     let daemon = Daemon::start(&["--cpu-window", "5s", "--config", config.to_str().unwrap()]);
     daemon.wait_for_windows(1.0);
     let scrape = daemon.scrape();
@@ -957,6 +962,94 @@ fn sigterm_detaches_and_restart_is_clean() {
         "SIGINT exit\n{}",
         out.describe()
     );
+}
+
+/// Leak tracing of a process named in the configuration: the daemon
+/// attaches to it while it runs, counts exactly what it leaks, and lets go
+/// when it exits.
+#[test]
+fn leaks_of_a_named_process() {
+    if !require_privileges("leaks_of_a_named_process") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("daemon_leaks");
+    let exe = compile_c("leaky", &dir);
+    let (go, done) = (dir.join("go"), dir.join("done"));
+    let child = Command::new(&exe)
+        .args(["malloc", "500", "64"])
+        .env("LEAKY_GO", &go)
+        .env("LEAKY_DONE", &done)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot start leaky");
+    let mut leaky = Workload {
+        child,
+        name: exe.display().to_string(),
+    };
+    let config = dir.join("leaks.toml");
+    std::fs::write(
+        &config,
+        "[collectors.leaks]\nenabled = true\nprocesses = [\"leaky\"]\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--collectors",
+        "leaks",
+    ]);
+    let value = |s: &str, name: &str| {
+        sample_value(s, &format!("{name}{{process=\"leaky\"}} ")).unwrap_or(-1.0)
+    };
+    let wait = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = daemon.scrape();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen in 30 s\n{}",
+                truncate(&s, 4000)
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait("attaching to leaky", &|s| {
+        value(s, "perf_user_leak_traced_processes") == 1.0
+    });
+    std::fs::write(&go, "").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !done.exists() {
+        leaky.assert_running();
+        assert!(Instant::now() < deadline, "leaky never finished");
+        thread::sleep(Duration::from_millis(50));
+    }
+    let s = daemon.scrape();
+    let ctx = truncate(&s, 6000).to_string();
+    let outstanding = value(&s, "perf_user_leak_outstanding_allocations");
+    let allocs = value(&s, "perf_user_leak_allocations_total");
+    let frees = value(&s, "perf_user_leak_frees_total");
+    // 500 blocks leaked; the C library may keep a few of its own.
+    assert!(
+        (500.0..=520.0).contains(&outstanding),
+        "outstanding {outstanding}, expected 500\n{ctx}"
+    );
+    // The balanced churn allocates and frees far more.
+    assert!(
+        allocs > 1000.0 && frees > 500.0,
+        "allocs {allocs} frees {frees}\n{ctx}"
+    );
+    drop(leaky);
+    wait("letting go of the exited process", &|s| {
+        value(s, "perf_user_leak_traced_processes") == 0.0
+    });
+    let out = daemon.stop();
+    assert!(out.status.success(), "{}", out.describe());
 }
 
 /// The self-metrics are there and plausible.

@@ -117,10 +117,12 @@ pub struct CollectorsConfig {
     pub block: BlockSection,
     /// `[collectors.tcp]`.
     pub tcp: TcpSection,
+    /// `[collectors.leaks]`.
+    pub leaks: LeaksSection,
 }
 
 /// The collectors' names, as used in `[collectors.NAME]` and `--collectors`.
-pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block", "tcp"];
+pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block", "tcp", "leaks"];
 
 /// `[collectors.cpu]`: a continuous CPU profile, reported as the top
 /// functions of each window.
@@ -208,6 +210,36 @@ impl Default for TcpSection {
             enabled: true,
             ports: Vec::new(),
             max_ports: 20,
+        }
+    }
+}
+
+/// `[collectors.leaks]`: allocation tracing of the named processes. Off by
+/// default: uprobes on malloc and free cost microseconds per call in the
+/// traced processes.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LeaksSection {
+    /// Run this collector (needs `processes`).
+    pub enabled: bool,
+    /// Names of the processes to trace, as `ps -o comm` shows them (the
+    /// kernel keeps 15 bytes); running ones and ones started later.
+    pub processes: Vec<String>,
+    /// Track one allocation in this many (by address); 1 tracks all.
+    #[serde(deserialize_with = "sample_every")]
+    pub sample_every: u32,
+    /// Most processes traced at once (each tracer has its own maps).
+    #[serde(deserialize_with = "max_processes")]
+    pub max_processes: u32,
+}
+
+impl Default for LeaksSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            processes: Vec::new(),
+            sample_every: 1,
+            max_processes: 4,
         }
     }
 }
@@ -312,6 +344,24 @@ impl Config {
                 self.exporter.listen
             )));
         }
+        let leaks = &self.collectors.leaks;
+        if leaks.enabled && leaks.processes.is_empty() {
+            return Err(conflict(
+                "collectors.leaks is enabled but names no process: set \
+                 collectors.leaks.processes = [\"name\", ...] (names as `ps -o comm` shows them)"
+                    .to_string(),
+            ));
+        }
+        if let Some(bad) = leaks
+            .processes
+            .iter()
+            .find(|p| p.is_empty() || p.len() > 15)
+        {
+            return Err(conflict(format!(
+                "collectors.leaks.processes: {bad:?} cannot be a process name: the kernel keeps \
+                 1 to 15 bytes of it, as `ps -o comm` shows"
+            )));
+        }
         if self.enabled_collectors().is_empty() {
             return Err(conflict(format!(
                 "every collector is disabled; enable at least one of: {}",
@@ -333,6 +383,9 @@ impl Config {
         if self.collectors.tcp.enabled {
             out.push("tcp");
         }
+        if self.collectors.leaks.enabled {
+            out.push("leaks");
+        }
         out
     }
 
@@ -353,6 +406,7 @@ impl Config {
         self.collectors.cpu.enabled = on("cpu");
         self.collectors.block.enabled = on("block");
         self.collectors.tcp.enabled = on("tcp");
+        self.collectors.leaks.enabled = on("leaks");
         Ok(())
     }
 
@@ -386,6 +440,10 @@ impl Config {
                 format!("ports {}", p.join(", "))
             };
             parts.push(format!("tcp ({ports})"));
+        }
+        let leaks = &self.collectors.leaks;
+        if leaks.enabled {
+            parts.push(format!("leaks ({})", leaks.processes.join(", ")));
         }
         format!(
             "collectors: {}; listening on http://{}/metrics",
@@ -495,6 +553,14 @@ fn top<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     bounded_int(d, "the number of top functions", 1, u64::from(MAX_TOP)).map(|v| v as u32)
 }
 
+fn sample_every<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_int(d, "the allocation sampling rate", 1, 1 << 16).map(|v| v as u32)
+}
+
+fn max_processes<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_int(d, "the number of processes traced at once", 1, 64).map(|v| v as u32)
+}
+
 fn max_ports<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     bounded_int(d, "the number of labelled ports", 1, 200).map(|v| v as u32)
 }
@@ -597,6 +663,8 @@ ports = [443, 5432]
         assert_eq!(c.collectors.block.devices, ["vda"]);
         assert!(c.collectors.block.queue_time);
         assert_eq!(c.collectors.tcp.ports, [443, 5432]);
+        let c = parse("[collectors.leaks]\nenabled = true\nprocesses = [\"postgres\"]\n").unwrap();
+        assert_eq!(c.enabled_collectors(), ["cpu", "block", "tcp", "leaks"]);
     }
 
     #[test]
@@ -673,6 +741,14 @@ ports = [443, 5432]
         assert!(e.contains("every collector is disabled"), "{e}");
         let e = error("[collectors.block]\ndevices = \"vda\"\n");
         assert!(e.contains("collectors.block.devices: "), "{e}");
+        let e = error("[collectors.leaks]\nenabled = true\n");
+        assert!(e.contains("names no process"), "{e}");
+        let e = error(
+            "[collectors.leaks]\nenabled = true\nprocesses = [\"a_very_long_process_name\"]\n",
+        );
+        assert!(e.contains("15 bytes"), "{e}");
+        let e = error("[collectors.leaks]\nsample_every = 0\n");
+        assert!(e.contains("collectors.leaks.sample_every: "), "{e}");
         let e = error("[collectors.tcp]\nports = [70000]\n");
         assert!(e.contains("collectors.tcp.ports"), "{e}");
     }

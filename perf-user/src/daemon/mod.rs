@@ -12,6 +12,7 @@ pub mod bpf_stats;
 pub mod cpu;
 pub mod exposition;
 pub mod http;
+pub mod leaks;
 pub mod log;
 pub mod process_stats;
 pub mod scrape;
@@ -140,6 +141,26 @@ pub fn start_sources(config: &Config) -> Result<Vec<Box<dyn Source>>, DaemonErro
                 tracing::error!(collector = "tcp", error = %e, "collector failed to start");
                 failures.push(format!("tcp: {e}"));
                 up.push(("tcp", false));
+            }
+        }
+    }
+    let leaks = &config.collectors.leaks;
+    if leaks.enabled {
+        match leaks::LeaksSource::start(leaks) {
+            Ok(source) => {
+                tracing::info!(
+                    collector = "leaks",
+                    processes = ?leaks.processes,
+                    sample_every = leaks.sample_every,
+                    "collector started; attaching to matching processes"
+                );
+                sources.push(Box::new(source));
+                up.push(("leaks", true));
+            }
+            Err(e) => {
+                tracing::error!(collector = "leaks", error = %e, "collector failed to start");
+                failures.push(format!("leaks: {e}"));
+                up.push(("leaks", false));
             }
         }
     }

@@ -1,0 +1,298 @@
+//! Leak tracing of named processes: a thread attaches the allocation tracer
+//! to every running process whose name is configured (and to ones started
+//! later), and detaches from those that exit; scrapes read each tracer's
+//! counters.
+//!
+//! Uprobes on malloc and free cost microseconds per call in the traced
+//! process, so this collector is off unless processes are named, and the
+//! number traced at once is capped (each tracer also loads its own maps).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    fs,
+    sync::{Arc, Mutex, mpsc},
+    thread::JoinHandle,
+    time::Duration,
+};
+
+use crate::{
+    collectors::alloc::{AllocCollector, AllocCounters, AllocError, AllocOptions},
+    config::LeaksSection,
+    leaks::{allocator, image::TracedProcess},
+};
+
+use super::{
+    exposition::{Family, Kind},
+    scrape::{Source, SourceError},
+};
+
+/// How often /proc is scanned for processes to start or stop tracing.
+const RESCAN: Duration = Duration::from_secs(5);
+
+/// One traced process.
+struct Traced {
+    name: String,
+    collector: AllocCollector,
+}
+
+struct Shared {
+    cfg: LeaksSection,
+    traced: Mutex<HashMap<u32, Traced>>,
+    /// Attach attempts that failed, per process name (logged once per PID).
+    failures: Mutex<BTreeMap<String, u64>>,
+}
+
+/// The leak tracer with its attach thread.
+pub struct LeaksSource {
+    shared: Arc<Shared>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl LeaksSource {
+    /// Starts the thread; the first scan runs at once.
+    pub fn start(cfg: &LeaksSection) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            cfg: cfg.clone(),
+            traced: Mutex::new(HashMap::new()),
+            failures: Mutex::new(BTreeMap::new()),
+        });
+        let (stop, stopped) = mpsc::channel();
+        let thread_shared = Arc::clone(&shared);
+        let thread = std::thread::Builder::new()
+            .name("leaks-attach".into())
+            .spawn(move || attach_loop(&thread_shared, &stopped))?;
+        Ok(Self {
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for LeaksSource {
+    fn drop(&mut self) {
+        self.stop.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // The tracers detach as they drop with `shared`.
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// PIDs of running processes whose name (`/proc/PID/comm`) is one of `names`.
+pub fn find(names: &[String]) -> Vec<(u32, String)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    let mut out: Vec<(u32, String)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter_map(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim_end();
+            names
+                .iter()
+                .any(|n| n == comm)
+                .then(|| (pid, comm.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn attach(pid: u32, cfg: &LeaksSection) -> Result<AllocCollector, String> {
+    let mut process = TracedProcess::new(pid);
+    if !process.refresh(0) {
+        return Err(format!("cannot read /proc/{pid}/maps (exited?)"));
+    }
+    let chosen = allocator::choose(&process.maps, process.exe.as_deref(), &process.describe())
+        .map_err(|e| e.to_string())?;
+    let mut collector = AllocCollector::load(&AllocOptions {
+        tgid: pid,
+        sample_every: cfg.sample_every,
+        ..AllocOptions::default()
+    })
+    .map_err(|e: AllocError| e.to_string())?;
+    collector
+        .attach_allocator(&chosen.path, &chosen.sites)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(
+        collector = "leaks",
+        pid,
+        allocator = %chosen.path.display(),
+        "tracing allocations"
+    );
+    Ok(collector)
+}
+
+fn attach_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
+    let mut failed_pids: Vec<u32> = Vec::new();
+    loop {
+        let found = find(&shared.cfg.processes);
+        {
+            let mut traced = lock(&shared.traced);
+            // Exited, or replaced by execve(): the tracer's image is gone.
+            traced.retain(|pid, t| {
+                let alive = found.iter().any(|(p, _)| p == pid)
+                    && t.collector.generation().is_ok_and(|g| g == 0);
+                if !alive {
+                    tracing::info!(collector = "leaks", pid, process = %t.name, "stopped tracing");
+                }
+                alive
+            });
+            failed_pids.retain(|p| found.iter().any(|(f, _)| f == p));
+            for (pid, name) in &found {
+                if traced.contains_key(pid) || failed_pids.contains(pid) {
+                    continue;
+                }
+                if traced.len() >= shared.cfg.max_processes as usize {
+                    break;
+                }
+                match attach(*pid, &shared.cfg) {
+                    Ok(collector) => {
+                        traced.insert(
+                            *pid,
+                            Traced {
+                                name: name.clone(),
+                                collector,
+                            },
+                        );
+                    }
+                    Err(e) => {
+                        tracing::warn!(collector = "leaks", pid, process = %name, error = %e, "cannot trace allocations");
+                        failed_pids.push(*pid);
+                        *lock(&shared.failures).entry(name.clone()).or_default() += 1;
+                    }
+                }
+            }
+        }
+        match stop.recv_timeout(RESCAN) {
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// Sums per process name.
+#[derive(Default)]
+struct PerName {
+    processes: u64,
+    counters: AllocCounters,
+}
+
+fn add(into: &mut AllocCounters, c: &AllocCounters) {
+    into.allocs += c.allocs;
+    into.frees += c.frees;
+    into.allocs_tracked += c.allocs_tracked;
+    into.frees_matched += c.frees_matched;
+    into.replaced += c.replaced;
+    into.outstanding_map_full += c.outstanding_map_full;
+    into.stack_totals_full += c.stack_totals_full;
+    into.pending_full += c.pending_full;
+    into.stack_collisions += c.stack_collisions;
+    into.stack_errors += c.stack_errors;
+    into.read_failed += c.read_failed;
+}
+
+impl Source for LeaksSource {
+    fn name(&self) -> &'static str {
+        "leaks"
+    }
+
+    fn health(&self) -> Result<(), String> {
+        match &self.thread {
+            Some(t) if !t.is_finished() => Ok(()),
+            _ => Err("the leak tracer's attach thread has stopped".into()),
+        }
+    }
+
+    fn collect(&self) -> Result<Vec<Family>, SourceError> {
+        let mut per_name: BTreeMap<String, PerName> = BTreeMap::new();
+        for name in &self.shared.cfg.processes {
+            per_name.entry(name.clone()).or_default();
+        }
+        for t in lock(&self.shared.traced).values() {
+            let c = t.collector.counters()?;
+            let e = per_name.entry(t.name.clone()).or_default();
+            e.processes += 1;
+            add(&mut e.counters, &c);
+        }
+        let mut traced = Family::new(
+            "perf_user_leak_traced_processes",
+            Kind::Gauge,
+            "Running processes of this name whose allocations are traced now.",
+        );
+        let mut outstanding = Family::new(
+            "perf_user_leak_outstanding_allocations",
+            Kind::Gauge,
+            "Allocations made since tracing started and not freed yet (sampled ones times collectors.leaks.sample_every), summed over the processes of this name.",
+        );
+        let mut allocs = Family::new(
+            "perf_user_leak_allocations_total",
+            Kind::Counter,
+            "Allocation calls (malloc, calloc, realloc, ...) seen in the traced processes of this name.",
+        );
+        let mut frees = Family::new(
+            "perf_user_leak_frees_total",
+            Kind::Counter,
+            "free() calls of a non-null pointer seen in the traced processes of this name.",
+        );
+        let mut lost = Family::new(
+            "perf_user_lost_events_total",
+            Kind::Counter,
+            "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
+        );
+        let failures = lock(&self.shared.failures).clone();
+        let mut lost_sum = AllocCounters::default();
+        for (name, p) in &per_name {
+            let labels = vec![("process", name.clone())];
+            let c = &p.counters;
+            traced.push(labels.clone(), p.processes as f64);
+            let open = c
+                .allocs_tracked
+                .saturating_sub(c.frees_matched + c.replaced);
+            outstanding.push(
+                labels.clone(),
+                (open * u64::from(self.shared.cfg.sample_every)) as f64,
+            );
+            allocs.push(labels.clone(), c.allocs as f64);
+            frees.push(labels, c.frees as f64);
+            add(&mut lost_sum, c);
+        }
+        for (reason, n) in [
+            ("outstanding_map_full", lost_sum.outstanding_map_full),
+            ("stack_totals_full", lost_sum.stack_totals_full),
+            ("pending_full", lost_sum.pending_full),
+            ("stack_collision", lost_sum.stack_collisions),
+            ("stack_error", lost_sum.stack_errors),
+            ("read_failed", lost_sum.read_failed),
+            ("attach_failed", failures.values().sum()),
+        ] {
+            lost.push(
+                vec![("collector", "leaks".into()), ("reason", reason.into())],
+                n as f64,
+            );
+        }
+        Ok(vec![traced, outstanding, allocs, frees, lost])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_processes_by_name_but_not_itself() {
+        let own = fs::read_to_string("/proc/self/comm").unwrap();
+        let found = find(&[own.trim_end().to_string()]);
+        assert!(found.iter().all(|(pid, _)| *pid != std::process::id()));
+        assert!(find(&["no-such-process-name".into()]).is_empty());
+    }
+}
