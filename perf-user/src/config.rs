@@ -43,6 +43,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Which collectors run, and how.
     pub collectors: CollectorsConfig,
+    /// Alert rules, the Alertmanager webhook, tuning actions (docs/alerts.md).
+    pub alerts: crate::alerts::config::AlertsConfig,
 }
 
 /// `[exporter]`: where `/metrics` is served.
@@ -368,6 +370,9 @@ impl Config {
                 COLLECTOR_NAMES.join(", ")
             )));
         }
+        self.alerts
+            .validate()
+            .map_err(|e| conflict(e.to_string()))?;
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 //! perf-user: loads the kernel programs, reads their maps, and turns them
 //! into reports. `main.rs` only parses arguments and calls [`commands::run`].
 
+pub mod alerts;
 pub mod blockdev;
 pub mod btf;
 pub mod cli;

@@ -1,0 +1,31 @@
+//! Alerts and tuning advice over what the collectors see.
+//!
+//! A pure library first, so that every decision can be tested without
+//! privileges:
+//! - [`signals`]: the values rules watch (disk latency percentiles, TCP RTT
+//!   and retransmits, outstanding heap bytes per stack, CPU share per
+//!   function), each with its evidence, built from collector snapshots.
+//! - [`baseline`]: robust statistics (median, MAD, Theil–Sen slope).
+//! - [`rules`]: the four rule kinds (threshold, rate, baseline, hotspot)
+//!   and the built-in rule set; [`config`]: `[alerts]` in the TOML file.
+//! - [`engine`]: the lifecycle pending → firing → resolved, deduplicated by
+//!   a fingerprint of rule and labels.
+//! - [`advice`]: what the alert means, the settings in force, what to try;
+//!   [`actions`]: the allowlisted reversible settings, apply and revert.
+//! - [`webhook`]: Alertmanager API v2; [`metrics`]: the daemon's signals
+//!   (from its metric families) and its alert metrics; [`report`]: `advise`'s
+//!   output; [`service`]: the engine inside `perf-user run`.
+//!
+//! docs/alerts.md describes the whole for users.
+
+pub mod actions;
+pub mod advice;
+pub mod baseline;
+pub mod config;
+pub mod engine;
+pub mod metrics;
+pub mod report;
+pub mod rules;
+pub mod service;
+pub mod signals;
+pub mod webhook;
