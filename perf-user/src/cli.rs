@@ -73,6 +73,26 @@ pub enum Command {
     ///   perf-user run --collectors cpu --cpu-window 1m --listen 127.0.0.1:9500
     #[command(verbatim_doc_comment)]
     Run(RunArgs),
+
+    /// Sample disk latency, CPU hotspots and TCP for a while, evaluate the
+    /// alert rules once, and print each alert with its evidence and tuning
+    /// advice. --apply applies the suggested allowlisted settings, saving
+    /// the previous values for `perf-user revert`.
+    ///
+    /// Examples:
+    ///   perf-user advise
+    ///   perf-user advise --duration 30s --device sda --format json
+    ///   perf-user advise --apply --state-file /tmp/applied.json
+    #[command(verbatim_doc_comment)]
+    Advise(crate::commands::advise::AdviseArgs),
+
+    /// Restore the settings `perf-user advise --apply` changed, from its state file.
+    ///
+    /// Examples:
+    ///   perf-user revert
+    ///   perf-user revert --state-file /tmp/applied.json --dry-run
+    #[command(verbatim_doc_comment)]
+    Revert(crate::commands::advise::RevertArgs),
 }
 
 /// Which stacks to collect.

@@ -1,5 +1,6 @@
 //! One module per command; each turns parsed arguments into a report.
 
+pub mod advise;
 pub mod latency;
 pub mod leaks;
 pub mod profile;
@@ -14,5 +15,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Leaks(args) => leaks::run(args).await,
         Command::Latency(args) => latency::run(args).await,
         Command::Run(args) => run::run(args).await,
+        Command::Advise(args) => advise::run(args).await,
+        Command::Revert(args) => advise::revert(args).await,
     }
 }

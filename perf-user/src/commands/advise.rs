@@ -1,0 +1,443 @@
+//! `advise`: sample the collectors for a while, evaluate the alert rules
+//! once, print the alerts with their tuning advice, and with `--apply` apply
+//! the suggested allowlisted settings (previous values saved for `revert`).
+//! `revert`: restore what `--apply` changed.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+    time::{Duration, Instant, SystemTime},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, ValueEnum};
+
+use crate::{
+    alerts::{
+        actions::{Action, Actuator},
+        advice,
+        config::AlertsConfig,
+        engine::{Engine, EngineOptions},
+        report::{self, AdviseReport, CollectorStatus},
+        rules::Mode,
+        signals::{self, Batch, Signal},
+    },
+    blockdev,
+    collectors::{
+        Collector as _,
+        block::{BlockCollector, BlockOptions},
+        cpu::{CpuCollector, CpuOptions},
+        tcp::{TcpCollector, TcpOptions},
+    },
+    config::Config,
+    duration, ebpf, privileges,
+    processes::ProcessTable,
+    profile::build::{RunInfo, build},
+    progress::Progress,
+    symbolize::StackSymbolizer,
+};
+
+/// Output formats of `advise`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AdviseFormat {
+    /// Alerts, evidence and suggestions for a terminal.
+    Table,
+    /// JSON document; schema in docs/alerts.md.
+    Json,
+}
+
+/// Collectors `advise` can sample.
+pub const COLLECTORS: &[&str] = &["block", "cpu", "tcp"];
+
+/// Options of `advise`.
+#[derive(Debug, Args)]
+pub struct AdviseArgs {
+    /// How long to sample, e.g. 10s, 1m. Ctrl-C stops early and still reports.
+    #[arg(short, long, default_value = "10s", value_parser = duration::clap_parse)]
+    pub duration: Duration,
+
+    /// Apply the suggested settings of the firing alerts (block queue
+    /// scheduler, nr_requests, read_ahead_kb; a few net.* sysctls), saving
+    /// each previous value first. Without it nothing is changed.
+    #[arg(long)]
+    pub apply: bool,
+
+    /// Where --apply saves previous values [default: alerts.state_file, or
+    /// /var/lib/perf-user/applied.json].
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Rules from this TOML file's [alerts] section (the daemon's
+    /// configuration); default: the built-in rules.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Sample only these collectors, comma-separated (block, cpu, tcp) [default: all].
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub collectors: Option<Vec<String>>,
+
+    /// Only this disk, by name as in `lsblk`; repeat for several.
+    #[arg(long = "device", value_name = "NAME")]
+    pub devices: Vec<String>,
+
+    /// Output format.
+    #[arg(short, long, value_enum, default_value_t = AdviseFormat::Table)]
+    pub format: AdviseFormat,
+
+    /// Write the report to this file instead of standard output.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+
+    /// No progress or status lines on standard error.
+    #[arg(short, long)]
+    pub quiet: bool,
+}
+
+/// Options of `revert`.
+#[derive(Debug, Args)]
+pub struct RevertArgs {
+    /// The state file `advise --apply` wrote [default: alerts.state_file, or
+    /// /var/lib/perf-user/applied.json].
+    #[arg(long, value_name = "FILE")]
+    pub state_file: Option<PathBuf>,
+
+    /// Take the state file's location from this configuration file.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Only show what would be restored.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// CPU sampling rate of `advise`: as `profile`'s default.
+const CPU_HZ: u64 = 99;
+/// How often the progress line is redrawn and new processes picked up.
+const TICK: Duration = Duration::from_millis(250);
+/// How long after its first sample a process's maps are re-read.
+const MAPS_SETTLE: Duration = Duration::from_secs(2);
+
+/// The alerts configuration: the file's `[alerts]`, or the defaults.
+fn alerts_config(path: Option<&Path>) -> anyhow::Result<AlertsConfig> {
+    match path {
+        Some(p) => Ok(Config::load(p)?.alerts),
+        None => Ok(AlertsConfig::default()),
+    }
+}
+
+/// Runs `advise`.
+pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
+    let cfg = alerts_config(args.config.as_deref())?;
+    let wanted: Vec<String> = match &args.collectors {
+        Some(names) => {
+            for n in names {
+                if !COLLECTORS.contains(&n.as_str()) {
+                    bail!(
+                        "unknown collector {n:?}; advise samples: {}",
+                        COLLECTORS.join(", ")
+                    );
+                }
+            }
+            names.clone()
+        }
+        None => COLLECTORS.iter().map(|s| s.to_string()).collect(),
+    };
+    let want = |n: &str| wanted.iter().any(|w| w == n);
+    if !args.devices.is_empty() && !want("block") {
+        bail!("--device filters block I/O, which --collectors leaves out; add block");
+    }
+    let mut devices = Vec::new();
+    for name in &args.devices {
+        devices.push(blockdev::resolve(name)?.dev);
+    }
+    let state_file = args
+        .state_file
+        .clone()
+        .unwrap_or_else(|| cfg.state_file.clone());
+    privileges::check().map_err(anyhow::Error::msg)?;
+    if let Some(warning) = ebpf::raise_memlock_limit() {
+        eprintln!("warning: {warning}");
+    }
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => {
+            Box::new(BufWriter::new(File::create(path).with_context(|| {
+                format!("cannot create output file {}", path.display())
+            })?))
+        }
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+
+    // Attach what is wanted; a collector that fails is reported, not fatal.
+    let mut status = Vec::new();
+    let mut fail = |name: &'static str, e: &dyn std::fmt::Display| {
+        status.push(CollectorStatus {
+            name,
+            ok: false,
+            detail: e.to_string(),
+        });
+    };
+    let mut block = None;
+    if want("block") {
+        match BlockCollector::attach(&BlockOptions {
+            devices,
+            queue_time: false,
+        }) {
+            Ok(c) => block = Some(c),
+            Err(e) => fail("block", &e),
+        }
+    }
+    let mut cpu = None;
+    if want("cpu") {
+        match CpuCollector::attach(&CpuOptions {
+            frequency_hz: CPU_HZ,
+            ..CpuOptions::default()
+        }) {
+            Ok(c) => cpu = Some(c),
+            Err(e) => fail("cpu", &e),
+        }
+    }
+    let mut tcp = None;
+    if want("tcp") {
+        match TcpCollector::attach(&TcpOptions::default()) {
+            Ok(c) => tcp = Some(c),
+            Err(e) => fail("tcp", &e),
+        }
+    }
+    if block.is_none() && cpu.is_none() && tcp.is_none() {
+        let why: Vec<String> = status
+            .iter()
+            .map(|s| format!("{}: {}", s.name, s.detail))
+            .collect();
+        bail!("no collector could start: {}", why.join("; "));
+    }
+
+    let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("cannot listen for Ctrl-C")?;
+    let started = Instant::now();
+    if !args.quiet {
+        eprintln!(
+            "Sampling for {:.1} s, then evaluating {} rules (Ctrl-C to stop early)…",
+            args.duration.as_secs_f64(),
+            cfg.rules().len()
+        );
+    }
+    let mut procs = ProcessTable::default();
+    let mut progress = Progress::new(args.quiet);
+    let deadline = started + args.duration;
+    let interrupted = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        tokio::select! {
+            _ = sigint.recv() => break true,
+            _ = tokio::time::sleep(left.min(TICK)) => {}
+        }
+        if let Some(c) = cpu.as_mut() {
+            procs.capture(c.new_pids());
+            procs.update_recent(Some(MAPS_SETTLE));
+        }
+        progress.update(&format!(
+            "Sampling: {:.0}/{:.0} s (Ctrl-C to stop)",
+            started.elapsed().as_secs_f64(),
+            args.duration.as_secs_f64()
+        ));
+    };
+    let elapsed = started.elapsed();
+    let at = SystemTime::now();
+    let mut batch = Batch::new(at, elapsed);
+
+    if let Some(mut b) = block.take() {
+        let snap = b.read().context("reading the block I/O histograms")?;
+        drop(b);
+        let names = blockdev::names();
+        let mut obs = Vec::new();
+        for s in &snap.series {
+            obs.extend(signals::block_observations(
+                &blockdev::display_name(&names, s.dev),
+                s.op_name(),
+                &s.latency,
+                &s.size,
+                elapsed,
+            ));
+        }
+        status.push(CollectorStatus {
+            name: "block",
+            ok: true,
+            detail: format!("{} I/Os timed", snap.counters.timed),
+        });
+        batch.extend(&Signal::BLOCK, obs);
+    }
+    if let Some(mut t) = tcp.take() {
+        let snap = t.read().context("reading the TCP histograms")?;
+        drop(t);
+        status.push(CollectorStatus {
+            name: "tcp",
+            ok: true,
+            detail: format!(
+                "{} RTT samples, {} retransmits",
+                snap.counters.rtt_recorded, snap.counters.retransmits_seen
+            ),
+        });
+        batch.extend(&Signal::TCP, signals::tcp_peer_observations(&snap, elapsed));
+    }
+    if let Some(mut c) = cpu.take() {
+        let cpus = c.cpus().len() as u32;
+        let raw = c.read().context("reading the CPU samples")?;
+        drop(c);
+        procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
+        procs.update_recent(None);
+        progress.update("Symbolizing the CPU samples…");
+        let mut sym = StackSymbolizer::new();
+        let profile = build(
+            &raw,
+            &procs,
+            &mut sym,
+            &RunInfo {
+                frequency_hz: CPU_HZ,
+                duration_secs: elapsed.as_secs_f64(),
+                start_unix_nanos: at
+                    .checked_sub(elapsed)
+                    .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos() as u64),
+                cpus,
+            },
+        );
+        status.push(CollectorStatus {
+            name: "cpu",
+            ok: true,
+            detail: format!("{} samples on {cpus} CPUs", profile.total_samples),
+        });
+        batch.extend(
+            &[Signal::CpuSelfRatio],
+            signals::cpu_observations(&profile, signals::CPU_TOP),
+        );
+    }
+    progress.finish();
+    if interrupted {
+        eprintln!(
+            "Interrupted after {:.1} s; evaluating what was sampled.",
+            elapsed.as_secs_f64()
+        );
+    }
+    status.sort_by_key(|s| COLLECTORS.iter().position(|n| *n == s.name));
+
+    let mut engine = Engine::new(
+        cfg.rules(),
+        EngineOptions {
+            mode: Mode::OneShot,
+            ..EngineOptions::default()
+        },
+    );
+    engine.evaluate(&batch);
+    let root = Path::new("/");
+    let fps: Vec<String> = engine.alerts().map(|a| a.fingerprint.clone()).collect();
+    for fp in &fps {
+        if let Some(a) = engine.alert(fp) {
+            let adv = advice::advise(a, root);
+            engine.set_advice(fp, adv);
+        }
+    }
+    let ran: Vec<&str> = status.iter().filter(|s| s.ok).map(|s| s.name).collect();
+    let alerts = report::firing(engine.alerts().cloned());
+    let applied = if args.apply {
+        let mut actions: Vec<Action> = Vec::new();
+        for a in &alerts {
+            for act in a.advice.iter().flat_map(|x| x.actions()) {
+                // One value per setting: the worst alert's suggestion wins.
+                if !actions.iter().any(|x| x.setting == act.setting) {
+                    actions.push(Action {
+                        reason: format!("{}: {}", a.rule, act.reason),
+                        ..act.clone()
+                    });
+                }
+            }
+        }
+        if actions.is_empty() {
+            Some(Default::default())
+        } else {
+            Some(
+                Actuator::new(root, &state_file)
+                    .apply(&actions, SystemTime::now())
+                    .context("applying the suggested settings")?,
+            )
+        }
+    } else {
+        None
+    };
+    let failed_apply = applied.as_ref().is_some_and(|r| !r.failures.is_empty());
+    let r = AdviseReport {
+        schema_version: report::SCHEMA_VERSION,
+        duration_secs: elapsed.as_secs_f64(),
+        collectors: status,
+        rules: engine.rules().len(),
+        alerts,
+        not_evaluated: report::not_evaluated(engine.status(), &ran),
+        observed: report::observed(&batch.observations),
+        applied,
+        state_file: state_file.display().to_string(),
+    };
+    match args.format {
+        AdviseFormat::Table => report::write_text(&r, &mut out),
+        AdviseFormat::Json => report::write_json(&r, &mut out),
+    }
+    .and_then(|()| out.flush())
+    .context("writing the report")?;
+    if failed_apply {
+        bail!(
+            "some settings could not be applied (see the report); those that were are saved in {}",
+            state_file.display()
+        );
+    }
+    Ok(())
+}
+
+/// Runs `revert`.
+pub async fn revert(args: RevertArgs) -> anyhow::Result<()> {
+    let cfg = alerts_config(args.config.as_deref())?;
+    let state_file = args.state_file.unwrap_or(cfg.state_file);
+    let actuator = Actuator::new("/", &state_file);
+    let recorded = actuator.load()?;
+    if recorded.entries.is_empty() {
+        println!(
+            "Nothing to revert: {} records no change.",
+            state_file.display()
+        );
+        return Ok(());
+    }
+    if args.dry_run {
+        println!("Would restore ({}):", state_file.display());
+        for e in &recorded.entries {
+            println!(
+                "  {} = {}   (now {}; {})",
+                e.setting.display(),
+                e.previous,
+                e.applied,
+                e.reason
+            );
+        }
+        return Ok(());
+    }
+    let report = actuator.revert()?;
+    println!("Restored ({}):", state_file.display());
+    for c in &report.changes {
+        let note = c
+            .note
+            .as_deref()
+            .map(|n| format!("  ({n})"))
+            .unwrap_or_default();
+        println!("  {}: {} -> {}{note}", c.setting.display(), c.from, c.to);
+    }
+    if !report.failures.is_empty() {
+        for (s, why) in &report.failures {
+            eprintln!("  FAILED {}: {why}", s.display());
+        }
+        bail!(
+            "{} setting(s) could not be restored; they stay in {} so `perf-user revert` can retry",
+            report.failures.len(),
+            state_file.display()
+        );
+    }
+    Ok(())
+}
