@@ -36,6 +36,9 @@ pub enum DaemonError {
     /// No collector could be attached.
     #[error("no collector could start: {0}")]
     NoCollector(String),
+    /// The alert engine could not start.
+    #[error("the alert engine could not start: {0}")]
+    Alerts(String),
 }
 
 /// Build information and which collectors are attached.
@@ -172,6 +175,24 @@ pub fn start_sources(config: &Config) -> Result<Vec<Box<dyn Source>>, DaemonErro
     Ok(sources)
 }
 
+/// The alert engine, unless `[alerts] enabled = false`.
+fn start_alerts(
+    config: &Config,
+) -> Result<Option<Arc<crate::alerts::service::AlertService>>, DaemonError> {
+    if !config.alerts.enabled {
+        return Ok(None);
+    }
+    let service = crate::alerts::service::AlertService::new(&config.alerts, config.exporter.listen)
+        .map_err(|e| DaemonError::Alerts(e.to_string()))?;
+    tracing::info!(
+        rules = service.rule_count(),
+        evaluation_interval_seconds = config.alerts.evaluation_interval.as_secs_f64(),
+        alertmanager = ?service.endpoints(),
+        "alert rules loaded"
+    );
+    Ok(Some(Arc::new(service)))
+}
+
 /// Runs until `shutdown` completes; then detaches every collector.
 pub async fn run(
     config: Config,
@@ -184,8 +205,19 @@ pub async fn run(
         tracing::warn!("{warning}");
     }
     // Loading the programs blocks for a moment; nothing else runs yet.
-    let sources = start_sources(&config)?;
+    let mut sources = start_sources(&config)?;
+    let alerts = start_alerts(&config)?;
+    if let Some(service) = &alerts {
+        sources.push(Box::new(crate::alerts::service::AlertsSource(Arc::clone(
+            service,
+        ))));
+    }
     let scraper = Arc::new(Scraper::new(sources));
+    // The rule engine reads every source as a scrape does, every interval.
+    let alert_task = alerts.map(|service| {
+        let reader = Arc::clone(&scraper);
+        tokio::spawn(service.run(move || reader.collect_all()))
+    });
     let health_scraper = Arc::clone(&scraper);
     let state = http::AppState {
         scraper: Arc::clone(&scraper),
@@ -196,6 +228,10 @@ pub async fn run(
         "serving /metrics and /healthz"
     );
     let served = http::serve(listener, state, shutdown).await;
+    if let Some(task) = alert_task {
+        task.abort();
+        let _ = task.await;
+    }
     // Detach: the collectors are dropped with the last reference to the
     // scraper. In-flight scrapes hold one briefly; wait for them.
     let mut scraper = scraper;
