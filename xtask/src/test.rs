@@ -19,6 +19,7 @@ pub const PACKAGES: &[&str] = &[
     "procps",
     "python3",
     "prometheus",
+    "prometheus-alertmanager",
 ];
 
 #[derive(clap::Args)]
