@@ -12,6 +12,10 @@
 //!   RTT; the baseline rule fires, and resolves when the limit is removed.
 //! - `advise --apply` then `revert` on a loop device's queue settings
 //!   restores the exact prior values (set to unusual ones first).
+//! - leaks: a program whose heap grows and one whose heap churns at a
+//!   constant size (tests/workloads/heap_growth.c): `advise --pid` fires on
+//!   the growing one's stack, with the time to exhaust memory, and not on the
+//!   steady one; the daemon's leak tracing (by process name) likewise.
 //!
 //! The measured times are printed (run with --nocapture) and written to
 //! `alerts-measurements.json` in each test's directory.
@@ -1018,6 +1022,262 @@ min_count = 20
             "steady_pending_episodes": steady_events.iter().filter(|e| e["message"] == "alert pending").count(),
             "baseline_rule": {"for_s": 4, "detected_after_s": (fired_at - injected).as_secs_f64(), "value": fired["value"], "detail": fired["detail"]},
             "resolved_after_s": (resolved_at - cleared).as_secs_f64(),
+        }),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// Leaks.
+
+/// The heap workload built as `name` (its process name), started in `mode`.
+fn heap_workload(dir: &Path, name: &str, mode: &str) -> Workload {
+    let exe = compile_c("heap_growth", dir);
+    let named = dir.join(name);
+    std::fs::rename(&exe, &named).unwrap();
+    // 64 KiB every 10 ms: 375 MiB/min of growth in "grow" mode.
+    Workload::spawn(&named, &[mode, "64", "10"])
+}
+
+#[test]
+fn advise_fires_on_a_growing_heap_not_on_a_steady_one() {
+    if !require_privileges("advise_fires_on_a_growing_heap_not_on_a_steady_one") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("alerts-advise-leak");
+    let grow = heap_workload(&dir, "hg_grow", "grow");
+    let steady = heap_workload(&dir, "hg_steady", "steady");
+    let (gp, sp) = (grow.pid().to_string(), steady.pid().to_string());
+    let out = run_perf_user(
+        &[
+            "advise",
+            "--duration",
+            "12s",
+            "--collectors",
+            "block",
+            "--pid",
+            &gp,
+            "--pid",
+            &sp,
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        Duration::from_secs(90),
+    );
+    assert!(
+        out.status.success() && !out.timed_out,
+        "advise failed\n{}",
+        out.describe()
+    );
+    let doc: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("advise printed no JSON ({e})\n{}", out.describe()));
+    let leaks: Vec<&Value> = doc["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["rule"] == "MemoryLeak")
+        .collect();
+    let grown: Vec<&&Value> = leaks
+        .iter()
+        .filter(|a| a["labels"]["pid"] == gp.as_str())
+        .collect();
+    assert!(
+        leaks.iter().all(|a| a["labels"]["pid"] == gp.as_str()),
+        "the steady heap (pid {sp}) raised a leak alert:\n{:#}",
+        doc["alerts"]
+    );
+    assert_eq!(
+        grown.len(),
+        1,
+        "one leaking stack expected:\n{:#}",
+        doc["alerts"]
+    );
+    let a = grown[0];
+    let stack: Vec<&str> = a["advice"]["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert!(stack.contains(&"grow_one"), "{stack:?}");
+    let facts = a["advice"]["evidence"].as_array().unwrap();
+    let exhaust = facts
+        .iter()
+        .find(|f| f["name"] == "time until MemAvailable is used up")
+        .unwrap_or_else(|| panic!("no time to exhaustion: {a:#}"));
+    assert!(
+        exhaust["value"].as_str().unwrap().ends_with("at this rate"),
+        "{exhaust}"
+    );
+    // 375 MiB/min is the workload's rate; the slope must be near it.
+    let per_min = a["value"].as_f64().unwrap() / (1024.0 * 1024.0);
+    assert!(
+        (250.0..=450.0).contains(&per_min),
+        "growth {per_min:.0} MiB/min\n{a:#}"
+    );
+    let detected = a["fired_at"].as_f64().unwrap() - doc["started_unix_secs"].as_f64().unwrap();
+    save_measurements(
+        &dir,
+        &json!({
+            "scenario": "advise --pid on a heap growing 64 KiB every 10 ms and one churning 64 blocks of 64 KiB",
+            "rule": "MemoryLeak (rate, 1 MiB/min)",
+            "measured_growth_mib_per_min": per_min,
+            "detected_after_s": detected,
+            "steady_heap_alerts": leaks.len() - grown.len(),
+            "time_to_exhaustion": exhaust["value"],
+        }),
+    );
+}
+
+#[test]
+fn daemon_fires_on_a_growing_heap_not_on_a_steady_one() {
+    if !require_privileges("daemon_fires_on_a_growing_heap_not_on_a_steady_one") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("alerts-daemon-leak");
+    let grow = heap_workload(&dir, "hg_grow", "grow");
+    let _steady = heap_workload(&dir, "hg_steady", "steady");
+    let daemon = Daemon::start(
+        &dir,
+        r#"
+[collectors.cpu]
+enabled = false
+[collectors.block]
+enabled = false
+[collectors.tcp]
+enabled = false
+[collectors.leaks]
+enabled = true
+processes = ["hg_grow", "hg_steady"]
+
+[alerts]
+evaluation_interval = "2s"
+
+[[alerts.rules]]
+name = "TestAllocationsGrowing"
+kind = "rate"
+signal = "leak_outstanding_allocations"
+per_minute = 600
+window = "1m"
+min_points = 5
+for = "4s"
+"#,
+    );
+    let pid = grow.pid() as u64;
+    let attached = daemon.wait_for(Duration::from_secs(30), |v| {
+        v["message"] == "tracing allocations" && v["pid"] == pid
+    });
+    let Some((attached_at, _)) = attached else {
+        panic!("the daemon did not trace hg_grow\n{}", daemon.log());
+    };
+    let fired = daemon.wait_for(Duration::from_secs(60), |v| {
+        is_event(v, "alert firing", "TestAllocationsGrowing")
+    });
+    let Some((fired_at, ev)) = fired else {
+        panic!(
+            "the growing heap did not fire:\n{}\n{}",
+            events_text(&daemon.alert_events()),
+            daemon.log()
+        );
+    };
+    assert!(ev["labels"].as_str().unwrap().contains("hg_grow"), "{ev}");
+    // Let the steady one run as long again: it must stay quiet.
+    thread::sleep(Duration::from_secs(30));
+    let steady_alerts: Vec<Value> = daemon
+        .alert_events()
+        .into_iter()
+        .filter(|e| {
+            e["labels"]
+                .as_str()
+                .is_some_and(|l| l.contains("hg_steady"))
+        })
+        .collect();
+    assert!(
+        steady_alerts.is_empty(),
+        "the steady heap raised alerts:\n{}",
+        events_text(&steady_alerts)
+    );
+    let observed = (Instant::now() - attached_at).as_secs_f64();
+    save_measurements(
+        &dir,
+        &json!({
+            "scenario": "daemon [collectors.leaks] on hg_grow (100 allocations/s kept) and hg_steady (as many, all freed)",
+            "rule": "rate on leak_outstanding_allocations, 600/min over 1 min, min 5 points, for 4 s, evaluated every 2 s",
+            "detected_after_attach_s": (fired_at - attached_at).as_secs_f64(),
+            "value": ev["value"],
+            "steady_heap_observed_s": observed,
+            "steady_heap_alerts": steady_alerts.len(),
+        }),
+    );
+}
+
+// ---------------------------------------------------------------------------
+// CPU hotspots.
+
+#[test]
+fn advise_names_a_hot_function_with_its_stack() {
+    if !require_privileges("advise_names_a_hot_function_with_its_stack") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("alerts-advise-hot");
+    let exe = compile_c("hot", &dir);
+    // One burner per CPU of this small machine, so that the function's share
+    // stays well above the rule's 25% whatever else runs.
+    let _burners: Vec<Workload> = (0..2).map(|_| Workload::spawn(&exe, &["60"])).collect();
+    let out = run_perf_user(
+        &[
+            "advise",
+            "--duration",
+            "4s",
+            "--collectors",
+            "cpu",
+            "--format",
+            "json",
+            "--quiet",
+        ],
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success() && !out.timed_out,
+        "advise failed\n{}",
+        out.describe()
+    );
+    let doc: Value = serde_json::from_str(&out.stdout)
+        .unwrap_or_else(|e| panic!("advise printed no JSON ({e})\n{}", out.describe()));
+    let hot = doc["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["rule"] == "CpuHotspot" && a["labels"]["function"] == "burn_cpu_hot")
+        .unwrap_or_else(|| panic!("no CpuHotspot alert for burn_cpu_hot:\n{doc:#}"));
+    let stack: Vec<&str> = hot["advice"]["stack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    let at = |f: &str| stack.iter().position(|s| *s == f);
+    assert!(
+        at("outer_caller") < at("middle_caller")
+            && at("middle_caller") < at("burn_cpu_hot")
+            && at("outer_caller").is_some(),
+        "the stack should run outer_caller -> middle_caller -> burn_cpu_hot: {stack:?}"
+    );
+    assert!(
+        hot["advice"]["suggestions"][1]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("perf-user profile --pid")),
+        "{hot:#}"
+    );
+    save_measurements(
+        &dir,
+        &json!({
+            "scenario": "two CPU burners, advise --collectors cpu --duration 4s",
+            "share": hot["value"],
+            "stack": stack,
         }),
     );
 }

@@ -496,12 +496,13 @@ pub fn human_duration(secs: f64) -> String {
 }
 
 fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
-    let per_min = if alert.kind == "rate" {
-        alert.value
-    } else {
-        0.0
+    // Growth per minute: in bytes for a stack's bytes, in allocations for
+    // the daemon's per-name counts (whose sizes are unknown).
+    let growth = (alert.kind == "rate").then_some(alert.value);
+    let bytes_per_sec = match alert.signal {
+        Signal::LeakOutstandingBytes => growth.map(|g| g / 60.0),
+        _ => None,
     };
-    let per_sec = per_min / 60.0;
     let meminfo_kib = |key: &str| -> Option<u64> {
         read(root, "proc/meminfo")?.lines().find_map(|l| {
             let rest = l.strip_prefix(key)?.strip_prefix(':')?;
@@ -509,16 +510,26 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
         })
     };
     let available = meminfo_kib("MemAvailable").map(|k| k * 1024);
-    let rss = read(root, &format!("proc/{}/status", e.pid)).and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-            .map(|k| k * 1024)
+    // The process itself, or the first traced one of that name.
+    let pid = e.pid.or_else(|| {
+        crate::daemon::leaks::find(std::slice::from_ref(&e.process))
+            .first()
+            .map(|(p, _)| *p)
+    });
+    let rss = pid.and_then(|pid| {
+        read(root, &format!("proc/{pid}/status")).and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .map(|k| k * 1024)
+        })
     });
     // cgroup v2: "0::/system.slice/app.service".
-    let cgroup = read(root, &format!("proc/{}/cgroup", e.pid)).and_then(|s| {
-        s.lines()
-            .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+    let cgroup = pid.and_then(|pid| {
+        read(root, &format!("proc/{pid}/cgroup")).and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("0::").map(str::to_string))
+        })
     });
     let limit = cgroup.as_ref().and_then(|cg| {
         let dir = format!("sys/fs/cgroup{cg}");
@@ -528,40 +539,54 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
         let cur = read_u64(root, &format!("{dir}/memory.current"))?;
         Some((max, cur))
     });
-
+    let who = match e.pid {
+        Some(p) => format!("{} (pid {p})", e.process),
+        None => format!("{} (every traced process of that name)", e.process),
+    };
+    let held = match e.bytes {
+        Some(b) => format!("{} in {} allocations", bytes(b as f64), e.allocations),
+        None => format!("{} allocations", e.allocations),
+    };
+    let rate_text = match (growth, bytes_per_sec) {
+        (Some(_), Some(bps)) => format!("{}/min", bytes(bps * 60.0)),
+        (Some(g), None) => format!("{g:.0} allocations/min"),
+        _ => String::new(),
+    };
     let mut a = Advice {
         diagnosis: format!(
-            "{} (pid {}) holds {} from one call stack via {} and it keeps growing{}.",
-            e.process,
-            e.pid,
-            bytes(e.bytes as f64),
-            e.function,
-            if per_min > 0.0 {
-                format!(" by {}/min", bytes(per_min))
-            } else {
+            "{who} holds {held}{} and it keeps growing{}: memory allocated and never freed.",
+            e.function
+                .as_ref()
+                .map(|f| format!(" from one call stack via {f}"))
+                .unwrap_or_default(),
+            if rate_text.is_empty() {
                 String::new()
+            } else {
+                format!(" by {rate_text}")
             }
         ),
         stack: e.stack.clone(),
         ..Advice::default()
     };
-    a.fact(
-        "outstanding",
-        format!("{} in {} allocations", bytes(e.bytes as f64), e.allocations),
-    );
-    if per_min > 0.0 {
-        a.fact("growth", format!("{}/min", bytes(per_min)));
+    a.fact("outstanding", held);
+    if !rate_text.is_empty() {
+        a.fact("growth", rate_text);
     }
     if let Some(r) = rss {
         a.fact("process RSS", bytes(r as f64));
     }
     if let Some(av) = available {
         a.fact("MemAvailable", bytes(av as f64));
-        if per_sec > 0.0 {
-            a.fact(
+        match bytes_per_sec {
+            Some(bps) if bps > 0.0 => a.fact(
                 "time until MemAvailable is used up",
-                format!("{} at this rate", human_duration(av as f64 / per_sec)),
-            );
+                format!("{} at this rate", human_duration(av as f64 / bps)),
+            ),
+            _ => a.fact(
+                "time until MemAvailable is used up",
+                "unknown: only allocation counts are traced here; `perf-user advise --pid PID` \
+                 measures bytes per stack",
+            ),
         }
     }
     if let (Some((max, cur)), Some(cg)) = (limit, &cgroup) {
@@ -569,22 +594,19 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
             "cgroup memory limit",
             format!("{} used of {} ({cg})", bytes(cur as f64), bytes(max as f64)),
         );
-        if per_sec > 0.0 && max > cur {
+        if let Some(bps) = bytes_per_sec.filter(|&b| b > 0.0 && max > cur) {
             a.fact(
                 "time until the cgroup limit",
-                format!(
-                    "{} at this rate",
-                    human_duration((max - cur) as f64 / per_sec)
-                ),
+                format!("{} at this rate", human_duration((max - cur) as f64 / bps)),
             );
         }
     }
+    let target = pid.map_or_else(|| "PID".to_string(), |p| p.to_string());
     a.suggest(
         format!(
-            "See every leaking stack with the age of its allocations: `perf-user leaks --pid {} \
-             --min-age 30s --interval 30s`. Stacks whose oldest allocation keeps ageing are \
-             never freed; find who owns what the top frame allocates.",
-            e.pid
+            "See every leaking stack with the age of its allocations: `perf-user leaks --pid \
+             {target} --min-age 30s --interval 30s`. Stacks whose oldest allocation keeps ageing \
+             are never freed; find who owns what the top frame allocates."
         ),
         None,
     );
@@ -593,9 +615,9 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
             "Until it is fixed, cap its memory so that the OOM killer stops this process rather \
              than something else on the host: MemoryMax= in its systemd unit (or `systemctl \
              set-property UNIT MemoryMax=...`), and restart it before it reaches the cap{}.",
-            match (available, per_sec > 0.0) {
-                (Some(av), true) =>
-                    format!(" (about {} from now)", human_duration(av as f64 / per_sec)),
+            match (available, bytes_per_sec) {
+                (Some(av), Some(bps)) if bps > 0.0 =>
+                    format!(" (about {} from now)", human_duration(av as f64 / bps)),
                 _ => String::new(),
             }
         ),
@@ -954,11 +976,11 @@ mod tests {
                 // 1 GiB available at 16 MiB/min: 64 minutes.
                 16.0 * 1024.0 * 1024.0,
                 Evidence::Leak(LeakEvidence {
-                    pid: 42,
+                    pid: Some(42),
                     process: "leaky".into(),
-                    bytes: 50 << 20,
+                    bytes: Some(50 << 20),
                     allocations: 5000,
-                    function: "malloc".into(),
+                    function: Some("malloc".into()),
                     stack: vec!["main".into(), "leak_some".into()],
                 }),
             ),
@@ -972,6 +994,46 @@ mod tests {
         assert_eq!(t.value, "1 h 4 min at this rate");
         assert_eq!(a.stack, ["main", "leak_some"]);
         assert!(a.suggestions[0].text.contains("--pid 42"));
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn counted_allocations_say_that_bytes_are_unknown() {
+        let root = fake_root("advice-leak-count");
+        fs::write(root.join("proc/meminfo"), "MemAvailable: 1048576 kB\n").unwrap();
+        let a = advise(
+            &alert(
+                "rate",
+                Signal::LeakOutstandingAllocations,
+                600.0,
+                Evidence::Leak(LeakEvidence {
+                    pid: None,
+                    process: "no-such-process-name".into(),
+                    bytes: None,
+                    allocations: 12_000,
+                    function: None,
+                    stack: Vec::new(),
+                }),
+            ),
+            &root,
+        );
+        assert!(
+            a.diagnosis.contains("every traced process of that name"),
+            "{}",
+            a.diagnosis
+        );
+        assert!(
+            a.diagnosis.contains("600 allocations/min"),
+            "{}",
+            a.diagnosis
+        );
+        let t = a
+            .evidence
+            .iter()
+            .find(|f| f.name == "time until MemAvailable is used up")
+            .unwrap();
+        assert!(t.value.starts_with("unknown"), "{}", t.value);
+        assert!(a.suggestions[0].text.contains("--pid PID"));
         fs::remove_dir_all(&root).unwrap();
     }
 

@@ -533,6 +533,7 @@ clear = 0.3
                 "TcpRttAnomaly",
                 "TcpRetransmitsHigh",
                 "MemoryLeak",
+                "AllocationsGrowing",
                 "SlowVda",
                 "Leak",
                 "RttJump",
@@ -540,7 +541,7 @@ clear = 0.3
                 "DiskLatencyHigh"
             ]
         );
-        let slow = &rules[4];
+        let slow = &rules[5];
         assert_eq!(slow.for_, Duration::from_secs(30));
         assert_eq!(slow.severity, Severity::Critical);
         assert_eq!(
@@ -552,7 +553,7 @@ clear = 0.3
             })
         );
         assert!(
-            matches!(&rules[6].kind, RuleKind::Baseline(b) if b.k == 4.0 && b.min_history == 12)
+            matches!(&rules[7].kind, RuleKind::Baseline(b) if b.k == 4.0 && b.min_history == 12)
         );
         assert_eq!(c.webhook.labels["cluster"], "eu1");
     }

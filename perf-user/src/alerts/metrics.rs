@@ -18,7 +18,9 @@ use perf_ebpf_common::hist::{HIST_SLOTS, LATENCY_UNIT_NS, SIZE_UNIT_SHIFT};
 
 use super::{
     engine::{Engine, State},
-    signals::{self, Batch, CpuEvidence, Evidence, Labels, Observation, Signal, TcpEvidence},
+    signals::{
+        self, Batch, CpuEvidence, Evidence, Labels, LeakEvidence, Observation, Signal, TcpEvidence,
+    },
 };
 use crate::{
     daemon::exposition::{Family, HistogramValue, Kind, Value},
@@ -35,6 +37,8 @@ const CPU_WINDOW_SAMPLES: &str = "perf_user_cpu_window_samples";
 const CPU_WINDOW_END: &str = "perf_user_cpu_window_end_timestamp_seconds";
 const CPU_WINDOW_DURATION: &str = "perf_user_cpu_window_duration_seconds";
 const CPU_OTHER: &str = "[other]";
+const LEAK_OUTSTANDING: &str = "perf_user_leak_outstanding_allocations";
+const LEAK_TRACED: &str = "perf_user_leak_traced_processes";
 
 /// A kernel log2 histogram back from its exported form: the exporter
 /// writes one bucket per kernel slot, in slot order (`daemon::block::to_histogram`).
@@ -179,6 +183,41 @@ impl FromMetrics {
             if !first {
                 batch.extend(&Signal::TCP, obs);
             }
+        }
+
+        // Outstanding allocations per traced process name: a gauge, read as
+        // is; names with no process traced now have no data.
+        if let Some(out) = find(LEAK_OUTSTANDING) {
+            let traced = find(LEAK_TRACED);
+            let mut obs = Vec::new();
+            for s in &out.samples {
+                let Value::Number(v) = s.value else { continue };
+                let processes = traced
+                    .and_then(|f| f.samples.iter().find(|t| t.labels == s.labels))
+                    .map_or(0.0, |t| match t.value {
+                        Value::Number(n) => n,
+                        Value::Histogram(_) => 0.0,
+                    });
+                if processes < 1.0 {
+                    continue;
+                }
+                let l = label_map(&s.labels);
+                obs.push(Observation {
+                    signal: Signal::LeakOutstandingAllocations,
+                    labels: l.clone(),
+                    value: v,
+                    count: processes as u64,
+                    evidence: Evidence::Leak(LeakEvidence {
+                        pid: None,
+                        process: l.get("process").cloned().unwrap_or_default(),
+                        bytes: None,
+                        allocations: v as u64,
+                        function: None,
+                        stack: Vec::new(),
+                    }),
+                });
+            }
+            batch.extend(&[Signal::LeakOutstandingAllocations], obs);
         }
 
         let single = |name: &str| {
@@ -435,6 +474,30 @@ mod tests {
             panic!()
         };
         assert_eq!(e.what(), "local port 5001");
+    }
+
+    #[test]
+    fn leak_counts_per_traced_name() {
+        let fams = |traced: f64, outstanding: f64| {
+            let mut o = Family::new(LEAK_OUTSTANDING, Kind::Gauge, "x");
+            o.push(vec![("process", "leaker".into())], outstanding);
+            o.push(vec![("process", "absent".into())], 0.0);
+            let mut t = Family::new(LEAK_TRACED, Kind::Gauge, "x");
+            t.push(vec![("process", "leaker".into())], traced);
+            t.push(vec![("process", "absent".into())], 0.0);
+            vec![o, t]
+        };
+        let mut m = FromMetrics::new();
+        let b = m.batch(&fams(1.0, 500.0), at(0));
+        assert!(b.covered.contains(&Signal::LeakOutstandingAllocations));
+        assert_eq!(
+            b.observations.len(),
+            1,
+            "a name with nothing traced has no data"
+        );
+        assert_eq!(b.observations[0].value, 500.0);
+        assert_eq!(b.observations[0].labels["process"], "leaker");
+        assert!(m.batch(&fams(0.0, 500.0), at(10)).observations.is_empty());
     }
 
     #[test]

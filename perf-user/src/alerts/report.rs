@@ -47,6 +47,9 @@ pub struct NotEvaluated {
 pub struct AdviseReport {
     /// [`SCHEMA_VERSION`].
     pub schema_version: u32,
+    /// When sampling began, seconds since the Unix epoch (alerts' `fired_at`
+    /// minus this is how long detection took).
+    pub started_unix_secs: f64,
     /// Seconds sampled.
     pub duration_secs: f64,
     /// The collectors.
@@ -78,28 +81,36 @@ pub struct Observed {
     pub count: u64,
 }
 
-/// Why each rule that did not judge did not; `collectors` lists the
-/// collectors that ran (a rule whose signal comes from another has no data).
-pub fn not_evaluated(status: &[RuleStatus], ran: &[&str]) -> Vec<NotEvaluated> {
+/// Why each rule that did not judge did not: no batch covered its signal
+/// (its collector did not run), or every series it saw is still learning.
+pub fn not_evaluated(status: &[RuleStatus]) -> Vec<NotEvaluated> {
     status
         .iter()
         .filter_map(|s| {
-            let reason = if !ran.contains(&s.signal.collector()) {
-                Some(match s.signal.collector() {
-                    "leaks" => "no data: advise does not trace allocations (run `perf-user leaks --pid PID`; in the daemon, rate rules judge leak growth over time)".to_string(),
-                    other => format!("no data: the {other} collector did not run"),
-                })
+            let reason = if !s.covered {
+                match s.signal {
+                    Signal::LeakOutstandingBytes => {
+                        "no data: give --pid PID to trace a process's allocations".to_string()
+                    }
+                    Signal::LeakOutstandingAllocations => {
+                        "no data: the daemon's leak tracing ([collectors.leaks]) provides it"
+                            .to_string()
+                    }
+                    _ => format!(
+                        "no data: the {} collector did not run",
+                        s.signal.collector()
+                    ),
+                }
             } else if s.learning > 0 && s.learning == s.series {
-                Some(format!(
-                    "needs history ({} values per series): one run cannot tell a change from normal; `perf-user run` learns it",
+                format!(
+                    "needs history ({} values per series): one run cannot tell a change from \
+                     normal; `perf-user run` learns it",
                     s.need
-                ))
-            } else if s.series == 0 && matches!(s.kind, "rate" | "baseline") {
-                Some("needs history: `perf-user run` evaluates it continuously".to_string())
+                )
             } else {
-                None
+                return None;
             };
-            reason.map(|reason| NotEvaluated {
+            Some(NotEvaluated {
                 rule: s.rule.clone(),
                 kind: s.kind,
                 signal: s.signal,
@@ -131,6 +142,7 @@ pub fn observed(obs: &[Observation]) -> Vec<Observed> {
     by(Signal::CpuSelfRatio, 3);
     by(Signal::TcpRttP99, 3);
     by(Signal::TcpRetransmitsPerSecond, 1);
+    by(Signal::LeakOutstandingBytes, 3);
     out
 }
 
@@ -166,12 +178,13 @@ fn wrap(out: &mut dyn Write, first: &str, indent: &str, text: &str) -> io::Resul
 
 /// The report as text.
 pub fn write_text(r: &AdviseReport, out: &mut dyn Write) -> io::Result<()> {
-    let ran: Vec<&str> = r
+    let mut ran: Vec<&str> = r
         .collectors
         .iter()
         .filter(|c| c.ok)
         .map(|c| c.name)
         .collect();
+    ran.dedup();
     writeln!(
         out,
         "perf-user advise: {:.1} s of {}; {} rules; {} alert{}",
@@ -252,6 +265,7 @@ pub fn write_text(r: &AdviseReport, out: &mut dyn Write) -> io::Result<()> {
                     Signal::CpuSelfRatio => "samples",
                     Signal::TcpRetransmitsPerSecond => "retransmits",
                     Signal::TcpRttP99 | Signal::TcpRttP50 => "RTT samples",
+                    Signal::LeakOutstandingBytes => "allocations",
                     _ => "I/Os",
                 }
             )?;
@@ -348,9 +362,14 @@ pub fn evidence_line(e: &Evidence) -> String {
             t.retransmits
         ),
         Evidence::Leak(l) => format!(
-            "{} (pid {}): {} bytes outstanding",
-            l.process, l.pid, l.bytes
+            "{}{}: {} outstanding in {} allocations",
+            l.process,
+            l.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
+            l.bytes
+                .map_or_else(|| "?".to_string(), |b| super::signals::bytes(b as f64)),
+            l.allocations
         ),
+
         Evidence::Cpu(c) => format!(
             "{} in {}: {} of {} samples",
             c.function, c.process, c.self_samples, c.total_samples
@@ -428,6 +447,7 @@ mod tests {
         std::fs::remove_dir_all(&root).unwrap();
         AdviseReport {
             schema_version: SCHEMA_VERSION,
+            started_unix_secs: 0.0,
             duration_secs: 10.0,
             collectors: vec![
                 CollectorStatus {
@@ -448,7 +468,7 @@ mod tests {
             ],
             rules: engine.rules().len(),
             alerts: firing(engine.alerts().cloned()),
-            not_evaluated: not_evaluated(engine.status(), &["block", "cpu"]),
+            not_evaluated: not_evaluated(engine.status()),
             observed: observed(&b.observations),
             applied: None,
             state_file: "/tmp/x".into(),

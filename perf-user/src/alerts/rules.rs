@@ -504,6 +504,7 @@ pub fn subject(signal: Signal, labels: &Labels) -> String {
             get("stack"),
             get("function")
         ),
+        Signal::LeakOutstandingAllocations => format!("{} (traced processes)", get("process")),
         Signal::CpuSelfRatio => format!(
             "{} in {} ({})",
             get("function"),
@@ -594,6 +595,20 @@ pub fn defaults() -> Vec<Rule> {
             matchers: Matchers::default(),
             severity: Severity::Warning,
             for_: Duration::from_secs(120),
+            min_count: 0,
+            summary: None,
+        },
+        Rule {
+            name: "AllocationsGrowing".into(),
+            kind: RuleKind::Rate(Rate {
+                per_minute: 60.0,
+                window: Duration::from_secs(900),
+                min_points: 10,
+            }),
+            signal: Signal::LeakOutstandingAllocations,
+            matchers: Matchers::default(),
+            severity: Severity::Warning,
+            for_: Duration::from_secs(600),
             min_count: 0,
             summary: None,
         },

@@ -69,6 +69,11 @@ pub enum Signal {
     #[serde(rename = "leak_outstanding_bytes")]
     #[value(name = "leak_outstanding_bytes")]
     LeakOutstandingBytes,
+    /// Allocations outstanding (made since tracing began, not freed) per
+    /// traced `process` name: what the daemon's leak tracing exports.
+    #[serde(rename = "leak_outstanding_allocations")]
+    #[value(name = "leak_outstanding_allocations")]
+    LeakOutstandingAllocations,
     /// Share of CPU samples (self time) per `process`, `function`, `module`,
     /// from 0 to 1.
     #[serde(rename = "cpu_self_ratio")]
@@ -87,11 +92,13 @@ pub enum Unit {
     Ratio,
     /// Events per second.
     PerSecond,
+    /// A plain count.
+    Count,
 }
 
 impl Signal {
     /// Every signal.
-    pub const ALL: [Signal; 8] = [
+    pub const ALL: [Signal; 9] = [
         Signal::BlockLatencyP99,
         Signal::BlockLatencyP50,
         Signal::BlockLatencyMean,
@@ -99,6 +106,7 @@ impl Signal {
         Signal::TcpRttP50,
         Signal::TcpRetransmitsPerSecond,
         Signal::LeakOutstandingBytes,
+        Signal::LeakOutstandingAllocations,
         Signal::CpuSelfRatio,
     ];
 
@@ -126,6 +134,7 @@ impl Signal {
             Signal::TcpRttP50 => "tcp_rtt_p50_seconds",
             Signal::TcpRetransmitsPerSecond => "tcp_retransmits_per_second",
             Signal::LeakOutstandingBytes => "leak_outstanding_bytes",
+            Signal::LeakOutstandingAllocations => "leak_outstanding_allocations",
             Signal::CpuSelfRatio => "cpu_self_ratio",
         }
     }
@@ -145,6 +154,7 @@ impl Signal {
             Signal::TcpRttP50 => "median TCP round-trip time",
             Signal::TcpRetransmitsPerSecond => "TCP retransmits",
             Signal::LeakOutstandingBytes => "outstanding heap bytes",
+            Signal::LeakOutstandingAllocations => "outstanding allocations",
             Signal::CpuSelfRatio => "CPU share (self time)",
         }
     }
@@ -159,6 +169,7 @@ impl Signal {
             | Signal::TcpRttP50 => Unit::Seconds,
             Signal::TcpRetransmitsPerSecond => Unit::PerSecond,
             Signal::LeakOutstandingBytes => Unit::Bytes,
+            Signal::LeakOutstandingAllocations => Unit::Count,
             Signal::CpuSelfRatio => Unit::Ratio,
         }
     }
@@ -173,6 +184,7 @@ impl Signal {
                 &["peer", "port", "side"]
             }
             Signal::LeakOutstandingBytes => &["pid", "process", "stack", "function"],
+            Signal::LeakOutstandingAllocations => &["process"],
             Signal::CpuSelfRatio => &["process", "function", "module"],
         }
     }
@@ -182,7 +194,7 @@ impl Signal {
         match self {
             Signal::BlockLatencyP99 | Signal::BlockLatencyP50 | Signal::BlockLatencyMean => "block",
             Signal::TcpRttP99 | Signal::TcpRttP50 | Signal::TcpRetransmitsPerSecond => "tcp",
-            Signal::LeakOutstandingBytes => "leaks",
+            Signal::LeakOutstandingBytes | Signal::LeakOutstandingAllocations => "leaks",
             Signal::CpuSelfRatio => "cpu",
         }
     }
@@ -202,6 +214,7 @@ impl Unit {
             Unit::Bytes => bytes(v),
             Unit::Ratio => format!("{:.1}%", v * 100.0),
             Unit::PerSecond => format!("{v:.2}/s"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 
@@ -330,19 +343,20 @@ impl TcpEvidence {
     }
 }
 
-/// One call stack of a traced process.
+/// One call stack of a traced process (`advise --pid`), or every traced
+/// process of one name (the daemon, which counts allocations only).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LeakEvidence {
-    /// The process.
-    pub pid: u32,
+    /// The process; `None` for all traced processes of the name.
+    pub pid: Option<u32>,
     /// Its name.
     pub process: String,
-    /// Outstanding bytes now.
-    pub bytes: u64,
+    /// Outstanding bytes now, when known.
+    pub bytes: Option<u64>,
     /// Outstanding allocations now.
     pub allocations: u64,
-    /// The allocation function (malloc, calloc, ...).
-    pub function: String,
+    /// The allocation function (malloc, calloc, ...), for one stack.
+    pub function: Option<String>,
     /// Frames, root first; the last one called `function`.
     pub stack: Vec<String>,
 }
@@ -692,6 +706,7 @@ mod tests {
         assert_eq!(bytes(1.5 * 1024.0 * 1024.0), "1.5 MiB");
         assert_eq!(Unit::Ratio.format(0.4213), "42.1%");
         assert_eq!(Unit::PerSecond.format(3.0), "3.00/s");
+        assert_eq!(Unit::Count.format(1234.4), "1234");
         assert_eq!(Unit::Bytes.format_per_minute(2048.0), "2.0 KiB/min");
     }
 

@@ -18,21 +18,24 @@ use crate::{
         actions::{Action, Actuator},
         advice,
         config::AlertsConfig,
-        engine::{Engine, EngineOptions},
+        engine::{Engine, EngineOptions, to_secs},
         report::{self, AdviseReport, CollectorStatus},
         rules::Mode,
-        signals::{self, Batch, Signal},
+        signals::{self, Batch, Evidence, LeakEvidence, Observation, Signal},
     },
     blockdev,
     collectors::{
         Collector as _,
+        alloc::{AllocCollector, AllocOptions},
         block::{BlockCollector, BlockOptions},
         cpu::{CpuCollector, CpuOptions},
         tcp::{TcpCollector, TcpOptions},
     },
     config::Config,
-    duration, ebpf, privileges,
-    processes::ProcessTable,
+    duration, ebpf,
+    leaks::{aggregate, allocator, image::TracedProcess, report as leak_report},
+    privileges,
+    processes::{self, ProcessTable},
     profile::build::{RunInfo, build},
     progress::Progress,
     symbolize::StackSymbolizer,
@@ -81,6 +84,12 @@ pub struct AdviseArgs {
     #[arg(long = "device", value_name = "NAME")]
     pub devices: Vec<String>,
 
+    /// Also trace this process's allocations (malloc, free, ...) and judge
+    /// the growth of each call stack's outstanding bytes (leak rules); repeat
+    /// for several. Uprobes cost the process microseconds per call.
+    #[arg(short, long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
+
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = AdviseFormat::Table)]
     pub format: AdviseFormat,
@@ -110,6 +119,9 @@ pub struct RevertArgs {
     #[arg(long)]
     pub dry_run: bool,
 }
+
+/// Most call stacks judged per traced process (the most bytes first).
+const LEAK_STACKS: usize = 200;
 
 /// CPU sampling rate of `advise`: as `profile`'s default.
 const CPU_HZ: u64 = 99;
@@ -204,7 +216,14 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
             Err(e) => fail("tcp", &e),
         }
     }
-    if block.is_none() && cpu.is_none() && tcp.is_none() {
+    let mut leak_traces = Vec::new();
+    for &pid in &args.pids {
+        leak_traces.push(
+            LeakTrace::start(pid)
+                .with_context(|| format!("cannot trace the allocations of PID {pid}"))?,
+        );
+    }
+    if block.is_none() && cpu.is_none() && tcp.is_none() && leak_traces.is_empty() {
         let why: Vec<String> = status
             .iter()
             .map(|s| format!("{}: {}", s.name, s.detail))
@@ -225,6 +244,18 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
     let mut procs = ProcessTable::default();
     let mut progress = Progress::new(args.quiet);
     let deadline = started + args.duration;
+    let mut engine = Engine::new(
+        cfg.rules(),
+        EngineOptions {
+            mode: Mode::OneShot,
+            ..EngineOptions::default()
+        },
+    );
+    // Leak rules judge growth: outstanding bytes per stack at a dozen
+    // points over the run.
+    let leak_step = (args.duration / 12).clamp(Duration::from_millis(500), Duration::from_secs(10));
+    let mut next_leak = started + leak_step;
+    let mut leak_obs = Vec::new();
     let interrupted = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -238,12 +269,30 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
             procs.capture(c.new_pids());
             procs.update_recent(Some(MAPS_SETTLE));
         }
+        if !leak_traces.is_empty() && Instant::now() >= next_leak {
+            next_leak += leak_step;
+            leak_obs = leak_step_batch(&mut engine, &mut leak_traces, SystemTime::now());
+        }
         progress.update(&format!(
             "Sampling: {:.0}/{:.0} s (Ctrl-C to stop)",
             started.elapsed().as_secs_f64(),
             args.duration.as_secs_f64()
         ));
     };
+    if !leak_traces.is_empty() {
+        leak_obs = leak_step_batch(&mut engine, &mut leak_traces, SystemTime::now());
+    }
+    for t in &leak_traces {
+        status.push(CollectorStatus {
+            name: "leaks",
+            ok: t.gone.is_none(),
+            detail: match &t.gone {
+                Some(why) => format!("PID {}: {why}", t.process.pid),
+                None => format!("PID {} through {}", t.process.pid, t.allocator.display()),
+            },
+        });
+    }
+    drop(leak_traces);
     let elapsed = started.elapsed();
     let at = SystemTime::now();
     let mut batch = Batch::new(at, elapsed);
@@ -323,14 +372,8 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
     }
     status.sort_by_key(|s| COLLECTORS.iter().position(|n| *n == s.name));
 
-    let mut engine = Engine::new(
-        cfg.rules(),
-        EngineOptions {
-            mode: Mode::OneShot,
-            ..EngineOptions::default()
-        },
-    );
     engine.evaluate(&batch);
+    batch.observations.extend(leak_obs);
     let root = Path::new("/");
     let fps: Vec<String> = engine.alerts().map(|a| a.fingerprint.clone()).collect();
     for fp in &fps {
@@ -339,7 +382,6 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
             engine.set_advice(fp, adv);
         }
     }
-    let ran: Vec<&str> = status.iter().filter(|s| s.ok).map(|s| s.name).collect();
     let alerts = report::firing(engine.alerts().cloned());
     let applied = if args.apply {
         let mut actions: Vec<Action> = Vec::new();
@@ -369,11 +411,12 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
     let failed_apply = applied.as_ref().is_some_and(|r| !r.failures.is_empty());
     let r = AdviseReport {
         schema_version: report::SCHEMA_VERSION,
+        started_unix_secs: to_secs(at) - elapsed.as_secs_f64(),
         duration_secs: elapsed.as_secs_f64(),
         collectors: status,
         rules: engine.rules().len(),
         alerts,
-        not_evaluated: report::not_evaluated(engine.status(), &ran),
+        not_evaluated: report::not_evaluated(engine.status()),
         observed: report::observed(&batch.observations),
         applied,
         state_file: state_file.display().to_string(),
@@ -391,6 +434,171 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Reads every traced process and evaluates the leak rules on it; returns
+/// the observations (for the report's summary).
+fn leak_step_batch(
+    engine: &mut Engine,
+    traces: &mut [LeakTrace],
+    at: SystemTime,
+) -> Vec<Observation> {
+    let mut batch = Batch::new(at, Duration::ZERO);
+    let obs: Vec<Observation> = traces.iter_mut().flat_map(LeakTrace::observe).collect();
+    batch.extend(&[Signal::LeakOutstandingBytes], obs.clone());
+    engine.evaluate(&batch);
+    obs
+}
+
+/// One process whose allocations are traced.
+struct LeakTrace {
+    process: TracedProcess,
+    collector: AllocCollector,
+    allocator: PathBuf,
+    sym: StackSymbolizer,
+    baseline: std::collections::HashMap<aggregate::StackRef, u64>,
+    last: Instant,
+    started: Instant,
+    start_unix_nanos: u64,
+    gone: Option<String>,
+}
+
+impl LeakTrace {
+    /// Finds the process's allocator and attaches the uprobes.
+    fn start(pid: u32) -> anyhow::Result<Self> {
+        let mut process = TracedProcess::new(pid);
+        if !process.refresh(0) {
+            bail!(
+                "no process with PID {pid} (or its maps are unreadable): find the PID with `pgrep NAME`"
+            );
+        }
+        let chosen = allocator::choose(&process.maps, process.exe.as_deref(), &process.describe())?;
+        let mut collector = AllocCollector::load(&AllocOptions {
+            tgid: pid,
+            ..AllocOptions::default()
+        })?;
+        collector.attach_allocator(&chosen.path, &chosen.sites)?;
+        Ok(Self {
+            process,
+            collector,
+            allocator: chosen.path,
+            sym: StackSymbolizer::new(),
+            baseline: Default::default(),
+            last: Instant::now(),
+            started: Instant::now(),
+            start_unix_nanos: SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64),
+            gone: None,
+        })
+    }
+
+    /// Outstanding bytes per call stack now, symbolized; empty once the
+    /// process is gone (the reason is kept).
+    fn observe(&mut self) -> Vec<Observation> {
+        if self.gone.is_some() {
+            return Vec::new();
+        }
+        let raw = match self.collector.read() {
+            Ok(r) if processes::exists(self.process.pid) => r,
+            Ok(_) => {
+                self.gone = Some("the process exited".into());
+                return Vec::new();
+            }
+            Err(e) => {
+                self.gone = Some(e.to_string());
+                return Vec::new();
+            }
+        };
+        self.process.refresh(raw.generation);
+        let now = Instant::now();
+        let infos: Vec<_> = raw.allocations.iter().map(|(_, i)| *i).collect();
+        let agg = aggregate::aggregate(
+            &infos,
+            &raw.totals,
+            &self.baseline,
+            &aggregate::Window {
+                // Ages are not used here (no minimum age), so the clock of
+                // the kernel's timestamps is not needed.
+                now_ns: 0,
+                min_age_ns: 0,
+                secs: (now - self.last).as_secs_f64(),
+                scale: 1,
+            },
+        );
+        let mut ids: Vec<u32> = agg
+            .rows
+            .iter()
+            .take(LEAK_STACKS)
+            .filter_map(|r| u32::try_from(r.stack.stack_id).ok())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let stacks = self.collector.stacks(ids).unwrap_or_default();
+        let report = leak_report::build(
+            &agg,
+            &stacks,
+            &raw.counters,
+            &self.process,
+            &mut self.sym,
+            &leak_report::RunInfo {
+                command: None,
+                allocators: vec![self.allocator.clone()],
+                start_unix_nanos: self.start_unix_nanos,
+                elapsed_secs: (now - self.started).as_secs_f64(),
+                window_secs: (now - self.last).as_secs_f64(),
+                sequence: 0,
+                last: false,
+                sample_every: 1,
+                min_age_secs: 0.0,
+                ended: None,
+                exit: None,
+            },
+        );
+        self.baseline = agg.baseline;
+        self.last = now;
+        let pid = self.process.pid;
+        let name = self.process.name.clone().unwrap_or_else(|| pid.to_string());
+        report
+            .stacks
+            .iter()
+            .take(LEAK_STACKS)
+            .map(|st| {
+                let frames: Vec<String> = st.frames.iter().map(|f| f.name()).collect();
+                Observation {
+                    signal: Signal::LeakOutstandingBytes,
+                    labels: signals::labels([
+                        ("pid", &pid.to_string()),
+                        ("process", &name),
+                        ("stack", &stack_label(&frames)),
+                        ("function", &st.function),
+                    ]),
+                    value: st.bytes as f64,
+                    count: st.allocations,
+                    evidence: Evidence::Leak(LeakEvidence {
+                        pid: Some(pid),
+                        process: name.clone(),
+                        bytes: Some(st.bytes),
+                        allocations: st.allocations,
+                        function: Some(st.function.clone()),
+                        stack: frames,
+                    }),
+                }
+            })
+            .collect()
+    }
+}
+
+/// A short, stable name for a stack: its innermost named frame and a hash
+/// of all its frames (`grow_one@3fa2c1d0`).
+fn stack_label(frames: &[String]) -> String {
+    let leaf = frames.last().map_or("?", String::as_str);
+    let mut h: u32 = 0x811c_9dc5;
+    for b in frames.iter().flat_map(|f| f.bytes().chain([0])) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    let leaf: String = leaf.chars().take(60).collect();
+    format!("{leaf}@{h:08x}")
 }
 
 /// Runs `revert`.
