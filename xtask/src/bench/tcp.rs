@@ -13,10 +13,10 @@ use super::{
 use crate::cmd;
 
 /// What perf-user's TCP collector does, in bpftrace: smoothed RTT from
-/// tcp:tcp_probe, connect latency from sock:inet_sock_set_state (SYN_SENT to
+/// tcp:tcp_probe (its `srtt` field is already in microseconds), connect latency from sock:inet_sock_set_state (SYN_SENT to
 /// ESTABLISHED), retransmits from tcp:tcp_retransmit_skb.
 const BPFTRACE_TCP: &str = r#"
-tracepoint:tcp:tcp_probe { @srtt_us = hist(args->srtt >> 3); }
+tracepoint:tcp:tcp_probe { @srtt_us = hist(args->srtt); }
 tracepoint:sock:inet_sock_set_state /args->protocol == 6/ {
   if (args->newstate == 2) { @start[args->skaddr] = nsecs; }
   if (args->oldstate == 2 && args->newstate == 1 && @start[args->skaddr]) {
