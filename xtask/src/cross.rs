@@ -396,11 +396,23 @@ const QEMU_USER_SKIPS: &[(&str, &str)] = &[(
     "qemu-user writes its own /proc/self/stat, with the resident set size 0",
 )];
 
+/// Unit tests that assume a dynamically linked test binary, which a musl
+/// target's is not.
+const STATIC_SKIPS: &[(&str, &str)] = &[(
+    "leaks::allocator::tests::this_process_uses_the_c_library_allocator",
+    "a static test binary has its own malloc, not the C library's (the leaks \
+     integration tests cover static binaries)",
+)];
+
 #[derive(clap::Args)]
 pub struct TestArgs {
     /// The target whose unit tests to run under qemu-user.
     #[arg(long, default_value = "aarch64-unknown-linux-gnu")]
     target: String,
+    /// Build and test with the release profile: shares the build with
+    /// `cargo xtask vm-test` (which boots the release musl binary).
+    #[arg(long)]
+    release: bool,
     /// Extra arguments for `cargo test`, after `--` (e.g. `-- -- symbolize`).
     #[arg(last = true)]
     cargo_args: Vec<String>,
@@ -412,7 +424,7 @@ pub struct TestArgs {
 pub fn test_main(args: &TestArgs) -> Result<()> {
     let target = Target::parse(&args.target)?;
     let started = Instant::now();
-    build(target, false, &[])?;
+    build(target, args.release, &[])?;
     let build_secs = started.elapsed().as_secs_f64();
 
     let ready = setup::ensure(setup::Mode::Quiet)?;
@@ -423,6 +435,7 @@ pub fn test_main(args: &TestArgs) -> Result<()> {
     cargo
         .args(["--package", "perf-user", "--package", "perf-ebpf-common"])
         .args(["--lib", "--bins"])
+        .args(args.release.then_some("--release"))
         .env("PERF_USER_SKIP_PRIVILEGED", "1");
     if !target.native() {
         apt::ensure("qemu-user", &["qemu-user"])?;
@@ -438,13 +451,20 @@ pub fn test_main(args: &TestArgs) -> Result<()> {
         cargo.env(target.cargo_env("RUNNER"), runner);
     }
     cargo.args(&args.cargo_args);
+    let mut skips: Vec<(&str, &str)> = Vec::new();
     if !target.native() {
+        skips.extend(QEMU_USER_SKIPS);
+    }
+    if target.musl {
+        skips.extend(STATIC_SKIPS);
+    }
+    if !skips.is_empty() {
         // Arguments for the test harness follow the (first) `--`.
         if !args.cargo_args.iter().any(|a| a == "--") {
             cargo.arg("--");
         }
-        for (test, why) in QEMU_USER_SKIPS {
-            eprintln!("note: skipping {test} under qemu-user: {why}");
+        for (test, why) in skips {
+            eprintln!("note: skipping {test}: {why}");
             cargo.args(["--skip", test]);
         }
     }
