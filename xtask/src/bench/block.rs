@@ -75,7 +75,10 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         Variant::traced("biolatency", biolatency)
             .with_note("one histogram for all disks (no -D, -F)"),
     ];
-    report.variants = compare::run(ctx, "block", &workload, variants)?;
+    let result = compare::run(ctx, "block", &workload, variants);
+    // 256 MiB: not worth keeping in target/.
+    let _ = std::fs::remove_file(&file);
+    report.variants = result?;
     report.op_name = workload.op_name.into();
     report.notes.push(
         "events are BPF program runs: one at issue and one at completion per I/O, plus \
