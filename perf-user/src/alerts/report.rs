@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::{
     actions::Report as ActionReport,
     engine::{Alert, RuleStatus, State},
-    signals::{Evidence, Observation, Signal, seconds},
+    signals::{Evidence, Observation, Signal, bytes, seconds},
 };
 
 /// Version of the JSON document's schema.
@@ -365,11 +365,9 @@ pub fn evidence_line(e: &Evidence) -> String {
             "{}{}: {} outstanding in {} allocations",
             l.process,
             l.pid.map(|p| format!(" (pid {p})")).unwrap_or_default(),
-            l.bytes
-                .map_or_else(|| "?".to_string(), |b| super::signals::bytes(b as f64)),
+            l.bytes.map_or_else(|| "?".to_string(), |b| bytes(b as f64)),
             l.allocations
         ),
-
         Evidence::Cpu(c) => format!(
             "{} in {}: {} of {} samples",
             c.function, c.process, c.self_samples, c.total_samples
