@@ -205,12 +205,32 @@ impl Target {
         (!self.native()).then(|| self.arch.c_compiler().0)
     }
 
+    /// The C compiler for dependencies with C or assembly parts (ring,
+    /// through reqwest's rustls), as cc-rs reads it from `CC_<triple>`.
+    /// cc-rs would look for `<arch>-linux-musl-gcc` for a musl target, which
+    /// Debian does not have: musl-gcc (musl-tools) when building for the
+    /// host's architecture; otherwise the cross gcc, whose glibc headers
+    /// suit only freestanding C such as ring's (Debian has no musl cross
+    /// compiler).
+    fn c_compiler(self) -> String {
+        if self.musl && self.native() {
+            "musl-gcc".into()
+        } else {
+            self.arch.c_compiler().0
+        }
+    }
+
     /// Debian packages the build needs on this host.
     fn packages(self) -> Vec<&'static str> {
         let (_, mut packages) = self.arch.c_compiler();
-        if self.musl && !self.native() {
-            // Only the gcc driver is used to link; musl comes with Rust.
-            packages.retain(|p| *p == self.arch.cross_gcc_package());
+        if self.musl {
+            if self.native() {
+                packages.push("musl-tools");
+            } else {
+                // gcc only drives the link and compiles freestanding C;
+                // musl itself comes with Rust.
+                packages.retain(|p| *p == self.arch.cross_gcc_package());
+            }
         }
         packages
     }
@@ -276,8 +296,16 @@ fn cargo_for(target: Target, ready: &setup::Ready, subcommand: &str) -> Result<C
         .arg(subcommand)
         .args(["--target", target.triple])
         .env("CARGO_TARGET_DIR", target_dir()?);
-    if let Some(linker) = target.linker() {
-        cargo.env(target.cargo_env("LINKER"), linker);
+    // What the user set in the environment wins.
+    let linker_var = target.cargo_env("LINKER");
+    if let Some(linker) = target.linker()
+        && std::env::var_os(&linker_var).is_none()
+    {
+        cargo.env(linker_var, linker);
+    }
+    let cc_var = format!("CC_{}", target.triple.replace('-', "_"));
+    if std::env::var_os(&cc_var).is_none() {
+        cargo.env(cc_var, target.c_compiler());
     }
     Ok(cargo)
 }
@@ -531,8 +559,11 @@ mod tests {
         assert_eq!(gnu.linker().as_deref(), Some("aarch64-linux-gnu-gcc"));
         let musl = Target::musl(Arch::Aarch64);
         assert_eq!(musl.packages(), ["gcc-aarch64-linux-gnu"]);
+        assert_eq!(musl.c_compiler(), "aarch64-linux-gnu-gcc");
         let native = Target::musl(Arch::X86_64);
         assert_eq!(native.linker(), None);
+        assert_eq!(native.c_compiler(), "musl-gcc");
+        assert_eq!(native.packages(), ["gcc", "libc6-dev", "musl-tools"]);
     }
 
     #[test]
