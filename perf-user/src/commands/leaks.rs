@@ -4,7 +4,7 @@
 use std::{
     collections::HashMap,
     fs::{self, File},
-    io::{BufWriter, Write},
+    io::{BufWriter, IsTerminal as _, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -32,8 +32,11 @@ use crate::{
     symbolize::StackSymbolizer,
 };
 
-/// How often the loop checks the process (stops to handle, exit), cheap.
-const POLL: Duration = Duration::from_millis(20);
+/// How often the loop checks on the process (exit, execve(), deadline,
+/// interval reports). A started command's stops and exit also wake it at
+/// once through SIGCHLD, so this can be slow: the tracer's own CPU use stays
+/// near zero (polling every 20 ms cost ~1% of a CPU in syscalls).
+const POLL: Duration = Duration::from_millis(100);
 /// How often the process's maps are read again (new libraries).
 const REFRESH: Duration = Duration::from_millis(250);
 /// How often the progress line is redrawn.
@@ -451,6 +454,14 @@ impl Tracer {
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
         let mut tick = tokio::time::interval(POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Our child stopping (the start-up stop) or exiting raises SIGCHLD:
+        // handle it at once rather than at the next tick.
+        let mut sigchld = match &self.child {
+            Some(_) => tokio::signal::unix::signal(tokio::signal::unix::SignalKind::child()).ok(),
+            None => None,
+        };
+        let show_progress = !args.quiet && std::io::stderr().is_terminal();
         let mut last_refresh: Option<Instant> = None;
         let mut last_redraw: Option<Instant> = None;
         loop {
@@ -465,6 +476,12 @@ impl Tracer {
                     });
                 }
                 _ = tick.tick() => {}
+                Some(()) = async {
+                    match &mut sigchld {
+                        Some(s) => s.recv().await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
             let generation = self.collector.generation()?;
             if let Some(ended) = self.check_process(generation, args.quiet, started)? {
@@ -508,7 +525,7 @@ impl Tracer {
                 )?;
                 out.flush().context("writing the report")?;
             }
-            if last_redraw.is_some_and(|t| now - t < REDRAW) {
+            if !show_progress || last_redraw.is_some_and(|t| now - t < REDRAW) {
                 continue;
             }
             last_redraw = Some(now);
