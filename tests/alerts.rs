@@ -455,6 +455,9 @@ fn disk_latency_rise_fires_reaches_alertmanager_and_resolves() {
     let _writers = Writers::start(&lo.path, 8, &throttle);
     let am = Alertmanager::start(&dir);
     let dev = &lo.name;
+    // Levels between the steady p99 (a few ms) and the throttled one (about
+    // 250 ms), far from both: other I/O on a shared backing disk during the
+    // steady minute raises the loop device's p99 to tens of ms at times.
     let daemon = Daemon::start(
         &dir,
         &format!(
@@ -479,8 +482,8 @@ name = "TestDiskLatencyHigh"
 kind = "threshold"
 signal = "block_latency_p99_seconds"
 match = {{ device = "{dev}" }}
-above = 0.05
-clear = 0.025
+above = 0.1
+clear = 0.05
 for = "6s"
 min_count = 10
 
@@ -491,8 +494,8 @@ signal = "block_latency_p99_seconds"
 match = {{ device = "{dev}" }}
 window = "10m"
 k = 6
-min_delta = 0.01
-min_ratio = 3
+min_delta = 0.03
+min_ratio = 5
 min_history = 10
 for = "4s"
 min_count = 10
@@ -650,7 +653,7 @@ min_count = 10
             "steady_phase_s": STEADY.as_secs(),
             "steady_false_positives_firing": steady_firing.len(),
             "steady_pending_episodes": steady_pending,
-            "threshold_rule": {"above_s": 0.05, "for_s": 6, "detected_after_s": secs(high_at, injected), "value": high_ev["value"]},
+            "threshold_rule": {"above_s": 0.1, "for_s": 6, "detected_after_s": secs(high_at, injected), "value": high_ev["value"]},
             "baseline_rule": {"for_s": 4, "detected_after_s": secs(anomaly_at, injected), "value": anomaly_ev["value"], "detail": anomaly_ev["detail"]},
             "alertmanager_listed_after_s": secs(am_at, injected),
             "threshold_resolved_after_s": secs(high_ok_at, cleared),
