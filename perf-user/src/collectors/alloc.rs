@@ -16,9 +16,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{
-        Array, HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, StackTraceMap,
-    },
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, StackTraceMap},
     programs::{
         ProgramError, TracePoint, UProbe,
         uprobe::{UProbeLink, UProbeScope},
@@ -29,7 +27,7 @@ use perf_ebpf_common::alloc::{
     state,
 };
 
-use super::Collector;
+use super::{Collector, maps};
 use crate::ebpf;
 
 /// The uretprobe shared by every allocation function.
@@ -129,14 +127,12 @@ pub enum AllocError {
     Options(String),
 }
 
-fn map_err(map: &'static str) -> impl Fn(MapError) -> AllocError {
-    move |source| AllocError::Map { map, source }
-}
-
-fn missing(map: &'static str) -> AllocError {
-    AllocError::Map {
-        map,
-        source: MapError::InvalidName { name: map.into() },
+impl From<super::maps::MapAccessError> for AllocError {
+    fn from(e: super::maps::MapAccessError) -> Self {
+        AllocError::Map {
+            map: e.map,
+            source: e.source,
+        }
     }
 }
 
@@ -367,43 +363,27 @@ impl AllocCollector {
     /// Tells the start-up program that image `generation` is attached, so it
     /// no longer stops the process.
     pub fn set_handled_generation(&mut self, generation: u32) -> Result<(), AllocError> {
-        let map = self
-            .ebpf
-            .map_mut("ALLOC_STATE")
-            .ok_or_else(|| missing("ALLOC_STATE"))?;
+        let map = maps::find_mut(&mut self.ebpf, "ALLOC_STATE")?;
         let mut array: Array<&mut MapData, u32> =
-            Array::try_from(map).map_err(map_err("ALLOC_STATE"))?;
+            Array::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STATE"))?;
         array
             .set(state::HANDLED_GENERATION, generation, 0)
-            .map_err(map_err("ALLOC_STATE"))
+            .map_err(maps::MapAccessError::on("ALLOC_STATE"))?;
+        Ok(())
     }
 
     fn state(&self, index: u32) -> Result<u32, AllocError> {
-        let map = self
-            .ebpf
-            .map("ALLOC_STATE")
-            .ok_or_else(|| missing("ALLOC_STATE"))?;
-        let array: Array<&MapData, u32> = Array::try_from(map).map_err(map_err("ALLOC_STATE"))?;
-        array.get(&index, 0).map_err(map_err("ALLOC_STATE"))
+        let map = maps::find(&self.ebpf, "ALLOC_STATE")?;
+        let array: Array<&MapData, u32> =
+            Array::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STATE"))?;
+        Ok(array
+            .get(&index, 0)
+            .map_err(maps::MapAccessError::on("ALLOC_STATE"))?)
     }
 
     /// What the kernel side counted so far.
     pub fn counters(&self) -> Result<AllocCounters, AllocError> {
-        let map = self
-            .ebpf
-            .map("ALLOC_COUNTERS")
-            .ok_or_else(|| missing("ALLOC_COUNTERS"))?;
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("ALLOC_COUNTERS"))?;
-        let values = (0..counter::LEN)
-            .map(|i| {
-                Ok(array
-                    .get(&i, 0)
-                    .map_err(map_err("ALLOC_COUNTERS"))?
-                    .iter()
-                    .sum())
-            })
-            .collect::<Result<Vec<u64>, AllocError>>()?;
+        let values = maps::sum_counters(&self.ebpf, "ALLOC_COUNTERS", counter::LEN)?;
         Ok(AllocCounters::from_slice(&values))
     }
 
@@ -413,12 +393,9 @@ impl AllocCollector {
         &self,
         ids: impl IntoIterator<Item = u32>,
     ) -> Result<HashMap<u32, Vec<u64>>, AllocError> {
-        let map = self
-            .ebpf
-            .map("ALLOC_STACKS")
-            .ok_or_else(|| missing("ALLOC_STACKS"))?;
+        let map = maps::find(&self.ebpf, "ALLOC_STACKS")?;
         let stacks: StackTraceMap<&MapData> =
-            StackTraceMap::try_from(map).map_err(map_err("ALLOC_STACKS"))?;
+            StackTraceMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STACKS"))?;
         let mut out = HashMap::new();
         for id in ids {
             if let Ok(trace) = stacks.get(&id, 0) {
@@ -432,12 +409,9 @@ impl AllocCollector {
     /// with execve(), and the space is better used for the running image.
     /// Returns how many allocations were dropped.
     pub fn forget_before(&mut self, generation: u32) -> Result<usize, AllocError> {
-        let map = self
-            .ebpf
-            .map_mut("ALLOC_OUTSTANDING")
-            .ok_or_else(|| missing("ALLOC_OUTSTANDING"))?;
+        let map = maps::find_mut(&mut self.ebpf, "ALLOC_OUTSTANDING")?;
         let mut outstanding: BpfHashMap<&mut MapData, u64, AllocInfo> =
-            BpfHashMap::try_from(map).map_err(map_err("ALLOC_OUTSTANDING"))?;
+            BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_OUTSTANDING"))?;
         let old: Vec<u64> = outstanding
             .iter()
             .filter_map(Result::ok)
@@ -448,12 +422,9 @@ impl AllocCollector {
             // Freed meanwhile is fine: the aim is that it is gone.
             let _ = outstanding.remove(addr);
         }
-        let map = self
-            .ebpf
-            .map_mut("ALLOC_STACK_TOTALS")
-            .ok_or_else(|| missing("ALLOC_STACK_TOTALS"))?;
+        let map = maps::find_mut(&mut self.ebpf, "ALLOC_STACK_TOTALS")?;
         let mut totals: PerCpuHashMap<&mut MapData, AllocStackKey, AllocStackTotals> =
-            PerCpuHashMap::try_from(map).map_err(map_err("ALLOC_STACK_TOTALS"))?;
+            PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STACK_TOTALS"))?;
         let old_keys: Vec<AllocStackKey> = totals
             .keys()
             .filter_map(Result::ok)
@@ -466,12 +437,9 @@ impl AllocCollector {
     }
 
     fn read_generation(&self, generation: u32) -> Result<RawAllocations, AllocError> {
-        let map = self
-            .ebpf
-            .map("ALLOC_OUTSTANDING")
-            .ok_or_else(|| missing("ALLOC_OUTSTANDING"))?;
+        let map = maps::find(&self.ebpf, "ALLOC_OUTSTANDING")?;
         let outstanding: BpfHashMap<&MapData, u64, AllocInfo> =
-            BpfHashMap::try_from(map).map_err(map_err("ALLOC_OUTSTANDING"))?;
+            BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_OUTSTANDING"))?;
         // Entries freed between listing a key and reading it are skipped:
         // the map changes while it is read, and a freed block is not outstanding.
         let allocations: Vec<(u64, AllocInfo)> = outstanding
@@ -479,12 +447,9 @@ impl AllocCollector {
             .filter_map(Result::ok)
             .filter(|(_, info)| info.generation == generation)
             .collect();
-        let map = self
-            .ebpf
-            .map("ALLOC_STACK_TOTALS")
-            .ok_or_else(|| missing("ALLOC_STACK_TOTALS"))?;
+        let map = maps::find(&self.ebpf, "ALLOC_STACK_TOTALS")?;
         let totals_map: PerCpuHashMap<&MapData, AllocStackKey, AllocStackTotals> =
-            PerCpuHashMap::try_from(map).map_err(map_err("ALLOC_STACK_TOTALS"))?;
+            PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STACK_TOTALS"))?;
         let totals = totals_map
             .iter()
             .filter_map(Result::ok)

@@ -5,9 +5,8 @@ use std::{os::fd::AsFd as _, path::Path};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
     programs::{ProgramError, TracePoint},
-    util::nr_cpus,
 };
 use perf_ebpf_common::{
     block::{
@@ -17,7 +16,7 @@ use perf_ebpf_common::{
     hist::{LATENCY_UNIT_NS, SIZE_UNIT_SHIFT},
 };
 
-use super::Collector;
+use super::{Collector, maps};
 use crate::{
     ebpf,
     histogram::Log2Hist,
@@ -68,6 +67,15 @@ pub enum BlockError {
     /// Bad options.
     #[error("{0}")]
     Options(String),
+}
+
+impl From<super::maps::MapAccessError> for BlockError {
+    fn from(e: super::maps::MapAccessError) -> Self {
+        BlockError::Map {
+            map: e.map,
+            source: e.source,
+        }
+    }
 }
 
 /// Operation names, indexed by `op::*`.
@@ -234,15 +242,13 @@ impl BlockCollector {
             ..ebpf::Globals::default()
         })?;
         if !opts.devices.is_empty() {
-            let map = ebpf
-                .map_mut("BLOCK_DEV_FILTER")
-                .ok_or(missing("BLOCK_DEV_FILTER"))?;
+            let map = maps::find_mut(&mut ebpf, "BLOCK_DEV_FILTER")?;
             let mut filter: BpfHashMap<_, u32, u8> =
-                BpfHashMap::try_from(map).map_err(map_err("BLOCK_DEV_FILTER"))?;
+                BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("BLOCK_DEV_FILTER"))?;
             for &dev in &opts.devices {
                 filter
                     .insert(dev, 1, 0)
-                    .map_err(map_err("BLOCK_DEV_FILTER"))?;
+                    .map_err(maps::MapAccessError::on("BLOCK_DEV_FILTER"))?;
             }
         }
         // Completion first, start last: a request seen starting or issued
@@ -269,8 +275,8 @@ impl BlockCollector {
     }
 
     fn hists(&self) -> Result<PerCpuHashMap<&MapData, BlockKey, BlockHists>, BlockError> {
-        let map = self.ebpf.map("BLOCK_HISTS").ok_or(missing("BLOCK_HISTS"))?;
-        PerCpuHashMap::try_from(map).map_err(map_err("BLOCK_HISTS"))
+        let map = maps::find(&self.ebpf, "BLOCK_HISTS")?;
+        Ok(PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("BLOCK_HISTS"))?)
     }
 
     /// The kernel side's counters so far (one read per counter; cheap).
@@ -279,29 +285,18 @@ impl BlockCollector {
     }
 
     fn counters(&self) -> Result<BlockCounters, BlockError> {
-        let map = self
-            .ebpf
-            .map("BLOCK_COUNTERS")
-            .ok_or(missing("BLOCK_COUNTERS"))?;
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("BLOCK_COUNTERS"))?;
-        let get = |i: u32| -> Result<u64, BlockError> {
-            Ok(array
-                .get(&i, 0)
-                .map_err(map_err("BLOCK_COUNTERS"))?
-                .iter()
-                .sum())
-        };
+        let c = maps::sum_counters(&self.ebpf, "BLOCK_COUNTERS", counter::LEN)?;
+        let get = |i: u32| c[i as usize];
         Ok(BlockCounters {
-            started: get(counter::STARTED)?,
-            issued: get(counter::ISSUED)?,
-            completed: get(counter::COMPLETED)?,
-            timed: get(counter::TIMED)?,
-            unmatched_completions: get(counter::UNMATCHED)?,
-            inflight_map_full: get(counter::INFLIGHT_FULL)?,
-            histogram_map_full: get(counter::HIST_FULL)?,
-            partial_completions: get(counter::PARTIAL)?,
-            read_errors: get(counter::READ_ERROR)?,
+            started: get(counter::STARTED),
+            issued: get(counter::ISSUED),
+            completed: get(counter::COMPLETED),
+            timed: get(counter::TIMED),
+            unmatched_completions: get(counter::UNMATCHED),
+            inflight_map_full: get(counter::INFLIGHT_FULL),
+            histogram_map_full: get(counter::HIST_FULL),
+            partial_completions: get(counter::PARTIAL),
+            read_errors: get(counter::READ_ERROR),
             issues_missed: self.stats("block_rq_issue").recursion_misses,
             completions_missed: self.stats("block_rq_complete").recursion_misses,
         })
@@ -340,7 +335,7 @@ impl Collector for BlockCollector {
         let hists = self.hists()?;
         let mut series = Vec::new();
         for entry in hists.iter() {
-            let (key, per_cpu) = entry.map_err(map_err("BLOCK_HISTS"))?;
+            let (key, per_cpu) = entry.map_err(maps::MapAccessError::on("BLOCK_HISTS"))?;
             series.push(BlockSeries {
                 dev: key.dev,
                 op: key.op,
@@ -364,49 +359,10 @@ impl Collector for BlockCollector {
     fn reset(&mut self) -> Result<(), BlockError> {
         // The in-flight map is kept: requests issued before the reset are
         // still timed when they complete.
-        let map = self
-            .ebpf
-            .map_mut("BLOCK_HISTS")
-            .ok_or(missing("BLOCK_HISTS"))?;
-        let mut hists: PerCpuHashMap<&mut MapData, BlockKey, BlockHists> =
-            PerCpuHashMap::try_from(map).map_err(map_err("BLOCK_HISTS"))?;
-        let keys: Vec<BlockKey> = hists.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            // Already gone is fine: the aim is an empty map.
-            let _ = hists.remove(&key);
-        }
-        let map = self
-            .ebpf
-            .map_mut("BLOCK_COUNTERS")
-            .ok_or(missing("BLOCK_COUNTERS"))?;
-        let mut counters: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("BLOCK_COUNTERS"))?;
-        let cpus = nr_cpus().map_err(|(_, e)| BlockError::Map {
-            map: "BLOCK_COUNTERS",
-            source: MapError::IoError(e),
-        })?;
-        for i in 0..counter::LEN {
-            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| BlockError::Map {
-                map: "BLOCK_COUNTERS",
-                source: MapError::IoError(e),
-            })?;
-            counters
-                .set(i, zeros, 0)
-                .map_err(map_err("BLOCK_COUNTERS"))?;
-        }
+        maps::clear_per_cpu_hash::<BlockKey, BlockHists>(&mut self.ebpf, "BLOCK_HISTS")?;
+        maps::zero_counters(&mut self.ebpf, "BLOCK_COUNTERS", counter::LEN)?;
         Ok(())
     }
-}
-
-fn missing(map: &'static str) -> BlockError {
-    BlockError::Map {
-        map,
-        source: MapError::InvalidName { name: map.into() },
-    }
-}
-
-fn map_err(map: &'static str) -> impl Fn(MapError) -> BlockError {
-    move |source| BlockError::Map { map, source }
 }
 
 #[cfg(test)]

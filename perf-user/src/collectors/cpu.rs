@@ -5,10 +5,7 @@ use std::collections::{HashMap, HashSet};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{
-        HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, RingBuf,
-        StackTraceMap,
-    },
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, RingBuf, StackTraceMap},
     programs::{
         PerfEvent, ProgramError,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
@@ -17,7 +14,10 @@ use aya::{
 };
 use perf_ebpf_common::{SampleConfig, SampleKey, TASK_COMM_LEN, counter};
 
-use super::Collector;
+use super::{
+    Collector,
+    maps::{self, MapAccessError},
+};
 use crate::{ebpf, profile::LostCounts};
 
 /// Highest sampling frequency accepted; above it the sampler costs more than it tells.
@@ -84,6 +84,15 @@ pub enum CpuError {
     Options(String),
 }
 
+impl From<maps::MapAccessError> for CpuError {
+    fn from(e: maps::MapAccessError) -> Self {
+        CpuError::Map {
+            map: e.map,
+            source: e.source,
+        }
+    }
+}
+
 /// Raw contents of the kernel maps.
 #[derive(Clone, Debug, Default)]
 pub struct RawProfile {
@@ -132,22 +141,11 @@ impl CpuCollector {
             ..ebpf::Globals::default()
         })?;
         if !opts.pids.is_empty() {
+            let err = MapAccessError::on("CPU_PID_FILTER");
             let mut filter: BpfHashMap<_, u32, u8> =
-                BpfHashMap::try_from(ebpf.map_mut("CPU_PID_FILTER").ok_or(CpuError::Map {
-                    map: "CPU_PID_FILTER",
-                    source: MapError::InvalidName {
-                        name: "CPU_PID_FILTER".into(),
-                    },
-                })?)
-                .map_err(|source| CpuError::Map {
-                    map: "CPU_PID_FILTER",
-                    source,
-                })?;
+                BpfHashMap::try_from(maps::find_mut(&mut ebpf, "CPU_PID_FILTER")?).map_err(&err)?;
             for &pid in &opts.pids {
-                filter.insert(pid, 1, 0).map_err(|source| CpuError::Map {
-                    map: "CPU_PID_FILTER",
-                    source,
-                })?;
+                filter.insert(pid, 1, 0).map_err(&err)?;
             }
         }
         let cpus = online_cpus().map_err(|(path, e)| CpuError::Cpus(path, e))?;
@@ -167,20 +165,14 @@ impl CpuCollector {
                 )
                 .map_err(|e| perf_event_error(cpu, e))?;
         }
-        let new_pids = ebpf
-            .take_map("CPU_NEW_PIDS")
-            .ok_or(CpuError::Map {
-                map: "CPU_NEW_PIDS",
-                source: MapError::InvalidName {
-                    name: "CPU_NEW_PIDS".into(),
-                },
-            })
-            .and_then(|m| {
-                RingBuf::try_from(m).map_err(|source| CpuError::Map {
-                    map: "CPU_NEW_PIDS",
-                    source,
-                })
-            })?;
+        // Taken out of the object so that draining it needs no borrow of `ebpf`.
+        let new_pids = ebpf.take_map("CPU_NEW_PIDS").ok_or(CpuError::Map {
+            map: "CPU_NEW_PIDS",
+            source: MapError::InvalidName {
+                name: "CPU_NEW_PIDS".into(),
+            },
+        })?;
+        let new_pids = RingBuf::try_from(new_pids).map_err(MapAccessError::on("CPU_NEW_PIDS"))?;
         Ok(Self {
             ebpf,
             cpus,
@@ -249,17 +241,9 @@ impl CpuCollector {
     /// so a caller that resets every window (the daemon) would otherwise see
     /// stale stacks pile up and stack-id collisions (lost stacks) rise.
     fn clear_stacks(&mut self) -> Result<(), CpuError> {
-        let err = |source| CpuError::Map {
-            map: "CPU_STACKS",
-            source,
-        };
-        let map = self.ebpf.map_mut("CPU_STACKS").ok_or(CpuError::Map {
-            map: "CPU_STACKS",
-            source: MapError::InvalidName {
-                name: "CPU_STACKS".into(),
-            },
-        })?;
-        let mut stacks: StackTraceMap<&mut MapData> = StackTraceMap::try_from(map).map_err(err)?;
+        let mut stacks: StackTraceMap<&mut MapData> =
+            StackTraceMap::try_from(maps::find_mut(&mut self.ebpf, "CPU_STACKS")?)
+                .map_err(MapAccessError::on("CPU_STACKS"))?;
         let ids: Vec<u32> = stacks.stack_ids().filter_map(Result::ok).collect();
         for id in ids {
             // Already gone is fine: the aim is an empty map.
@@ -269,33 +253,18 @@ impl CpuCollector {
     }
 
     fn samples_map(&self) -> Result<PerCpuHashMap<&MapData, SampleKey, u64>, CpuError> {
-        let map = self.ebpf.map("CPU_SAMPLES").ok_or(CpuError::Map {
-            map: "CPU_SAMPLES",
-            source: MapError::InvalidName {
-                name: "CPU_SAMPLES".into(),
-            },
-        })?;
-        PerCpuHashMap::try_from(map).map_err(|source| CpuError::Map {
-            map: "CPU_SAMPLES",
-            source,
-        })
+        Ok(
+            PerCpuHashMap::try_from(maps::find(&self.ebpf, "CPU_SAMPLES")?)
+                .map_err(MapAccessError::on("CPU_SAMPLES"))?,
+        )
     }
 
     fn counters(&self) -> Result<Vec<u64>, CpuError> {
-        let err = |source| CpuError::Map {
-            map: "CPU_COUNTERS",
-            source,
-        };
-        let map = self.ebpf.map("CPU_COUNTERS").ok_or(CpuError::Map {
-            map: "CPU_COUNTERS",
-            source: MapError::InvalidName {
-                name: "CPU_COUNTERS".into(),
-            },
-        })?;
-        let array: PerCpuArray<&MapData, u64> = PerCpuArray::try_from(map).map_err(err)?;
-        (0..counter::LEN)
-            .map(|i| Ok(array.get(&i, 0).map_err(err)?.iter().sum()))
-            .collect()
+        Ok(maps::sum_counters(
+            &self.ebpf,
+            "CPU_COUNTERS",
+            counter::LEN,
+        )?)
     }
 }
 
@@ -311,26 +280,15 @@ impl Collector for CpuCollector {
         let samples_map = self.samples_map()?;
         let mut samples = Vec::new();
         for entry in samples_map.iter() {
-            let (key, per_cpu) = entry.map_err(|source| CpuError::Map {
-                map: "CPU_SAMPLES",
-                source,
-            })?;
+            let (key, per_cpu) = entry.map_err(MapAccessError::on("CPU_SAMPLES"))?;
             let count: u64 = per_cpu.iter().sum();
             if count > 0 {
                 samples.push((key, count));
             }
         }
-        let stack_map = self.ebpf.map("CPU_STACKS").ok_or(CpuError::Map {
-            map: "CPU_STACKS",
-            source: MapError::InvalidName {
-                name: "CPU_STACKS".into(),
-            },
-        })?;
         let stack_map: StackTraceMap<&MapData> =
-            StackTraceMap::try_from(stack_map).map_err(|source| CpuError::Map {
-                map: "CPU_STACKS",
-                source,
-            })?;
+            StackTraceMap::try_from(maps::find(&self.ebpf, "CPU_STACKS")?)
+                .map_err(MapAccessError::on("CPU_STACKS"))?;
         let ids: HashSet<u32> = samples
             .iter()
             .flat_map(|(k, _)| [k.user_stack_id, k.kernel_stack_id])
@@ -343,18 +301,12 @@ impl Collector for CpuCollector {
                 stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
             }
         }
-        let c = self.counters()?;
+        let counters = self.counters_now()?;
         Ok(RawProfile {
             samples,
             stacks,
-            lost: LostCounts {
-                sample_map_full: c[counter::SAMPLE_MAP_FULL as usize],
-                user_stack_collisions: c[counter::USER_STACK_COLLISION as usize],
-                user_stack_errors: c[counter::USER_STACK_ERROR as usize],
-                kernel_stack_collisions: c[counter::KERNEL_STACK_COLLISION as usize],
-                kernel_stack_errors: c[counter::KERNEL_STACK_ERROR as usize],
-            },
-            samples_seen: c[counter::SAMPLES_SEEN as usize],
+            lost: counters.lost,
+            samples_seen: counters.samples_seen,
         })
     }
 
@@ -362,23 +314,10 @@ impl Collector for CpuCollector {
         // Stacks first: a sample counted after the sample map is cleared
         // then finds its stack recorded again, not deleted under it.
         self.clear_stacks()?;
-        let map = self.ebpf.map_mut("CPU_SAMPLES").ok_or(CpuError::Map {
-            map: "CPU_SAMPLES",
-            source: MapError::InvalidName {
-                name: "CPU_SAMPLES".into(),
-            },
-        })?;
-        let mut samples: PerCpuHashMap<&mut MapData, SampleKey, u64> = PerCpuHashMap::try_from(map)
-            .map_err(|source| CpuError::Map {
-                map: "CPU_SAMPLES",
-                source,
-            })?;
-        let keys: Vec<SampleKey> = samples.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            // Already gone is fine: the aim is an empty map.
-            let _ = samples.remove(&key);
-        }
-        Ok(())
+        Ok(maps::clear_per_cpu_hash::<SampleKey, u64>(
+            &mut self.ebpf,
+            "CPU_SAMPLES",
+        )?)
     }
 }
 

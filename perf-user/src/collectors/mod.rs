@@ -4,6 +4,7 @@
 pub mod alloc;
 pub mod block;
 pub mod cpu;
+pub mod maps;
 pub mod tcp;
 
 /// What every collector can do once attached.

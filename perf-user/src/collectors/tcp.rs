@@ -11,16 +11,15 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuArray, PerCpuHashMap, PerCpuValues},
+    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
     programs::{ProgramError, TracePoint},
-    util::nr_cpus,
 };
 use perf_ebpf_common::{
     hist::{Hist, LATENCY_UNIT_NS},
     tcp::{AF_INET, AF_INET6, TCP_PORT_FILTER_ENTRIES, TcpConfig, TcpKey, counter, kind, side},
 };
 
-use super::Collector;
+use super::{Collector, maps};
 use crate::{
     ebpf,
     histogram::Log2Hist,
@@ -78,6 +77,15 @@ pub enum TcpError {
     /// Bad options.
     #[error("{0}")]
     Options(String),
+}
+
+impl From<super::maps::MapAccessError> for TcpError {
+    fn from(e: super::maps::MapAccessError) -> Self {
+        TcpError::Map {
+            map: e.map,
+            source: e.source,
+        }
+    }
 }
 
 /// What a series measures.
@@ -264,15 +272,13 @@ impl TcpCollector {
             ..ebpf::Globals::default()
         })?;
         if !opts.ports.is_empty() {
-            let map = ebpf
-                .map_mut("TCP_PORT_FILTER")
-                .ok_or(missing("TCP_PORT_FILTER"))?;
+            let map = maps::find_mut(&mut ebpf, "TCP_PORT_FILTER")?;
             let mut filter: BpfHashMap<_, u16, u8> =
-                BpfHashMap::try_from(map).map_err(map_err("TCP_PORT_FILTER"))?;
+                BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("TCP_PORT_FILTER"))?;
             for &port in &opts.ports {
                 filter
                     .insert(port, 1, 0)
-                    .map_err(map_err("TCP_PORT_FILTER"))?;
+                    .map_err(maps::MapAccessError::on("TCP_PORT_FILTER"))?;
             }
         }
         for (category, program) in PROGRAMS {
@@ -292,29 +298,18 @@ impl TcpCollector {
 
     /// The kernel side's counters so far (one read per counter; cheap).
     pub fn counters_now(&self) -> Result<TcpCounters, TcpError> {
-        let map = self
-            .ebpf
-            .map("TCP_COUNTERS")
-            .ok_or(missing("TCP_COUNTERS"))?;
-        let array: PerCpuArray<&MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("TCP_COUNTERS"))?;
-        let get = |i: u32| -> Result<u64, TcpError> {
-            Ok(array
-                .get(&i, 0)
-                .map_err(map_err("TCP_COUNTERS"))?
-                .iter()
-                .sum())
-        };
+        let c = maps::sum_counters(&self.ebpf, "TCP_COUNTERS", counter::LEN)?;
+        let get = |i: u32| c[i as usize];
         Ok(TcpCounters {
-            probes: get(counter::PROBES)?,
-            rtt_recorded: get(counter::RTT_RECORDED)?,
-            state_changes: get(counter::STATE_CHANGES)?,
-            unmatched_handshakes: get(counter::UNMATCHED)?,
-            start_map_full: get(counter::START_FULL)?,
-            histogram_map_full: get(counter::HIST_FULL)?,
-            peers_folded: get(counter::PEER_FOLDED)?,
-            read_errors: get(counter::READ_ERROR)?,
-            retransmits_seen: get(counter::RETRANSMITS)?,
+            probes: get(counter::PROBES),
+            rtt_recorded: get(counter::RTT_RECORDED),
+            state_changes: get(counter::STATE_CHANGES),
+            unmatched_handshakes: get(counter::UNMATCHED),
+            start_map_full: get(counter::START_FULL),
+            histogram_map_full: get(counter::HIST_FULL),
+            peers_folded: get(counter::PEER_FOLDED),
+            read_errors: get(counter::READ_ERROR),
+            retransmits_seen: get(counter::RETRANSMITS),
             missed: self
                 .program_stats()
                 .iter()
@@ -342,8 +337,8 @@ impl TcpCollector {
     }
 
     fn hists(&self) -> Result<PerCpuHashMap<&MapData, TcpKey, Hist>, TcpError> {
-        let map = self.ebpf.map("TCP_HISTS").ok_or(missing("TCP_HISTS"))?;
-        PerCpuHashMap::try_from(map).map_err(map_err("TCP_HISTS"))
+        let map = maps::find(&self.ebpf, "TCP_HISTS")?;
+        Ok(PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("TCP_HISTS"))?)
     }
 }
 
@@ -358,7 +353,7 @@ impl Collector for TcpCollector {
     fn read(&mut self) -> Result<TcpSnapshot, TcpError> {
         let mut series = Vec::new();
         for entry in self.hists()?.iter() {
-            let (key, per_cpu) = entry.map_err(map_err("TCP_HISTS"))?;
+            let (key, per_cpu) = entry.map_err(maps::MapAccessError::on("TCP_HISTS"))?;
             let Some(kind) = TcpKind::from_raw(key.kind) else {
                 continue;
             };
@@ -389,44 +384,10 @@ impl Collector for TcpCollector {
 
     fn reset(&mut self) -> Result<(), TcpError> {
         // TCP_START is kept: handshakes under way are still timed.
-        let map = self.ebpf.map_mut("TCP_HISTS").ok_or(missing("TCP_HISTS"))?;
-        let mut hists: PerCpuHashMap<&mut MapData, TcpKey, Hist> =
-            PerCpuHashMap::try_from(map).map_err(map_err("TCP_HISTS"))?;
-        let keys: Vec<TcpKey> = hists.keys().filter_map(Result::ok).collect();
-        for key in keys {
-            // Already gone is fine: the aim is an empty map.
-            let _ = hists.remove(&key);
-        }
-        let map = self
-            .ebpf
-            .map_mut("TCP_COUNTERS")
-            .ok_or(missing("TCP_COUNTERS"))?;
-        let mut counters: PerCpuArray<&mut MapData, u64> =
-            PerCpuArray::try_from(map).map_err(map_err("TCP_COUNTERS"))?;
-        let cpus = nr_cpus().map_err(|(_, e)| TcpError::Map {
-            map: "TCP_COUNTERS",
-            source: MapError::IoError(e),
-        })?;
-        for i in 0..counter::LEN {
-            let zeros = PerCpuValues::try_from(vec![0u64; cpus]).map_err(|e| TcpError::Map {
-                map: "TCP_COUNTERS",
-                source: MapError::IoError(e),
-            })?;
-            counters.set(i, zeros, 0).map_err(map_err("TCP_COUNTERS"))?;
-        }
+        maps::clear_per_cpu_hash::<TcpKey, Hist>(&mut self.ebpf, "TCP_HISTS")?;
+        maps::zero_counters(&mut self.ebpf, "TCP_COUNTERS", counter::LEN)?;
         Ok(())
     }
-}
-
-fn missing(map: &'static str) -> TcpError {
-    TcpError::Map {
-        map,
-        source: MapError::InvalidName { name: map.into() },
-    }
-}
-
-fn map_err(map: &'static str) -> impl Fn(MapError) -> TcpError {
-    move |source| TcpError::Map { map, source }
 }
 
 #[cfg(test)]
