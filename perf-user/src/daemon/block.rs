@@ -19,7 +19,7 @@ use crate::{
 };
 
 use super::{
-    exposition::{Family, HistogramValue, Kind, log2_upper_bounds},
+    exposition::{Family, HistogramValue, Kind, log2_upper_bounds, lost_events},
     scrape::{Source, SourceError},
 };
 
@@ -95,25 +95,17 @@ pub fn block_families(snap: &BlockSnapshot, name: &dyn Fn(u32) -> String) -> Vec
 }
 
 fn lost_family(c: &BlockCounters) -> Family {
-    let mut lost = Family::new(
-        "perf_user_lost_events_total",
-        Kind::Counter,
-        "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
-    );
-    for (reason, n) in [
-        ("unmatched_completion", c.unmatched_completions),
-        ("inflight_map_full", c.inflight_map_full),
-        ("histogram_map_full", c.histogram_map_full),
-        ("read_error", c.read_errors),
-        ("issue_missed", c.issues_missed),
-        ("completion_missed", c.completions_missed),
-    ] {
-        lost.push(
-            vec![("collector", "block".into()), ("reason", reason.into())],
-            n as f64,
-        );
-    }
-    lost
+    lost_events(
+        "block",
+        &[
+            ("unmatched_completion", c.unmatched_completions),
+            ("inflight_map_full", c.inflight_map_full),
+            ("histogram_map_full", c.histogram_map_full),
+            ("read_error", c.read_errors),
+            ("issue_missed", c.issues_missed),
+            ("completion_missed", c.completions_missed),
+        ],
+    )
 }
 
 impl Source for BlockSource {

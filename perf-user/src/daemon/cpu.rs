@@ -28,7 +28,7 @@ use crate::{
 };
 
 use super::{
-    exposition::{Family, Kind},
+    exposition::{Family, Kind, lost_events},
     scrape::{Source, SourceError},
 };
 
@@ -311,25 +311,18 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
         ratio.push(labels.clone(), n as f64 / total);
         seconds.push(labels, n as f64 * per_sample);
     }
-    let mut lost = Family::new(
-        "perf_user_lost_events_total",
-        Kind::Counter,
-        "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
-    );
     let l = &counters.lost;
-    for (reason, n) in [
-        ("sample_map_full", l.sample_map_full),
-        ("user_stack_collision", l.user_stack_collisions),
-        ("user_stack_error", l.user_stack_errors),
-        ("kernel_stack_collision", l.kernel_stack_collisions),
-        ("kernel_stack_error", l.kernel_stack_errors),
-        ("new_process_notice_dropped", counters.new_pids_dropped),
-    ] {
-        lost.push(
-            vec![("collector", "cpu".into()), ("reason", reason.into())],
-            n as f64,
-        );
-    }
+    let lost = lost_events(
+        "cpu",
+        &[
+            ("sample_map_full", l.sample_map_full),
+            ("user_stack_collision", l.user_stack_collisions),
+            ("user_stack_error", l.user_stack_errors),
+            ("kernel_stack_collision", l.kernel_stack_collisions),
+            ("kernel_stack_error", l.kernel_stack_errors),
+            ("new_process_notice_dropped", counters.new_pids_dropped),
+        ],
+    );
     vec![
         ratio,
         seconds,

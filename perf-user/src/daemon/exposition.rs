@@ -58,6 +58,23 @@ pub enum Value {
     Histogram(HistogramValue),
 }
 
+/// `perf_user_lost_events_total` for one collector: one series per reason,
+/// zeros included, so a rate() over it never starts from a missing series.
+pub fn lost_events(collector: &'static str, reasons: &[(&'static str, u64)]) -> Family {
+    let mut lost = Family::new(
+        "perf_user_lost_events_total",
+        Kind::Counter,
+        "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
+    );
+    for &(reason, n) in reasons {
+        lost.push(
+            vec![("collector", collector.into()), ("reason", reason.into())],
+            n as f64,
+        );
+    }
+    lost
+}
+
 /// One labelled sample.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sample {

@@ -22,7 +22,7 @@ use crate::{
 };
 
 use super::{
-    exposition::{Family, Kind},
+    exposition::{Family, Kind, lost_events},
     scrape::{Source, SourceError},
 };
 
@@ -244,11 +244,6 @@ impl Source for LeaksSource {
             Kind::Counter,
             "free() calls of a non-null pointer seen in the traced processes of this name.",
         );
-        let mut lost = Family::new(
-            "perf_user_lost_events_total",
-            Kind::Counter,
-            "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
-        );
         let failures = lock(&self.shared.failures).clone();
         let mut lost_sum = AllocCounters::default();
         for (name, p) in &per_name {
@@ -266,20 +261,18 @@ impl Source for LeaksSource {
             frees.push(labels, c.frees as f64);
             add(&mut lost_sum, c);
         }
-        for (reason, n) in [
-            ("outstanding_map_full", lost_sum.outstanding_map_full),
-            ("stack_totals_full", lost_sum.stack_totals_full),
-            ("pending_full", lost_sum.pending_full),
-            ("stack_collision", lost_sum.stack_collisions),
-            ("stack_error", lost_sum.stack_errors),
-            ("read_failed", lost_sum.read_failed),
-            ("attach_failed", failures.values().sum()),
-        ] {
-            lost.push(
-                vec![("collector", "leaks".into()), ("reason", reason.into())],
-                n as f64,
-            );
-        }
+        let lost = lost_events(
+            "leaks",
+            &[
+                ("outstanding_map_full", lost_sum.outstanding_map_full),
+                ("stack_totals_full", lost_sum.stack_totals_full),
+                ("pending_full", lost_sum.pending_full),
+                ("stack_collision", lost_sum.stack_collisions),
+                ("stack_error", lost_sum.stack_errors),
+                ("read_failed", lost_sum.read_failed),
+                ("attach_failed", failures.values().sum()),
+            ],
+        );
         Ok(vec![traced, outstanding, allocs, frees, lost])
     }
 }

@@ -21,7 +21,7 @@ use crate::{
 
 use super::{
     block::to_histogram,
-    exposition::{Family, Kind},
+    exposition::{Family, Kind, lost_events},
     scrape::{Source, SourceError},
 };
 
@@ -154,24 +154,16 @@ pub fn tcp_families(snap: &TcpSnapshot, ports: &mut PortLabels) -> Vec<Family> {
 }
 
 fn lost_family(c: &TcpCounters) -> Family {
-    let mut lost = Family::new(
-        "perf_user_lost_events_total",
-        Kind::Counter,
-        "Events a collector could not record, by reason (full maps, stack-map collisions, dropped notices, ...).",
-    );
-    for (reason, n) in [
-        ("unmatched_handshake", c.unmatched_handshakes),
-        ("start_map_full", c.start_map_full),
-        ("histogram_map_full", c.histogram_map_full),
-        ("read_error", c.read_errors),
-        ("missed", c.missed),
-    ] {
-        lost.push(
-            vec![("collector", "tcp".into()), ("reason", reason.into())],
-            n as f64,
-        );
-    }
-    lost
+    lost_events(
+        "tcp",
+        &[
+            ("unmatched_handshake", c.unmatched_handshakes),
+            ("start_map_full", c.start_map_full),
+            ("histogram_map_full", c.histogram_map_full),
+            ("read_error", c.read_errors),
+            ("missed", c.missed),
+        ],
+    )
 }
 
 impl Source for TcpSource {
