@@ -598,7 +598,10 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
 }
 
 /// A string, or a type error that says what string was expected.
-fn parse_str<'de, D: Deserializer<'de>>(d: D, expected: &'static str) -> Result<String, D::Error> {
+pub(crate) fn parse_str<'de, D: Deserializer<'de>>(
+    d: D,
+    expected: &'static str,
+) -> Result<String, D::Error> {
     struct V(&'static str);
     impl de::Visitor<'_> for V {
         type Value = String;

@@ -7,7 +7,7 @@
 //! of range), so the error carries the file's line like every other
 //! configuration error; [`AlertsConfig::validate`] checks what spans rules.
 
-use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Deserializer, de};
 
@@ -404,7 +404,7 @@ impl TryFrom<RawRule> for RuleConfig {
 
 /// A duration from 1 s to 1 h.
 fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = string(d, "a duration such as \"10s\" or \"1m\"")?;
+    let s = crate::config::parse_str(d, "a duration such as \"10s\" or \"1m\"")?;
     let v = duration::parse(&s).map_err(de::Error::custom)?;
     if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&v) {
         return Err(de::Error::custom(format!(
@@ -428,20 +428,6 @@ fn urls<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
         }
     }
     Ok(list)
-}
-
-fn string<'de, D: Deserializer<'de>>(d: D, expected: &'static str) -> Result<String, D::Error> {
-    struct V(&'static str);
-    impl de::Visitor<'_> for V {
-        type Value = String;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(self.0)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-    d.deserialize_str(V(expected))
 }
 
 #[cfg(test)]

@@ -4,8 +4,7 @@
 //! `revert`: restore what `--apply` changed.
 
 use std::{
-    fs::File,
-    io::{BufWriter, Write},
+    io::Write,
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime},
 };
@@ -32,9 +31,8 @@ use crate::{
         tcp::{TcpCollector, TcpOptions},
     },
     config::Config,
-    duration, ebpf,
+    duration,
     leaks::{aggregate, allocator, image::TracedProcess, report as leak_report},
-    privileges,
     processes::{self, ProcessTable},
     profile::build::{RunInfo, build},
     progress::Progress,
@@ -167,18 +165,8 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
         .state_file
         .clone()
         .unwrap_or_else(|| cfg.state_file.clone());
-    privileges::check().map_err(anyhow::Error::msg)?;
-    if let Some(warning) = ebpf::raise_memlock_limit() {
-        eprintln!("warning: {warning}");
-    }
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create output file {}", path.display())
-            })?))
-        }
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    super::ready_for_ebpf()?;
+    let mut out = super::open_output(args.output.as_deref())?;
 
     // Attach what is wanted; a collector that fails is reported, not fatal.
     let mut status = Vec::new();

@@ -1,8 +1,7 @@
 //! `latency`: attach the block I/O and/or TCP collectors, wait, report.
 
 use std::{
-    fs::File,
-    io::{BufWriter, Write},
+    io::Write,
     time::{Duration, Instant},
 };
 
@@ -16,9 +15,7 @@ use crate::{
         block::{BlockCollector, BlockOptions},
         tcp::{TcpCollector, TcpOptions},
     },
-    ebpf,
     latency::{self, BlockReport, LatencyReport, TcpReport},
-    privileges,
     progress::Progress,
 };
 
@@ -52,19 +49,8 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         }
         devices.push(d.dev);
     }
-    privileges::check().map_err(anyhow::Error::msg)?;
-    if let Some(warning) = ebpf::raise_memlock_limit() {
-        eprintln!("warning: {warning}");
-    }
-    // Open the output before tracing, so a bad path fails now, not after the wait.
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create output file {}", path.display())
-            })?))
-        }
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    super::ready_for_ebpf()?;
+    let mut out = super::open_output(args.output.as_deref())?;
 
     let mut block = if want_block {
         Some(

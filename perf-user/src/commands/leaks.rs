@@ -3,8 +3,8 @@
 
 use std::{
     collections::HashMap,
-    fs::{self, File},
-    io::{BufWriter, IsTerminal as _, Write},
+    fs::{self},
+    io::{IsTerminal as _, Write},
     path::{Path, PathBuf},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
@@ -17,7 +17,6 @@ use crate::{
         Collector as _,
         alloc::{AllocCollector, AllocOptions},
     },
-    ebpf,
     leaks::{
         aggregate::{self, StackRef, Window},
         allocator::{self, Allocator, DL_DEBUG_STATE, ElfSummary, R_DEBUG},
@@ -27,7 +26,7 @@ use crate::{
         output,
         report::{self, RunInfo},
     },
-    privileges, processes,
+    processes,
     progress::Progress,
     symbolize::StackSymbolizer,
 };
@@ -70,19 +69,8 @@ pub async fn run(args: LeaksArgs) -> anyhow::Result<()> {
         Some(_) => None,
         None => Some(Plan::new(&args.command, chosen.as_ref())?),
     };
-    privileges::check().map_err(anyhow::Error::msg)?;
-    if let Some(warning) = ebpf::raise_memlock_limit() {
-        eprintln!("warning: {warning}");
-    }
-    // Open the output first, so a bad path fails now, not after the trace.
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create output file {}", path.display())
-            })?))
-        }
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    super::ready_for_ebpf()?;
+    let mut out = super::open_output(args.output.as_deref())?;
 
     let mut tracer = Tracer::start(&args, chosen, plan)?;
     let start_wall = SystemTime::now();

@@ -19,3 +19,28 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Revert(args) => advise::revert(args).await,
     }
 }
+
+/// Before any eBPF loading: the privileges are there (or the error says which
+/// are missing and how to grant them), and the locked-memory limit is raised
+/// where the kernel still charges maps to it.
+fn ready_for_ebpf() -> anyhow::Result<()> {
+    crate::privileges::check().map_err(anyhow::Error::msg)?;
+    if let Some(warning) = crate::ebpf::raise_memlock_limit() {
+        eprintln!("warning: {warning}");
+    }
+    Ok(())
+}
+
+/// Where a report goes: the `--output` file, created now so that a bad path
+/// fails before the wait rather than after it, or standard output.
+fn open_output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {
+    use anyhow::Context as _;
+    use std::io::BufWriter;
+    Ok(match path {
+        Some(path) => Box::new(BufWriter::new(
+            std::fs::File::create(path)
+                .with_context(|| format!("cannot create output file {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    })
+}

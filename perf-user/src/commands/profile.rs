@@ -1,8 +1,7 @@
 //! `profile`: sample, then symbolize and report.
 
 use std::{
-    fs::File,
-    io::{BufWriter, IsTerminal, Write},
+    io::{IsTerminal, Write},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -15,7 +14,7 @@ use crate::{
         Collector as _,
         cpu::{CpuCollector, CpuOptions},
     },
-    ebpf, output, privileges,
+    output,
     processes::{self, ProcessTable},
     profile::build::{RunInfo, build},
     progress::Progress,
@@ -44,19 +43,8 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
             args.format
         );
     }
-    privileges::check().map_err(anyhow::Error::msg)?;
-    if let Some(warning) = ebpf::raise_memlock_limit() {
-        eprintln!("warning: {warning}");
-    }
-    // Open the output before sampling, so a bad path fails now, not after the wait.
-    let mut out: Box<dyn Write> = match &args.output {
-        Some(path) => {
-            Box::new(BufWriter::new(File::create(path).with_context(|| {
-                format!("cannot create output file {}", path.display())
-            })?))
-        }
-        None => Box::new(BufWriter::new(std::io::stdout().lock())),
-    };
+    super::ready_for_ebpf()?;
+    let mut out = super::open_output(args.output.as_deref())?;
 
     let opts = CpuOptions {
         frequency_hz: args.frequency,
