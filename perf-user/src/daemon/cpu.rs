@@ -4,10 +4,10 @@
 //! "[other]") and the sampler's counters, read at scrape time.
 
 use std::{
+    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
     sync::{
         Arc, Mutex, RwLock,
         atomic::{AtomicU64, Ordering},
-        mpsc,
     },
     thread::JoinHandle,
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
@@ -31,10 +31,6 @@ use super::{
     exposition::{Family, Kind, lost_events},
     scrape::{Source, SourceError},
 };
-
-/// How often newly sampled processes are picked up, so their maps are read
-/// while they still run (no syscall when there is none).
-const POLL: Duration = Duration::from_millis(20);
 
 /// The symbolizer caches every address it has named and every binary it has
 /// parsed; starting afresh this often bounds that memory on a host whose
@@ -121,7 +117,9 @@ struct Shared {
 /// The CPU collector with its window thread.
 pub struct CpuSource {
     shared: Arc<Shared>,
-    stop: Option<mpsc::Sender<()>>,
+    /// Write end of a pipe the window thread polls: closing it (on drop)
+    /// wakes the thread, which then exits.
+    stop: Option<OwnedFd>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -145,12 +143,19 @@ impl CpuSource {
             cfg: cfg.clone(),
             cpus,
         });
-        let (stop, stopped) = mpsc::channel();
+        let thread_err = |e: std::io::Error| {
+            CpuError::Options(format!("cannot start the CPU window thread: {e}"))
+        };
+        let (stopped, stop) = pipe().map_err(thread_err)?;
+        let new_pids = lock(&shared.collector)
+            .new_pids_fd()
+            .try_clone_to_owned()
+            .map_err(thread_err)?;
         let thread_shared = Arc::clone(&shared);
         let thread = std::thread::Builder::new()
             .name("cpu-window".into())
-            .spawn(move || window_loop(&thread_shared, &stopped))
-            .map_err(|e| CpuError::Options(format!("cannot start the CPU window thread: {e}")))?;
+            .spawn(move || window_loop(&thread_shared, &stopped, &new_pids))
+            .map_err(thread_err)?;
         Ok(Self {
             shared,
             stop: Some(stop),
@@ -171,7 +176,7 @@ impl CpuSource {
 
 impl Drop for CpuSource {
     fn drop(&mut self) {
-        // Dropping the sender wakes the thread, which then exits.
+        // Closing the pipe's write end wakes the thread, which then exits.
         self.stop.take();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
@@ -179,15 +184,49 @@ impl Drop for CpuSource {
     }
 }
 
-fn window_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
+/// A pipe (read end, write end), close-on-exec.
+fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just opened by pipe2 and nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Sleeps until the kernel announces a new PID, `stop`'s write end is
+/// closed, or `timeout` passes. Returns false when it is time to stop.
+fn wait(new_pids: &OwnedFd, stop: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [
+        libc::pollfd {
+            fd: new_pids.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+        libc::pollfd {
+            fd: stop.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        },
+    ];
+    // Round up, so a wait never ends just before the window does.
+    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+    // SAFETY: poll reads and writes the two pollfd entries of `fds` only.
+    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
+    // EINTR and timeouts alike: go round again.
+    n <= 0 || fds[1].revents == 0
+}
+
+fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
     let mut procs = ProcessTable::default();
     let mut sym = StackSymbolizer::names_only();
     let mut sym_born = Instant::now();
     let mut window_start = Instant::now();
     loop {
-        match stop.recv_timeout(POLL) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {}
-            Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        let left = shared.cfg.window.saturating_sub(window_start.elapsed());
+        if !wait(new_pids, stop, left) {
+            return;
         }
         let new = lock(&shared.collector).new_pids();
         procs.capture(new);
