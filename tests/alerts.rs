@@ -806,35 +806,6 @@ fn advise_apply_then_revert_restores_the_loop_devices_queue_settings() {
 // ---------------------------------------------------------------------------
 // TCP RTT.
 
-/// Two namespaces joined by a veth pair: A (10.232.0.1) sends, B (10.232.0.2) receives.
-struct Link {
-    a: NetNs,
-    b: NetNs,
-    a_dev: String,
-}
-
-impl Link {
-    fn create() -> Self {
-        let id = std::process::id();
-        let a = NetNs::create(&format!("pu-al-a-{id}"));
-        let b = NetNs::create(&format!("pu-al-b-{id}"));
-        let a_dev = format!("pala{}", id % 100_000);
-        let b_dev = format!("palb{}", id % 100_000);
-        run(
-            "ip",
-            &[
-                "link", "add", &a_dev, "netns", &a.name, "type", "veth", "peer", "name", &b_dev,
-                "netns", &b.name,
-            ],
-        );
-        a.exec("ip", &["addr", "add", "10.232.0.1/24", "dev", &a_dev]);
-        b.exec("ip", &["addr", "add", "10.232.0.2/24", "dev", &b_dev]);
-        a.exec("ip", &["link", "set", &a_dev, "up"]);
-        b.exec("ip", &["link", "set", &b_dev, "up"]);
-        Link { a, b, a_dev }
-    }
-}
-
 const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 232, 0, 2), 5202);
 
 #[test]
@@ -844,7 +815,7 @@ fn tcp_rtt_rise_fires_and_resolves() {
     }
     let _guard = exclusive();
     let dir = test_dir("alerts-tcp");
-    let link = Link::create();
+    let link = Link::create("al", "pal", 232);
     let stop = Arc::new(AtomicBool::new(false));
 
     let b_name = link.b.name.clone();

@@ -183,35 +183,6 @@ fn ss_rtt_ms(text: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// Two namespaces joined by a veth pair: A (10.231.0.1) and B (10.231.0.2).
-struct Link {
-    a: NetNs,
-    b: NetNs,
-    a_dev: String,
-}
-
-impl Link {
-    fn create() -> Self {
-        let id = std::process::id();
-        let a = NetNs::create(&format!("pu-tcp-a-{id}"));
-        let b = NetNs::create(&format!("pu-tcp-b-{id}"));
-        let a_dev = format!("pua{}", id % 100_000);
-        let b_dev = format!("pub{}", id % 100_000);
-        run(
-            "ip",
-            &[
-                "link", "add", &a_dev, "netns", &a.name, "type", "veth", "peer", "name", &b_dev,
-                "netns", &b.name,
-            ],
-        );
-        a.exec("ip", &["addr", "add", "10.231.0.1/24", "dev", &a_dev]);
-        b.exec("ip", &["addr", "add", "10.231.0.2/24", "dev", &b_dev]);
-        a.exec("ip", &["link", "set", &a_dev, "up"]);
-        b.exec("ip", &["link", "set", &b_dev, "up"]);
-        Link { a, b, a_dev }
-    }
-}
-
 const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 231, 0, 2), 5201);
 
 /// The receiver's window clamp: the sender never has more than this in
@@ -268,7 +239,7 @@ fn rtt_over_shaped_veth_matches_ss() {
         return;
     }
     let _guard = exclusive();
-    let link = Link::create();
+    let link = Link::create("tcp", "pu", 231);
     let b_name = link.b.name.clone();
     // The server lives in B and reads everything of two connections.
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();

@@ -224,6 +224,45 @@ impl Drop for NetNs {
     }
 }
 
+/// Two namespaces joined by a veth pair: A is 10.SUBNET.0.1, B 10.SUBNET.0.2.
+/// Both namespaces (and so the pair) go away when it is dropped.
+pub struct Link {
+    pub a: NetNs,
+    pub b: NetNs,
+    /// The veth end inside A, where a sender's qdisc goes.
+    pub a_dev: String,
+}
+
+impl Link {
+    /// Namespaces `pu-{tag}-a-PID` and `pu-{tag}-b-PID`; veth ends named
+    /// `{dev}aN` and `{dev}bN` (kept under the 15-byte interface name limit).
+    pub fn create(tag: &str, dev: &str, subnet: u8) -> Self {
+        let id = std::process::id();
+        let a = NetNs::create(&format!("pu-{tag}-a-{id}"));
+        let b = NetNs::create(&format!("pu-{tag}-b-{id}"));
+        let a_dev = format!("{dev}a{}", id % 100_000);
+        let b_dev = format!("{dev}b{}", id % 100_000);
+        run(
+            "ip",
+            &[
+                "link", "add", &a_dev, "netns", &a.name, "type", "veth", "peer", "name", &b_dev,
+                "netns", &b.name,
+            ],
+        );
+        a.exec(
+            "ip",
+            &["addr", "add", &format!("10.{subnet}.0.1/24"), "dev", &a_dev],
+        );
+        b.exec(
+            "ip",
+            &["addr", "add", &format!("10.{subnet}.0.2/24"), "dev", &b_dev],
+        );
+        a.exec("ip", &["link", "set", &a_dev, "up"]);
+        b.exec("ip", &["link", "set", &b_dev, "up"]);
+        Link { a, b, a_dev }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // perf-user latency in the background
 
