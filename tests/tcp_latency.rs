@@ -186,39 +186,49 @@ fn ss_rtt_ms(text: &str) -> Option<f64> {
 const SERVER: (Ipv4Addr, u16) = (Ipv4Addr::new(10, 231, 0, 2), 5201);
 
 /// The receiver's window clamp: the sender never has more than this in
-/// flight, so the queue at the rate limit settles at one depth (~25 ms at
-/// 20 Mbit/s, well under the 200 ms the tbf holds) with no losses, instead of
+/// flight, so the queue at the rate limit settles at one depth (at most ~25 ms at
+/// 20 Mbit/s, under the 50 ms the tbf holds) with no losses, instead of
 /// the loss-driven sawtooth of an unbounded sender. The RTT is then steady,
 /// and a per-ACK mean (ours) and ss's readings over time describe the same thing.
 const WINDOW_CLAMP: libc::c_int = 64 * 1024;
 
-/// Sends as fast as it can from A to B's server for `secs`, sampling the
-/// sender's smoothed RTT with `ss -ti` every 100 ms. Returns the samples (ms).
-fn bulk_transfer(link: &Link, secs: f64) -> Vec<f64> {
-    let a_name = link.a.name.clone();
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let sender = thread::spawn(move || {
-        NetNs {
-            name: a_name.clone(),
-        }
-        .enter_current_thread_keep();
-        let mut c = TcpStream::connect(SERVER).expect("connect across the veth");
-        let chunk = vec![0u8; 16 * 1024];
-        while Instant::now() < deadline {
-            c.write_all(&chunk).expect("write");
-        }
-    });
-    let mut samples = Vec::new();
-    let filter = format!("dst {}:{}", SERVER.0, SERVER.1);
-    while Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(100));
-        let out = link.a.exec("ss", &["-tin", &filter]);
-        if let Some(ms) = ss_rtt_ms(&out) {
-            samples.push(ms);
-        }
+/// A bulk sender from A to B's server, running until its deadline.
+struct Transfer {
+    deadline: Instant,
+    sender: thread::JoinHandle<()>,
+}
+
+impl Transfer {
+    /// Sends as fast as it can for `secs`.
+    fn start(link: &Link, secs: f64) -> Self {
+        let a_name = link.a.name.clone();
+        let deadline = Instant::now() + Duration::from_secs_f64(secs);
+        let sender = thread::spawn(move || {
+            NetNs { name: a_name }.enter_current_thread_keep();
+            let mut c = TcpStream::connect(SERVER).expect("connect across the veth");
+            let chunk = vec![0u8; 16 * 1024];
+            while Instant::now() < deadline {
+                c.write_all(&chunk).expect("write");
+            }
+        });
+        Transfer { deadline, sender }
     }
-    sender.join().expect("sender");
-    samples
+
+    /// Samples the sender's smoothed RTT with `ss -ti` every 100 ms until
+    /// the deadline, then waits for the sender. Returns the samples (ms).
+    fn sample_until_done(self, link: &Link) -> Vec<f64> {
+        let mut samples = Vec::new();
+        let filter = format!("dst {}:{}", SERVER.0, SERVER.1);
+        while Instant::now() < self.deadline {
+            thread::sleep(Duration::from_millis(100));
+            let out = link.a.exec("ss", &["-tin", &filter]);
+            if let Some(ms) = ss_rtt_ms(&out) {
+                samples.push(ms);
+            }
+        }
+        self.sender.join().expect("sender");
+        samples
+    }
 }
 
 /// The mean smoothed RTT (us) of the sender's socket: labelled by the
@@ -280,7 +290,7 @@ fn rtt_over_shaped_veth_matches_ss() {
     let port = SERVER.1.to_string();
 
     let (base_doc, base_out) = trace_tcp(&["--port", &port], || {
-        bulk_transfer(&link, 1.5);
+        Transfer::start(&link, 1.5).sample_until_done(&link);
     });
     let base = sender_rtt_us(&base_doc, &base_out.describe());
 
@@ -302,9 +312,14 @@ fn rtt_over_shaped_veth_matches_ss() {
             "50ms",
         ],
     );
+    // Slow start overshoots the queue for the first few hundred ms (ss reads
+    // ~48 ms there, ~8 ms after); both sides are measured once it settled,
+    // since a per-ACK mean and a mean over time weigh that burst differently.
+    let transfer = Transfer::start(&link, 7.0);
+    thread::sleep(Duration::from_secs(2));
     let mut ss = Vec::new();
     let (doc, out) = trace_tcp(&["--port", &port], || {
-        ss = bulk_transfer(&link, 5.0);
+        ss = transfer.sample_until_done(&link);
     });
     server.join().expect("server");
     let ctx = out.describe();
