@@ -35,12 +35,12 @@ impl Hist {
     }
 }
 
-/// Floor of log2(`v`), 0 for 0, capped at `HIST_SLOTS - 1`.
+/// Floor of log2(`v`), 0 for 0 (at most 63).
 ///
 /// Branch-free shifts rather than `leading_zeros`: the BPF target has no
 /// count-leading-zeros instruction, and this keeps the verifier's job trivial.
 #[inline(always)]
-pub const fn log2_slot(v: u64) -> usize {
+pub const fn log2_floor(v: u64) -> usize {
     let mut v = v;
     let mut r: u64 = 0;
     let mut shift = ((v > 0xFFFF_FFFF) as u64) << 5;
@@ -59,8 +59,31 @@ pub const fn log2_slot(v: u64) -> usize {
     v >>= shift;
     r |= shift;
     r |= v >> 1;
-    let r = r as usize;
+    r as usize
+}
+
+/// Floor of log2(`v`), 0 for 0, capped at `HIST_SLOTS - 1`.
+#[inline(always)]
+pub const fn log2_slot(v: u64) -> usize {
+    let r = log2_floor(v);
     if r >= HIST_SLOTS { HIST_SLOTS - 1 } else { r }
+}
+
+/// `log2_slot(ns / LATENCY_UNIT_NS)` without the division, which the BPF
+/// target has no cheaper form of (no multiply-high) and which costs tens of
+/// cycles. `ns / 1000 >= 2^m` exactly when `ns >= 1000 << m`, and since 1000
+/// is just under 1024, `m` is `k - 9` or `k - 10` for `k = floor(log2(ns))`.
+#[inline(always)]
+pub const fn latency_slot(ns: u64) -> usize {
+    if ns < 2 * LATENCY_UNIT_NS {
+        return 0;
+    }
+    // k >= 10 here, and 1000 << 54 (k = 63) still fits in a u64.
+    let mut m = log2_floor(ns) - 9;
+    if ns < LATENCY_UNIT_NS << m {
+        m -= 1;
+    }
+    if m >= HIST_SLOTS { HIST_SLOTS - 1 } else { m }
 }
 
 /// Nanoseconds per slot unit of latency histograms (slots are microseconds).
@@ -97,5 +120,29 @@ mod tests {
         }
         assert_eq!(log2_slot(u64::MAX), HIST_SLOTS - 1);
         assert_eq!(log2_slot(1 << 40), HIST_SLOTS - 1);
+    }
+
+    #[test]
+    fn latency_slot_is_the_slot_of_microseconds() {
+        let check = |ns: u64| assert_eq!(latency_slot(ns), log2_slot(ns / LATENCY_UNIT_NS), "{ns}");
+        for m in 0..55 {
+            let edge = LATENCY_UNIT_NS << m;
+            for ns in [edge - 1, edge, edge + 1] {
+                check(ns);
+            }
+        }
+        for k in 0..64 {
+            check(1 << k);
+            check((1u64 << k).wrapping_sub(1));
+        }
+        let mut ns = 1u64;
+        while ns < u64::MAX / 3 {
+            check(ns);
+            ns = ns * 3 + 7;
+        }
+        for ns in 0..100_000 {
+            check(ns);
+        }
+        check(u64::MAX);
     }
 }
