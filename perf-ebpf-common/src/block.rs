@@ -178,8 +178,11 @@ pub struct BlockConfig {
     pub complete: BlockFields,
     /// 1: trace only devices present in `BLOCK_DEV_FILTER`.
     pub filter_devs: u8,
+    /// 1: block_io_start is attached (queued time), so issues look up the
+    /// request's entry before replacing it.
+    pub queue_time: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 7],
+    pub _pad: [u8; 6],
 }
 
 impl BlockConfig {
@@ -190,33 +193,32 @@ impl BlockConfig {
             issue: BlockFields::zeroed(),
             complete: BlockFields::zeroed(),
             filter_devs: 0,
-            _pad: [0; 7],
+            queue_time: 0,
+            _pad: [0; 6],
         }
     }
 }
 
-/// Indices into the per-CPU `BLOCK_COUNTERS` array.
+/// Indices into the per-CPU `BLOCK_COUNTERS` array. Completions and timed
+/// completions are not counted in the kernel: user space derives them from
+/// the latency histograms' counts and the counters below.
 pub mod counter {
     /// Issues traced (after the device filter).
     pub const ISSUED: u32 = 0;
-    /// Completions traced (after the device filter).
-    pub const COMPLETED: u32 = 1;
-    /// Completions matched to an issue and recorded in the histograms.
-    pub const TIMED: u32 = 2;
     /// Completions with no issue seen: in flight at start, or lost.
-    pub const UNMATCHED: u32 = 3;
+    pub const UNMATCHED: u32 = 1;
     /// Issues not tracked because the in-flight map was full.
-    pub const INFLIGHT_FULL: u32 = 4;
+    pub const INFLIGHT_FULL: u32 = 2;
     /// Completions not recorded because the histogram map was full.
-    pub const HIST_FULL: u32 = 5;
+    pub const HIST_FULL: u32 = 3;
     /// Partial completions (the rest of the request stays in flight).
-    pub const PARTIAL: u32 = 6;
+    pub const PARTIAL: u32 = 4;
     /// Tracepoint fields that could not be read.
-    pub const READ_ERROR: u32 = 7;
+    pub const READ_ERROR: u32 = 5;
     /// Requests started (block_io_start, after the device filter).
-    pub const STARTED: u32 = 8;
+    pub const STARTED: u32 = 6;
     /// Number of counters.
-    pub const LEN: u32 = 9;
+    pub const LEN: u32 = 7;
 }
 
 #[cfg(feature = "user")]

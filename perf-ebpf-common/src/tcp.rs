@@ -83,21 +83,38 @@ pub struct TcpStart {
     pub _pad: [u8; 7],
 }
 
-/// Field offsets in the tracepoint records (from tracefs `format` files),
-/// the local ephemeral port range and filters; a read-only global set before load.
+/// Longest span of a tracepoint record the programs copy: one helper call
+/// per event instead of one per field (the copies dominated the run time).
+pub const TCP_SPAN_MAX: u16 = 96;
+
+/// Where the fields lie in the tracepoint records (from tracefs `format`
+/// files), the local ephemeral port range and filters; a read-only global set
+/// before load. Each program copies `*_len` bytes from record offset
+/// `*_base` (a multiple of 8, so fields keep their natural alignment in the
+/// copy); the other offsets are relative to that base.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TcpConfig {
+    /// tcp_probe: record offset of the copied span.
+    pub probe_base: u16,
+    /// tcp_probe: bytes copied, at most `TCP_SPAN_MAX`.
+    pub probe_len: u16,
     /// tcp_probe: `sport` (u16, host order).
     pub probe_sport: u16,
     /// tcp_probe: `dport`.
     pub probe_dport: u16,
     /// tcp_probe: `family` (u16).
     pub probe_family: u16,
-    /// tcp_probe: `daddr` (a struct sockaddr_in / sockaddr_in6).
+    /// tcp_probe: the IPv4 address in `daddr` (a struct sockaddr_in, address at +4).
     pub probe_daddr: u16,
+    /// tcp_probe: the IPv6 address in `daddr` (a struct sockaddr_in6, address at +8).
+    pub probe_daddr_v6: u16,
     /// tcp_probe: `srtt` (u32, microseconds: the tracepoint stores `srtt_us >> 3`).
     pub probe_srtt: u16,
+    /// inet_sock_set_state: record offset of the copied span.
+    pub state_base: u16,
+    /// inet_sock_set_state: bytes copied.
+    pub state_len: u16,
     /// inet_sock_set_state: `skaddr` (pointer).
     pub state_skaddr: u16,
     /// inet_sock_set_state: `oldstate` (int).
@@ -116,6 +133,10 @@ pub struct TcpConfig {
     pub state_daddr: u16,
     /// inet_sock_set_state: `daddr_v6` (u8[16]).
     pub state_daddr_v6: u16,
+    /// tcp_retransmit_skb: record offset of the copied span.
+    pub retrans_base: u16,
+    /// tcp_retransmit_skb: bytes copied.
+    pub retrans_len: u16,
     /// tcp_retransmit_skb: `sport`.
     pub retrans_sport: u16,
     /// tcp_retransmit_skb: `dport`.
@@ -133,18 +154,23 @@ pub struct TcpConfig {
     /// 1: trace only connections with a local or remote port in `TCP_PORT_FILTER`.
     pub filter_ports: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 5],
+    pub _pad: u8,
 }
 
 impl TcpConfig {
     /// All zero; the kernel side's initial value.
     pub const fn zeroed() -> Self {
         Self {
+            probe_base: 0,
+            probe_len: 0,
             probe_sport: 0,
             probe_dport: 0,
             probe_family: 0,
             probe_daddr: 0,
+            probe_daddr_v6: 0,
             probe_srtt: 0,
+            state_base: 0,
+            state_len: 0,
             state_skaddr: 0,
             state_oldstate: 0,
             state_newstate: 0,
@@ -154,6 +180,8 @@ impl TcpConfig {
             state_protocol: 0,
             state_daddr: 0,
             state_daddr_v6: 0,
+            retrans_base: 0,
+            retrans_len: 0,
             retrans_sport: 0,
             retrans_dport: 0,
             retrans_family: 0,
@@ -162,7 +190,7 @@ impl TcpConfig {
             ephemeral_lo: 0,
             ephemeral_hi: 0,
             filter_ports: 0,
-            _pad: [0; 5],
+            _pad: 0,
         }
     }
 }
@@ -187,26 +215,26 @@ pub const fn service_port(lport: u16, rport: u16, eph_lo: u16, eph_hi: u16) -> (
 
 /// Indices into the per-CPU `TCP_COUNTERS` array.
 pub mod counter {
-    /// tcp_probe events seen (before filtering).
-    pub const PROBES: u32 = 0;
-    /// RTT values recorded.
-    pub const RTT_RECORDED: u32 = 1;
+    /// tcp_probe events not recorded (filtered out, no RTT yet, unread, map
+    /// full): user space adds the RTT histograms' counts to get all events
+    /// seen, so that the common case, a recorded RTT, bumps no counter.
+    pub const PROBES_SKIPPED: u32 = 0;
     /// TCP state changes seen (before filtering).
-    pub const STATE_CHANGES: u32 = 2;
+    pub const STATE_CHANGES: u32 = 1;
     /// Handshakes that ended with no start seen (began before tracing).
-    pub const UNMATCHED: u32 = 3;
+    pub const UNMATCHED: u32 = 2;
     /// Handshakes not timed because the start map was full.
-    pub const START_FULL: u32 = 4;
+    pub const START_FULL: u32 = 3;
     /// Values not recorded because the histogram map was full even for "other peers".
-    pub const HIST_FULL: u32 = 5;
+    pub const HIST_FULL: u32 = 4;
     /// Values whose peer was folded into "other peers" because the map was full.
-    pub const PEER_FOLDED: u32 = 6;
+    pub const PEER_FOLDED: u32 = 5;
     /// Tracepoint fields that could not be read.
-    pub const READ_ERROR: u32 = 7;
+    pub const READ_ERROR: u32 = 6;
     /// Retransmits seen (before filtering).
-    pub const RETRANSMITS: u32 = 8;
+    pub const RETRANSMITS: u32 = 7;
     /// Number of counters.
-    pub const LEN: u32 = 9;
+    pub const LEN: u32 = 8;
 }
 
 #[cfg(feature = "user")]
@@ -230,7 +258,7 @@ mod tests {
         assert_eq!(size_of::<TcpKey>(), 8 + 16);
         assert_eq!(align_of::<TcpKey>(), 2);
         assert_eq!(size_of::<TcpStart>(), 16);
-        assert_eq!(size_of::<TcpConfig>(), 21 * 2 + 1 + 5);
+        assert_eq!(size_of::<TcpConfig>(), 28 * 2 + 1 + 1);
         assert_eq!(align_of::<TcpConfig>(), 2);
     }
 

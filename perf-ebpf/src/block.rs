@@ -8,9 +8,8 @@
 //! Rust programs and the layout changes between kernel versions.
 
 use aya_ebpf::{
-    EbpfContext as _,
     bindings::{BPF_ANY, BPF_F_NO_PREALLOC},
-    helpers::{bpf_ktime_get_ns, bpf_probe_read_kernel_buf},
+    helpers::bpf_ktime_get_ns,
     macros::{map, tracepoint},
     maps::{HashMap, PerCpuArray, PerCpuHashMap},
     programs::TracePointContext,
@@ -21,10 +20,13 @@ use perf_ebpf_common::{
         BlockFields, BlockHists, BlockKey, InflightKey, InflightVal, SPAN_MAX, counter, op,
         op_from_rwbs,
     },
-    hist::{LATENCY_UNIT_NS, SIZE_UNIT_SHIFT, log2_slot},
+    hist::{SIZE_UNIT_SHIFT, latency_slot, log2_slot},
 };
 
-use crate::hist::{add, bump, per_cpu_entry};
+use crate::{
+    hist::{add, bump, per_cpu_entry},
+    record::{Record, SpanBuf},
+};
 
 /// Set by user space before load.
 #[unsafe(no_mangle)]
@@ -70,83 +72,55 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// One field of `BLOCK_CONFIG`. Volatile, so that the compiler does not
+/// fold in the zeroes it was built with; one field at a time, to load only
+/// what the program uses.
+macro_rules! conf {
+    ($field:ident) => {
+        // SAFETY: a read-only global that user space fills in before load.
+        unsafe { core::ptr::read_volatile(&raw const BLOCK_CONFIG.$field) }
+    };
+}
+
+/// Room for the fields of one record, copied with a single helper call.
+type Buf = SpanBuf<{ SPAN_MAX as usize / 8 }>;
+
+/// Copies the span into `buf`; counts a failure.
 #[inline(always)]
-fn config() -> BlockConfig {
-    // SAFETY: a read-only global that user space fills in before load.
-    unsafe { core::ptr::read_volatile(&BLOCK_CONFIG) }
-}
-
-/// The fields of one record, copied from it with a single helper call.
-struct Record {
-    /// u64 words so that the copy is 8-aligned like the record's span.
-    buf: [u64; SPAN_MAX as usize / 8],
-}
-
-impl Record {
-    #[inline(always)]
-    fn read(ctx: &TracePointContext, f: &BlockFields) -> Option<Self> {
-        let mut rec = Record {
-            buf: [0; SPAN_MAX as usize / 8],
-        };
-        let len = (f.len as usize).min(SPAN_MAX as usize);
-        // SAFETY: `buf` is SPAN_MAX bytes of plain integers, so any bytes
-        // may be written to its first `len`.
-        let dst =
-            unsafe { core::slice::from_raw_parts_mut(rec.buf.as_mut_ptr().cast::<u8>(), len) };
-        // SAFETY: a read from the tracepoint record at offsets taken from its
-        // format file; the helper checks the source and fails cleanly.
-        let src = unsafe { ctx.as_ptr().cast::<u8>().add(f.base as usize) };
-        // SAFETY: as above.
-        match unsafe { bpf_probe_read_kernel_buf(src, dst) } {
-            Ok(()) => Some(rec),
-            Err(_) => {
-                bump(&BLOCK_COUNTERS, counter::READ_ERROR);
-                None
-            }
-        }
+fn read<'a>(buf: &'a mut Buf, ctx: &TracePointContext, f: &BlockFields) -> Option<Record<'a>> {
+    let rec = buf.read(ctx, f.base, f.len);
+    if rec.is_none() {
+        bump(&BLOCK_COUNTERS, counter::READ_ERROR);
     }
-
-    /// The `T` at byte `offset` of the copy; user space checked that it fits
-    /// and is aligned (fields are naturally aligned in the record).
-    #[inline(always)]
-    fn get<T: Copy + Default>(&self, offset: u16) -> T {
-        let offset = offset as usize;
-        if offset + core::mem::size_of::<T>() > SPAN_MAX as usize {
-            return T::default();
-        }
-        // SAFETY: in bounds (checked above) of a buffer of plain integers;
-        // aligned because both the span's base and the field's record offset
-        // are multiples of the field's alignment.
-        unsafe { *self.buf.as_ptr().cast::<u8>().add(offset).cast::<T>() }
-    }
-
-    #[inline(always)]
-    fn op(&self, f: &BlockFields) -> u8 {
-        op_from_rwbs(self.get::<[u8; 2]>(f.rwbs))
-    }
+    rec
 }
 
 #[inline(always)]
-fn wanted(cfg: &BlockConfig, dev: u32) -> bool {
-    cfg.filter_devs == 0 || BLOCK_DEV_FILTER.get_ptr(&dev).is_some()
+fn operation(rec: &Record, f: &BlockFields) -> u8 {
+    op_from_rwbs(rec.get::<[u8; 2]>(f.rwbs))
+}
+
+#[inline(always)]
+fn wanted(dev: u32) -> bool {
+    conf!(filter_devs) == 0 || BLOCK_DEV_FILTER.get_ptr(&dev).is_some()
 }
 
 #[inline(always)]
 fn start(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cfg = config();
-    let f = cfg.start;
-    let rec = Record::read(ctx, &f)?;
+    let f = conf!(start);
+    let mut buf = Buf::new();
+    let rec = read(&mut buf, ctx, &f)?;
     let dev: u32 = rec.get(f.dev);
-    if !wanted(&cfg, dev) {
+    if !wanted(dev) {
         return None;
     }
     bump(&BLOCK_COUNTERS, counter::STARTED);
     let key = InflightKey {
         sector: rec.get(f.sector),
         dev,
-        op: rec.op(&f),
+        op: operation(&rec, &f),
         _pad: [0; 3],
     };
     let val = InflightVal {
@@ -165,24 +139,28 @@ fn start(ctx: &TracePointContext) -> Option<()> {
 fn issue(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cfg = config();
-    let f = cfg.issue;
-    let rec = Record::read(ctx, &f)?;
+    let f = conf!(issue);
+    let mut buf = Buf::new();
+    let rec = read(&mut buf, ctx, &f)?;
     let dev: u32 = rec.get(f.dev);
-    if !wanted(&cfg, dev) {
+    if !wanted(dev) {
         return None;
     }
     bump(&BLOCK_COUNTERS, counter::ISSUED);
     let key = InflightKey {
         sector: rec.get(f.sector),
         dev,
-        op: rec.op(&f),
+        op: operation(&rec, &f),
         _pad: [0; 3],
     };
     // Merges since the start may have grown the request: take its size now.
     let sectors: u32 = rec.get(f.nr_sector);
     let bytes: u32 = rec.get(f.bytes);
-    if let Some(ptr) = BLOCK_INFLIGHT.get_ptr_mut(&key) {
+    // Only block_io_start creates entries before the issue: without it,
+    // spare the lookup (a requeued request's entry is simply replaced).
+    if conf!(queue_time) != 0
+        && let Some(ptr) = BLOCK_INFLIGHT.get_ptr_mut(&key)
+    {
         // SAFETY: a valid map value; the request is issued on one CPU at a
         // time, so no other program writes this entry meanwhile. A request
         // issued again (requeued) restarts its device clock.
@@ -193,7 +171,7 @@ fn issue(ctx: &TracePointContext) -> Option<()> {
         }
         return Some(());
     }
-    // No start seen: started before tracing, a kernel without
+    // No start seen: not traced, started before tracing, a kernel without
     // block_io_start, or a request the kernel does not account (flushes).
     let val = InflightVal {
         started_ns: 0,
@@ -211,21 +189,20 @@ fn issue(ctx: &TracePointContext) -> Option<()> {
 fn complete(ctx: &TracePointContext) -> Option<()> {
     // SAFETY: no preconditions. First, so the reads below are not timed.
     let now = unsafe { bpf_ktime_get_ns() };
-    let cfg = config();
-    let f = cfg.complete;
-    let rec = Record::read(ctx, &f)?;
+    let f = conf!(complete);
+    let mut buf = Buf::new();
+    let rec = read(&mut buf, ctx, &f)?;
     let dev: u32 = rec.get(f.dev);
-    if !wanted(&cfg, dev) {
+    if !wanted(dev) {
         return None;
     }
-    let op = rec.op(&f);
+    let op = operation(&rec, &f);
     let done: u32 = rec.get(f.nr_sector);
     if done == 0 && (op == op::READ || op == op::WRITE) {
         // A write that went through the flush machinery completes a second
         // time with no data, once the flush after it is done: already timed.
         return None;
     }
-    bump(&BLOCK_COUNTERS, counter::COMPLETED);
     let sector: u64 = rec.get(f.sector);
     let key = InflightKey {
         // A flush has no position: the issue event says 0, the completion
@@ -277,17 +254,14 @@ fn complete(ctx: &TracePointContext) -> Option<()> {
     // nest on one CPU (the kernel skips a program that would).
     let h = unsafe { &mut *ptr };
     let latency = now.saturating_sub(val.issued_ns);
-    add(
-        &mut h.latency,
-        latency,
-        log2_slot(latency / LATENCY_UNIT_NS),
-    );
+    add(&mut h.latency, latency, latency_slot(latency));
     let bytes = val.bytes as u64;
     add(&mut h.size, bytes, log2_slot(bytes >> SIZE_UNIT_SHIFT));
     if val.started_ns != 0 {
         let queued = val.issued_ns.saturating_sub(val.started_ns);
-        add(&mut h.queue, queued, log2_slot(queued / LATENCY_UNIT_NS));
+        add(&mut h.queue, queued, latency_slot(queued));
     }
-    bump(&BLOCK_COUNTERS, counter::TIMED);
+    // Neither completions nor timed ones are counted here: user space
+    // derives both from the histograms' counts and the other counters.
     Some(())
 }

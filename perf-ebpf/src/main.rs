@@ -5,6 +5,7 @@ mod alloc;
 mod block;
 mod cpu_sample;
 mod hist;
+mod record;
 mod tcp;
 
 #[cfg(not(test))]

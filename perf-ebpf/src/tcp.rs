@@ -11,7 +11,8 @@
 //! Series are labelled by a port and the peer address, so their number is
 //! bounded by the map size; when it is full a new peer folds into its port's
 //! "other peers" series. Field offsets come from the tracefs `format` files
-//! through `TCP_CONFIG`.
+//! through `TCP_CONFIG`; each program copies the span of the record that
+//! holds its fields in one helper call.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -21,14 +22,17 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use perf_ebpf_common::{
-    hist::{Hist, LATENCY_UNIT_NS, log2_slot},
+    hist::{Hist, latency_slot, log2_slot},
     tcp::{
-        AF_INET, AF_INET6, IPPROTO_TCP, TCP_HIST_ENTRIES, TCP_PORT_FILTER_ENTRIES,
+        AF_INET, AF_INET6, IPPROTO_TCP, TCP_HIST_ENTRIES, TCP_PORT_FILTER_ENTRIES, TCP_SPAN_MAX,
         TCP_START_ENTRIES, TcpConfig, TcpKey, TcpStart, counter, kind, service_port, side, state,
     },
 };
 
-use crate::hist::{bump, record};
+use crate::{
+    hist::{bump, record},
+    record::{Record, SpanBuf},
+};
 
 /// Set by user space before load.
 #[unsafe(no_mangle)]
@@ -67,32 +71,35 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
     0
 }
 
-#[inline(always)]
-fn config() -> TcpConfig {
-    // SAFETY: a read-only global that user space fills in before load.
-    unsafe { core::ptr::read_volatile(&TCP_CONFIG) }
+/// One field of `TCP_CONFIG`. Volatile, so that the compiler does not fold
+/// in the zeroes it was built with; one field at a time, because loading the
+/// whole struct cost some 40 instructions per event.
+macro_rules! conf {
+    ($field:ident) => {
+        // SAFETY: a read-only global that user space fills in before load.
+        unsafe { core::ptr::read_volatile(&raw const TCP_CONFIG.$field) }
+    };
 }
 
-/// Reads a `T` at `offset` of the tracepoint record.
+/// Room for one copy of the fields a program reads.
+type Buf = SpanBuf<{ TCP_SPAN_MAX as usize / 8 }>;
+
+/// Copies the span into `buf`; counts a failure.
 #[inline(always)]
-fn field<T>(ctx: &TracePointContext, offset: u16) -> Option<T> {
-    // SAFETY: the offset is the field's, from the format file; the helper
-    // checks the address and fails cleanly instead of faulting.
-    match unsafe { ctx.read_at::<T>(offset as usize) } {
-        Ok(v) => Some(v),
-        Err(_) => {
-            bump(&TCP_COUNTERS, counter::READ_ERROR);
-            None
-        }
+fn read<'a>(buf: &'a mut Buf, ctx: &TracePointContext, base: u16, len: u16) -> Option<Record<'a>> {
+    let rec = buf.read(ctx, base, len);
+    if rec.is_none() {
+        bump(&TCP_COUNTERS, counter::READ_ERROR);
     }
+    rec
 }
 
 /// Which port labels the series, or `None` when the port filter rejects the
 /// connection. `prefer` is the side that identifies the service when it is
 /// known (the remote port of a connect, the local port of an accept).
 #[inline(always)]
-fn label(cfg: &TcpConfig, lport: u16, rport: u16, prefer: Option<u8>) -> Option<(u8, u16)> {
-    if cfg.filter_ports != 0 {
+fn label(lport: u16, rport: u16, prefer: Option<u8>) -> Option<(u8, u16)> {
+    if conf!(filter_ports) != 0 {
         // Sequential branches, not two booleans combined: LLVM would OR the
         // two map-value pointers, which the verifier refuses.
         let local = TCP_PORT_FILTER.get_ptr(&lport).is_some();
@@ -111,91 +118,92 @@ fn label(cfg: &TcpConfig, lport: u16, rport: u16, prefer: Option<u8>) -> Option<
     Some(match prefer {
         Some(side::LOCAL) => (side::LOCAL, lport),
         Some(_) => (side::REMOTE, rport),
-        None => service_port(lport, rport, cfg.ephemeral_lo, cfg.ephemeral_hi),
+        None => service_port(lport, rport, conf!(ephemeral_lo), conf!(ephemeral_hi)),
     })
 }
 
-/// Records `value` (ns) for `key`; when the map is full, in the port's
-/// "other peers" series instead.
+/// Records `value` (ns, in log2 `slot` of microseconds) for `key`; when the
+/// map is full, in the port's "other peers" series instead. Returns false
+/// when not recorded at all.
 #[inline(always)]
-fn record_tcp(key: &mut TcpKey, value: u64) {
-    let slot = log2_slot(value / LATENCY_UNIT_NS);
+fn record_tcp(key: &mut TcpKey, value: u64, slot: usize) -> bool {
     if record(&TCP_HISTS, key, value, slot) {
-        return;
+        return true;
     }
     key.family = 0;
     key.peer = [0; 16];
     if record(&TCP_HISTS, key, value, slot) {
         bump(&TCP_COUNTERS, counter::PEER_FOLDED);
+        true
     } else {
         bump(&TCP_COUNTERS, counter::HIST_FULL);
+        false
     }
 }
 
-/// The peer address from separate IPv4 (`u8[4]`) and IPv6 (`u8[16]`) fields.
+/// The peer address from the copy: an IPv4 (`u8[4]`) or IPv6 (`u8[16]`) field.
 #[inline(always)]
-fn peer(ctx: &TracePointContext, family: u16, v4: u16, v6: u16) -> Option<[u8; 16]> {
-    let mut peer = [0u8; 16];
-    if family == AF_INET {
-        let a: [u8; 4] = field(ctx, v4)?;
-        peer[..4].copy_from_slice(&a);
-    } else {
-        peer = field(ctx, v6)?;
+fn peer(rec: &Record, family: u16, v4: u16, v6: u16) -> Option<[u8; 16]> {
+    match family {
+        AF_INET => {
+            let mut peer = [0u8; 16];
+            peer[..4].copy_from_slice(&rec.get::<[u8; 4]>(v4));
+            Some(peer)
+        }
+        AF_INET6 => Some(rec.get(v6)),
+        _ => None,
     }
-    Some(peer)
 }
 
 #[inline(always)]
 fn probe(ctx: &TracePointContext) -> Option<()> {
-    bump(&TCP_COUNTERS, counter::PROBES);
-    let cfg = config();
-    let lport: u16 = field(ctx, cfg.probe_sport)?;
-    let rport: u16 = field(ctx, cfg.probe_dport)?;
-    let (side, port) = label(&cfg, lport, rport, None)?;
-    let srtt: u32 = field(ctx, cfg.probe_srtt)?;
+    if probe_recorded(ctx).is_none() {
+        // Only the events not recorded are counted: user space adds the RTT
+        // histograms' counts, which saves a counter bump on the common path.
+        bump(&TCP_COUNTERS, counter::PROBES_SKIPPED);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn probe_recorded(ctx: &TracePointContext) -> Option<()> {
+    let mut buf = Buf::new();
+    let rec = read(&mut buf, ctx, conf!(probe_base), conf!(probe_len))?;
+    let (side, port) = label(
+        rec.get(conf!(probe_sport)),
+        rec.get(conf!(probe_dport)),
+        None,
+    )?;
+    // The tracepoint stores tp->srtt_us >> 3: whole microseconds (the
+    // socket field itself is in 1/8 us), so the slot needs no division.
+    let srtt: u32 = rec.get(conf!(probe_srtt));
     if srtt == 0 {
         // No RTT sample yet on this socket.
         return None;
     }
-    let family: u16 = field(ctx, cfg.probe_family)?;
-    // daddr is a struct sockaddr_in (address at +4) or sockaddr_in6 (at +8).
-    let mut peer = [0u8; 16];
-    if family == AF_INET {
-        let a: [u8; 4] = field(ctx, cfg.probe_daddr + 4)?;
-        peer[..4].copy_from_slice(&a);
-    } else if family == AF_INET6 {
-        peer = field(ctx, cfg.probe_daddr + 8)?;
-    } else {
-        return None;
-    }
+    let family: u16 = rec.get(conf!(probe_family));
     let mut key = TcpKey {
         kind: kind::RTT,
         side,
         family,
         port,
         _pad: [0; 2],
-        peer,
+        peer: peer(&rec, family, conf!(probe_daddr), conf!(probe_daddr_v6))?,
     };
-    // The tracepoint stores tp->srtt_us >> 3: whole microseconds (the
-    // socket field itself is in 1/8 us).
-    record_tcp(&mut key, srtt as u64 * 1_000);
-    bump(&TCP_COUNTERS, counter::RTT_RECORDED);
-    Some(())
+    record_tcp(&mut key, srtt as u64 * 1_000, log2_slot(srtt as u64)).then_some(())
 }
 
 #[inline(always)]
 fn set_state(ctx: &TracePointContext) -> Option<()> {
-    // SAFETY: no preconditions. First, so the reads below are not timed.
-    let now = unsafe { bpf_ktime_get_ns() };
-    let cfg = config();
-    let protocol: u16 = field(ctx, cfg.state_protocol)?;
-    if protocol != IPPROTO_TCP {
+    let mut buf = Buf::new();
+    let rec = read(&mut buf, ctx, conf!(state_base), conf!(state_len))?;
+    if rec.get::<u16>(conf!(state_protocol)) != IPPROTO_TCP {
         return None;
     }
     bump(&TCP_COUNTERS, counter::STATE_CHANGES);
-    let old: i32 = field(ctx, cfg.state_oldstate)?;
-    let new: i32 = field(ctx, cfg.state_newstate)?;
-    let sk: u64 = field(ctx, cfg.state_skaddr)?;
+    let old: i32 = rec.get(conf!(state_oldstate));
+    let new: i32 = rec.get(conf!(state_newstate));
+    let sk: u64 = rec.get(conf!(state_skaddr));
     if new == state::SYN_SENT || new == state::SYN_RECV {
         if old == state::SYN_SENT {
             // Simultaneous open: still the active handshake begun earlier.
@@ -204,7 +212,9 @@ fn set_state(ctx: &TracePointContext) -> Option<()> {
         // A handshake begins (an accepted socket is first seen in SYN_RECV).
         // The port filter is applied at the end, when the kind is known.
         let start = TcpStart {
-            ts_ns: now,
+            // SAFETY: no preconditions. Only here and at the end: most state
+            // changes are neither.
+            ts_ns: unsafe { bpf_ktime_get_ns() },
             active: u8::from(new == state::SYN_SENT),
             _pad: [0; 7],
         };
@@ -225,6 +235,9 @@ fn set_state(ctx: &TracePointContext) -> Option<()> {
         }
         return None;
     };
+    // SAFETY: no preconditions. After the copy and the lookup, which add
+    // well under a microsecond to a handshake's time.
+    let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: a valid map value; copied before the entry is removed.
     let start = unsafe { *start };
     let _ = TCP_START.remove(sk);
@@ -234,44 +247,50 @@ fn set_state(ctx: &TracePointContext) -> Option<()> {
         (state::CLOSE, 1) => kind::CONNECT_FAILED,
         _ => return None,
     };
-    let lport: u16 = field(ctx, cfg.state_sport)?;
-    let rport: u16 = field(ctx, cfg.state_dport)?;
     let prefer = if kind == kind::ACCEPT {
         side::LOCAL
     } else {
         side::REMOTE
     };
-    let (side, port) = label(&cfg, lport, rport, Some(prefer))?;
-    let family: u16 = field(ctx, cfg.state_family)?;
+    let (side, port) = label(
+        rec.get(conf!(state_sport)),
+        rec.get(conf!(state_dport)),
+        Some(prefer),
+    )?;
+    let family: u16 = rec.get(conf!(state_family));
     let mut key = TcpKey {
         kind,
         side,
         family,
         port,
         _pad: [0; 2],
-        peer: peer(ctx, family, cfg.state_daddr, cfg.state_daddr_v6)?,
+        peer: peer(&rec, family, conf!(state_daddr), conf!(state_daddr_v6))?,
     };
-    record_tcp(&mut key, now.saturating_sub(start.ts_ns));
+    let latency = now.saturating_sub(start.ts_ns);
+    record_tcp(&mut key, latency, latency_slot(latency));
     Some(())
 }
 
 #[inline(always)]
 fn retransmit(ctx: &TracePointContext) -> Option<()> {
     bump(&TCP_COUNTERS, counter::RETRANSMITS);
-    let cfg = config();
-    let lport: u16 = field(ctx, cfg.retrans_sport)?;
-    let rport: u16 = field(ctx, cfg.retrans_dport)?;
-    let (side, port) = label(&cfg, lport, rport, None)?;
-    let family: u16 = field(ctx, cfg.retrans_family)?;
+    let mut buf = Buf::new();
+    let rec = read(&mut buf, ctx, conf!(retrans_base), conf!(retrans_len))?;
+    let (side, port) = label(
+        rec.get(conf!(retrans_sport)),
+        rec.get(conf!(retrans_dport)),
+        None,
+    )?;
+    let family: u16 = rec.get(conf!(retrans_family));
     let mut key = TcpKey {
         kind: kind::RETRANSMIT,
         side,
         family,
         port,
         _pad: [0; 2],
-        peer: peer(ctx, family, cfg.retrans_daddr, cfg.retrans_daddr_v6)?,
+        peer: peer(&rec, family, conf!(retrans_daddr), conf!(retrans_daddr_v6))?,
     };
     // Only the count matters; 0 keeps the sum meaningless but harmless.
-    record_tcp(&mut key, 0);
+    record_tcp(&mut key, 0, 0);
     Some(())
 }

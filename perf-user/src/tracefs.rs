@@ -153,6 +153,55 @@ impl Format {
     }
 }
 
+/// Part of a record that a program copies in one helper call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Span {
+    /// Record offset of the copy, a multiple of 8.
+    pub base: u16,
+    /// Bytes copied.
+    pub len: u16,
+}
+
+impl Format {
+    /// The span of the record that holds `fields`, given as (name, size): a
+    /// scalar of exactly that size, or an array of at least that many bytes
+    /// (of which only the start is read), and each field's offset in it. The
+    /// span starts at a multiple of 8, so that scalars keep their natural
+    /// alignment in an 8-aligned copy; it is refused when longer than `max`
+    /// or when a scalar is misaligned.
+    pub fn span<const N: usize>(
+        &self,
+        fields: [(&str, u16); N],
+        max: u16,
+    ) -> Result<(Span, [u16; N]), TracefsError> {
+        let mut offsets = [0u16; N];
+        let (mut lo, mut hi, mut misaligned) = (u16::MAX, 0, false);
+        for (at, (name, size)) in offsets.iter_mut().zip(fields) {
+            let f = self.lookup(name)?;
+            let array = f.c_type.ends_with(']');
+            if (array && f.size < size) || (!array && f.size != size) {
+                return Err(self.problem(format!(
+                    "field `{name}` is {} bytes, expected {}{size}",
+                    f.size,
+                    if array { "at least " } else { "" }
+                )));
+            }
+            misaligned |= !array && f.offset % size != 0;
+            lo = lo.min(f.offset);
+            hi = hi.max(f.offset + size);
+            *at = f.offset;
+        }
+        let base = lo & !7;
+        let len = hi.saturating_sub(base);
+        if len > max || misaligned {
+            return Err(self.problem(format!(
+                "fields span {len} bytes from offset {base} (at most {max}, naturally aligned, are supported)"
+            )));
+        }
+        Ok((Span { base, len }, offsets.map(|o| o - base)))
+    }
+}
+
 /// `field:unsigned int nr_sector; offset:24; size:4; signed:0;` (tab-separated)
 fn parse_field(line: &str) -> Option<Field> {
     let mut decl = None;

@@ -163,6 +163,7 @@ pub fn config(root: &Path, opts: &BlockOptions) -> Result<(BlockConfig, bool), B
     match tracefs::read_format(root, "block", "block_io_start") {
         Ok(start) => {
             cfg.start = fields(&start, false)?;
+            cfg.queue_time = 1;
             Ok((cfg, true))
         }
         Err(TracefsError::NoTracepoint { .. }) => Ok((cfg, false)),
@@ -172,51 +173,22 @@ pub fn config(root: &Path, opts: &BlockOptions) -> Result<(BlockConfig, bool), B
 
 /// Where the fields the programs read lie in one record, as one span.
 pub fn fields(format: &Format, with_bytes: bool) -> Result<BlockFields, TracefsError> {
-    let dev = format.offset("dev", 4)?;
-    let sector = format.offset("sector", 8)?;
-    let nr_sector = format.offset("nr_sector", 4)?;
-    let rwbs = format.offset_min("rwbs", 2)?;
-    let bytes = if with_bytes {
-        Some(format.offset("bytes", 4)?)
+    let common = [("dev", 4), ("sector", 8), ("nr_sector", 4), ("rwbs", 2)];
+    let (span, [dev, sector, nr_sector, rwbs, bytes]) = if with_bytes {
+        let [a, b, c, d] = common;
+        format.span([a, b, c, d, ("bytes", 4)], SPAN_MAX)?
     } else {
-        None
+        let (span, [dev, sector, nr_sector, rwbs]) = format.span(common, SPAN_MAX)?;
+        (span, [dev, sector, nr_sector, rwbs, 0])
     };
-    let all = [
-        (dev, 4),
-        (sector, 8),
-        (nr_sector, 4),
-        (rwbs, 2),
-        (bytes.unwrap_or(dev), 4),
-    ];
-    let lo = all.iter().map(|&(o, _)| o).min().unwrap_or(0);
-    let hi = all.iter().map(|&(o, n)| o + n).max().unwrap_or(0);
-    // Aligned to 8, so each field keeps its natural alignment in the copy.
-    let base = lo & !7;
-    let len = hi - base;
-    let misaligned = [
-        (dev, 4),
-        (sector, 8),
-        (nr_sector, 4),
-        (bytes.unwrap_or(dev), 4),
-    ]
-    .iter()
-    .any(|&(o, n)| o % n != 0);
-    if len > SPAN_MAX || misaligned {
-        return Err(TracefsError::Field {
-            tracepoint: format.tracepoint.clone(),
-            problem: format!(
-                "fields span {len} bytes from offset {base} (at most {SPAN_MAX}, naturally aligned, are supported)"
-            ),
-        });
-    }
     Ok(BlockFields {
-        base,
-        len,
-        dev: dev - base,
-        sector: sector - base,
-        nr_sector: nr_sector - base,
-        bytes: bytes.map_or(0, |b| b - base),
-        rwbs: rwbs - base,
+        base: span.base,
+        len: span.len,
+        dev,
+        sector,
+        nr_sector,
+        bytes,
+        rwbs,
         _pad: 0,
     })
 }
@@ -279,19 +251,30 @@ impl BlockCollector {
         Ok(PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("BLOCK_HISTS"))?)
     }
 
-    /// The kernel side's counters so far (one read per counter; cheap).
+    /// The kernel side's counters so far (reads the histograms' counts too).
     pub fn counters_now(&self) -> Result<BlockCounters, BlockError> {
-        self.counters()
+        let mut timed = 0;
+        for entry in self.hists()?.iter() {
+            let (_, per_cpu) = entry.map_err(maps::MapAccessError::on("BLOCK_HISTS"))?;
+            timed += per_cpu.iter().map(|h| h.latency.count).sum::<u64>();
+        }
+        self.counters(timed)
     }
 
-    fn counters(&self) -> Result<BlockCounters, BlockError> {
+    /// `timed`: the latency histograms' counts, which the kernel does not
+    /// count separately (one counter bump less per I/O).
+    fn counters(&self, timed: u64) -> Result<BlockCounters, BlockError> {
         let c = maps::sum_counters(&self.ebpf, "BLOCK_COUNTERS", counter::LEN)?;
         let get = |i: u32| c[i as usize];
         Ok(BlockCounters {
             started: get(counter::STARTED),
             issued: get(counter::ISSUED),
-            completed: get(counter::COMPLETED),
-            timed: get(counter::TIMED),
+            // Every completion that passes the filter ends in exactly one of these.
+            completed: timed
+                + get(counter::UNMATCHED)
+                + get(counter::PARTIAL)
+                + get(counter::HIST_FULL),
+            timed,
             unmatched_completions: get(counter::UNMATCHED),
             inflight_map_full: get(counter::INFLIGHT_FULL),
             histogram_map_full: get(counter::HIST_FULL),
@@ -347,11 +330,12 @@ impl Collector for BlockCollector {
                 queue: Log2Hist::from_per_cpu(LATENCY_UNIT_NS, per_cpu.iter().map(|h| &h.queue)),
             });
         }
+        let timed = series.iter().map(|s| s.latency.count).sum();
         series.retain(|s| !s.latency.is_empty());
         series.sort_by_key(|s| (s.dev, s.op));
         Ok(BlockSnapshot {
             series,
-            counters: self.counters()?,
+            counters: self.counters(timed)?,
             queue_time: self.queue_time,
         })
     }

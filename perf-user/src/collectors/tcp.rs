@@ -16,7 +16,10 @@ use aya::{
 };
 use perf_ebpf_common::{
     hist::{Hist, LATENCY_UNIT_NS},
-    tcp::{AF_INET, AF_INET6, TCP_PORT_FILTER_ENTRIES, TcpConfig, TcpKey, counter, kind, side},
+    tcp::{
+        AF_INET, AF_INET6, TCP_PORT_FILTER_ENTRIES, TCP_SPAN_MAX, TcpConfig, TcpKey, counter, kind,
+        side,
+    },
 };
 
 use super::{Collector, maps};
@@ -201,33 +204,77 @@ pub fn config(root: &Path, opts: &TcpOptions) -> Result<TcpConfig, TcpError> {
     Ok(cfg)
 }
 
-/// The offsets part of the configuration.
+/// The offsets part of the configuration: for each tracepoint, the span of
+/// its record that holds the fields, and their offsets in that span.
 pub fn config_from(
     probe: &Format,
     state: &Format,
     retrans: &Format,
 ) -> Result<TcpConfig, TcpError> {
     let mut cfg = TcpConfig::zeroed();
-    cfg.probe_sport = probe.offset("sport", 2)?;
-    cfg.probe_dport = probe.offset("dport", 2)?;
-    cfg.probe_family = probe.offset("family", 2)?;
-    // A struct sockaddr_in6 (28 bytes) holds either address family.
-    cfg.probe_daddr = probe.offset_min("daddr", 24)?;
-    cfg.probe_srtt = probe.offset("srtt", 4)?;
-    cfg.state_skaddr = state.offset("skaddr", 8)?;
-    cfg.state_oldstate = state.offset("oldstate", 4)?;
-    cfg.state_newstate = state.offset("newstate", 4)?;
-    cfg.state_sport = state.offset("sport", 2)?;
-    cfg.state_dport = state.offset("dport", 2)?;
-    cfg.state_family = state.offset("family", 2)?;
-    cfg.state_protocol = state.offset("protocol", 2)?;
-    cfg.state_daddr = state.offset("daddr", 4)?;
-    cfg.state_daddr_v6 = state.offset("daddr_v6", 16)?;
-    cfg.retrans_sport = retrans.offset("sport", 2)?;
-    cfg.retrans_dport = retrans.offset("dport", 2)?;
-    cfg.retrans_family = retrans.offset("family", 2)?;
-    cfg.retrans_daddr = retrans.offset("daddr", 4)?;
-    cfg.retrans_daddr_v6 = retrans.offset("daddr_v6", 16)?;
+    // `daddr` is a struct sockaddr_in6 (28 bytes), which holds either
+    // family: the IPv4 address at +4 (sockaddr_in), the IPv6 one at +8.
+    let (span, [sport, dport, family, daddr, srtt]) = probe.span(
+        [
+            ("sport", 2),
+            ("dport", 2),
+            ("family", 2),
+            ("daddr", 24),
+            ("srtt", 4),
+        ],
+        TCP_SPAN_MAX,
+    )?;
+    (cfg.probe_base, cfg.probe_len) = (span.base, span.len);
+    (cfg.probe_sport, cfg.probe_dport, cfg.probe_family) = (sport, dport, family);
+    (cfg.probe_daddr, cfg.probe_daddr_v6) = (daddr + 4, daddr + 8);
+    cfg.probe_srtt = srtt;
+
+    let (
+        span,
+        [
+            skaddr,
+            old,
+            new,
+            sport,
+            dport,
+            family,
+            protocol,
+            daddr,
+            daddr_v6,
+        ],
+    ) = state.span(
+        [
+            ("skaddr", 8),
+            ("oldstate", 4),
+            ("newstate", 4),
+            ("sport", 2),
+            ("dport", 2),
+            ("family", 2),
+            ("protocol", 2),
+            ("daddr", 4),
+            ("daddr_v6", 16),
+        ],
+        TCP_SPAN_MAX,
+    )?;
+    (cfg.state_base, cfg.state_len) = (span.base, span.len);
+    (cfg.state_skaddr, cfg.state_oldstate, cfg.state_newstate) = (skaddr, old, new);
+    (cfg.state_sport, cfg.state_dport, cfg.state_family) = (sport, dport, family);
+    cfg.state_protocol = protocol;
+    (cfg.state_daddr, cfg.state_daddr_v6) = (daddr, daddr_v6);
+
+    let (span, [sport, dport, family, daddr, daddr_v6]) = retrans.span(
+        [
+            ("sport", 2),
+            ("dport", 2),
+            ("family", 2),
+            ("daddr", 4),
+            ("daddr_v6", 16),
+        ],
+        TCP_SPAN_MAX,
+    )?;
+    (cfg.retrans_base, cfg.retrans_len) = (span.base, span.len);
+    (cfg.retrans_sport, cfg.retrans_dport, cfg.retrans_family) = (sport, dport, family);
+    (cfg.retrans_daddr, cfg.retrans_daddr_v6) = (daddr, daddr_v6);
     Ok(cfg)
 }
 
@@ -296,13 +343,26 @@ impl TcpCollector {
         Ok(Self { ebpf })
     }
 
-    /// The kernel side's counters so far (one read per counter; cheap).
+    /// The kernel side's counters so far (reads the histograms' counts too).
     pub fn counters_now(&self) -> Result<TcpCounters, TcpError> {
+        let mut rtts = 0;
+        for entry in self.hists()?.iter() {
+            let (key, per_cpu) = entry.map_err(maps::MapAccessError::on("TCP_HISTS"))?;
+            if key.kind == kind::RTT {
+                rtts += per_cpu.iter().map(|h| h.count).sum::<u64>();
+            }
+        }
+        self.counters(rtts)
+    }
+
+    /// `rtt_recorded`: the RTT histograms' counts, which the kernel does not
+    /// count separately (a counter bump less per segment).
+    fn counters(&self, rtt_recorded: u64) -> Result<TcpCounters, TcpError> {
         let c = maps::sum_counters(&self.ebpf, "TCP_COUNTERS", counter::LEN)?;
         let get = |i: u32| c[i as usize];
         Ok(TcpCounters {
-            probes: get(counter::PROBES),
-            rtt_recorded: get(counter::RTT_RECORDED),
+            probes: rtt_recorded + get(counter::PROBES_SKIPPED),
+            rtt_recorded,
             state_changes: get(counter::STATE_CHANGES),
             unmatched_handshakes: get(counter::UNMATCHED),
             start_map_full: get(counter::START_FULL),
@@ -352,12 +412,16 @@ impl Collector for TcpCollector {
 
     fn read(&mut self) -> Result<TcpSnapshot, TcpError> {
         let mut series = Vec::new();
+        let mut rtt_recorded = 0;
         for entry in self.hists()?.iter() {
             let (key, per_cpu) = entry.map_err(maps::MapAccessError::on("TCP_HISTS"))?;
             let Some(kind) = TcpKind::from_raw(key.kind) else {
                 continue;
             };
             let hist = Log2Hist::from_per_cpu(LATENCY_UNIT_NS, per_cpu.iter());
+            if kind == TcpKind::Rtt {
+                rtt_recorded += hist.count;
+            }
             if hist.is_empty() {
                 continue;
             }
@@ -378,7 +442,7 @@ impl Collector for TcpCollector {
         });
         Ok(TcpSnapshot {
             series,
-            counters: self.counters_now()?,
+            counters: self.counters(rtt_recorded)?,
         })
     }
 
@@ -440,27 +504,34 @@ format:
             &Format::parse("tcp:tcp_retransmit_skb", RETRANS),
         )
         .unwrap();
+        // daddr (36) to the end of srtt (104), from 32.
+        assert_eq!((cfg.probe_base, cfg.probe_len), (32, 72));
         assert_eq!(
             (
                 cfg.probe_sport,
                 cfg.probe_dport,
                 cfg.probe_family,
                 cfg.probe_daddr,
+                cfg.probe_daddr_v6,
                 cfg.probe_srtt
             ),
-            (64, 66, 68, 36, 100)
+            (32, 34, 36, 8, 12, 68)
         );
+        // skaddr (8) to the end of daddr_v6 (72).
+        assert_eq!((cfg.state_base, cfg.state_len), (8, 64));
         assert_eq!(
             (cfg.state_skaddr, cfg.state_oldstate, cfg.state_newstate),
-            (8, 16, 20)
+            (0, 8, 12)
         );
         assert_eq!(
             (cfg.state_protocol, cfg.state_daddr, cfg.state_daddr_v6),
-            (30, 36, 56)
+            (22, 28, 48)
         );
+        // sport (28) to the end of daddr_v6 (74), from 24.
+        assert_eq!((cfg.retrans_base, cfg.retrans_len), (24, 50));
         assert_eq!(
             (cfg.retrans_sport, cfg.retrans_daddr, cfg.retrans_daddr_v6),
-            (28, 38, 58)
+            (4, 14, 34)
         );
     }
 
