@@ -29,6 +29,7 @@ use crate::{
 
 use super::{
     exposition::{Family, Kind, lost_events},
+    release_freed_memory,
     scrape::{Source, SourceError},
 };
 
@@ -250,20 +251,6 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
             }
         }
         procs.refresh();
-    }
-}
-
-/// Hands the heap freed by a window (the symbolizer's parsed symbol tables,
-/// the window's stacks) back to the kernel: glibc keeps freed memory in its
-/// arenas otherwise, and the daemon's resident size would stay at the
-/// largest window's.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free pages of the allocator's own
-    // arenas to the kernel; it takes the arenas' locks and touches no memory
-    // in use.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 
