@@ -56,6 +56,9 @@ pub struct StackSymbolizer {
     user: HashMap<(PathBuf, u64), SymInfo>,
     /// Files that could not be read, with the reason; reported once each.
     failures: HashMap<PathBuf, String>,
+    /// Names only, from the ELF symbol tables, and no file kept parsed
+    /// after its batch (see `names_only`).
+    names_only: bool,
 }
 
 impl Default for StackSymbolizer {
@@ -68,25 +71,25 @@ impl StackSymbolizer {
     /// A symbolizer with demangling and source locations on.
     pub fn new() -> Self {
         Self {
-            blaze: Symbolizer::builder()
-                .enable_demangling(true)
-                .enable_code_info(true)
-                .build(),
+            blaze: blaze(false),
             kernel: HashMap::new(),
             user: HashMap::new(),
             failures: HashMap::new(),
+            names_only: false,
         }
     }
 
-    /// A symbolizer that names functions but reads no source lines: the
-    /// daemon only exports names, and parsing DWARF line tables of every
-    /// sampled binary would cost memory for nothing.
+    /// A symbolizer for the daemon, which exports names only and must stay
+    /// small: names come from the ELF symbol tables alone (parsing the DWARF
+    /// of every sampled binary, hundreds of MiB for a compiler, would cost
+    /// memory for nothing), and each file is forgotten once its batch is
+    /// named, so at most one file's symbols are held at a time. Stripped
+    /// binaries whose names live only in a separate debug file are then
+    /// named by their dynamic symbols, or not at all.
     pub fn names_only() -> Self {
         Self {
-            blaze: Symbolizer::builder()
-                .enable_demangling(true)
-                .enable_code_info(false)
-                .build(),
+            blaze: blaze(true),
+            names_only: true,
             ..Self::new()
         }
     }
@@ -117,6 +120,7 @@ impl StackSymbolizer {
         });
         let infos = self.lookup(&src, Input::AbsAddr(&todo), Path::new("/proc/kallsyms"));
         self.kernel.extend(todo.into_iter().zip(infos));
+        self.forget_files();
     }
 
     /// Looks up every (file, offset) of these user stacks in one batch per file.
@@ -136,11 +140,23 @@ impl StackSymbolizer {
         }
         for (path, offsets) in todo {
             let offsets: Vec<u64> = offsets.into_iter().collect();
-            let src = Source::Elf(Elf::new(path.clone()));
+            let src = Source::Elf(Elf {
+                debug_syms: !self.names_only,
+                ..Elf::new(path.clone())
+            });
             let infos = self.lookup(&src, Input::FileOffset(&offsets), &path);
             for (offset, info) in offsets.into_iter().zip(infos) {
                 self.user.insert((path.clone(), offset), info);
             }
+            self.forget_files();
+        }
+    }
+
+    /// In names-only mode, drops what blazesym has parsed and mapped (a new
+    /// one starts with empty caches; the names found stay in ours).
+    fn forget_files(&mut self) {
+        if self.names_only {
+            self.blaze = blaze(true);
         }
     }
 
@@ -215,6 +231,14 @@ impl StackSymbolizer {
             }
         }
     }
+}
+
+/// A blazesym symbolizer that demangles, with source locations unless `names_only`.
+fn blaze(names_only: bool) -> Symbolizer {
+    Symbolizer::builder()
+        .enable_demangling(true)
+        .enable_code_info(!names_only)
+        .build()
 }
 
 /// All frames but the leaf hold return addresses, which point after the call
@@ -312,13 +336,15 @@ mod tests {
         // This test binary is a real ELF file with symbols: symbolize one of its functions.
         let maps = ProcessMaps::read(std::process::id()).unwrap();
         let addr = names_our_own_function_from_its_file_offset as fn() as usize as u64;
-        let mut s = StackSymbolizer::new();
-        s.prepare_user([(Some(&maps), &[addr][..])]);
-        let frames = s.user_frames(Some(&maps), &[addr]);
-        let name = frames[0].function.clone().unwrap_or_default();
-        assert!(
-            name.ends_with("names_our_own_function_from_its_file_offset"),
-            "got {name:?}"
-        );
+        // With DWARF, and from the ELF symbol table alone (the daemon's way).
+        for mut s in [StackSymbolizer::new(), StackSymbolizer::names_only()] {
+            s.prepare_user([(Some(&maps), &[addr][..])]);
+            let frames = s.user_frames(Some(&maps), &[addr]);
+            let name = frames[0].function.clone().unwrap_or_default();
+            assert!(
+                name.ends_with("names_our_own_function_from_its_file_offset"),
+                "got {name:?}"
+            );
+        }
     }
 }

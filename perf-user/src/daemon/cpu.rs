@@ -29,13 +29,9 @@ use crate::{
 
 use super::{
     exposition::{Family, Kind, lost_events},
+    release_freed_memory,
     scrape::{Source, SourceError},
 };
-
-/// The symbolizer caches every address it has named and every binary it has
-/// parsed; starting afresh this often bounds that memory on a host whose
-/// processes come and go.
-const SYMBOLIZER_MAX_AGE: Duration = Duration::from_secs(3600);
 
 /// Longest label value: demangled C++ names can run to kilobytes.
 const MAX_LABEL: usize = 200;
@@ -220,8 +216,6 @@ fn wait(new_pids: &OwnedFd, stop: &OwnedFd, timeout: Duration) -> bool {
 
 fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
     let mut procs = ProcessTable::default();
-    let mut sym = StackSymbolizer::names_only();
-    let mut sym_born = Instant::now();
     let mut window_start = Instant::now();
     loop {
         let left = shared.cfg.window.saturating_sub(window_start.elapsed());
@@ -236,7 +230,9 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
         let started = Instant::now();
         let duration = started - window_start;
         window_start = started;
-        match close_window(shared, &mut procs, &mut sym, duration) {
+        let closed = close_window(shared, &mut procs, duration);
+        release_freed_memory();
+        match closed {
             Ok(mut w) => {
                 w.processing = started.elapsed();
                 tracing::debug!(
@@ -255,17 +251,12 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
             }
         }
         procs.refresh();
-        if sym_born.elapsed() >= SYMBOLIZER_MAX_AGE {
-            sym = StackSymbolizer::names_only();
-            sym_born = Instant::now();
-        }
     }
 }
 
 fn close_window(
     shared: &Shared,
     procs: &mut ProcessTable,
-    sym: &mut StackSymbolizer,
     duration: Duration,
 ) -> Result<Window, CpuError> {
     // Read and clear under one lock, so no scrape sees a half-cleared map;
@@ -278,10 +269,14 @@ fn close_window(
     };
     procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
     let end = SystemTime::now();
+    // A new symbolizer each window, dropped with it: a kept one would hold
+    // the names of every address ever sampled on a host whose processes
+    // come and go.
+    let mut sym = StackSymbolizer::names_only();
     let profile = build(
         &raw,
         procs,
-        sym,
+        &mut sym,
         &RunInfo {
             frequency_hz: shared.cfg.frequency_hz,
             duration_secs: duration.as_secs_f64(),
