@@ -75,8 +75,9 @@ impl AllocConfig {
     }
 }
 
-/// Value of `ALLOC_PENDING`: an allocation call in progress on one thread,
-/// from the entry probe to the return probe.
+/// Value of `ALLOC_PENDING`: the last allocation call of one thread, in
+/// progress from the entry probe to the return probe. The entry stays after
+/// the return (with `entry_sp` 0) so that the next call writes it in place.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AllocPending {
@@ -86,7 +87,7 @@ pub struct AllocPending {
     pub memptr: u64,
     /// Stack pointer at entry: tells the outer call's return from a nested
     /// call's (an allocator that calls `malloc` from `realloc`), and a nested
-    /// call from a leftover.
+    /// call from a leftover. 0 once the call has returned.
     pub entry_sp: u64,
     /// bpf_ktime_get_ns() at entry.
     pub timestamp_ns: u64,
@@ -126,15 +127,12 @@ pub struct AllocStackKey {
     pub generation: u32,
 }
 
-/// Value of `ALLOC_STACK_TOTALS`, updated with atomic adds from every CPU.
-/// The outstanding fields go down on free, as wrapping adds of the negation.
+/// Value of `ALLOC_STACK_TOTALS` (a per-CPU map; user space adds the CPUs'
+/// copies). Only allocations add to it: what is outstanding per stack is
+/// summed from `ALLOC_OUTSTANDING`, so that a free costs one map delete.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AllocStackTotals {
-    /// Bytes allocated and not yet freed.
-    pub outstanding_bytes: u64,
-    /// Allocations not yet freed.
-    pub outstanding_count: u64,
     /// Allocations made (freed or not).
     pub allocs: u64,
     /// Bytes allocated (freed or not).
@@ -238,7 +236,7 @@ mod layout {
         assert_eq!(align_of::<AllocInfo>(), 8);
         assert_eq!(size_of::<AllocStackKey>(), 3 * 4);
         assert_eq!(align_of::<AllocStackKey>(), 4);
-        assert_eq!(size_of::<AllocStackTotals>(), 4 * 8);
+        assert_eq!(size_of::<AllocStackTotals>(), 2 * 8);
     }
 
     #[test]

@@ -8,6 +8,11 @@
 //!   the return probe pairs it with the returned address and takes the user
 //!   stack there: at the return the registers are the caller's, so a
 //!   frame-pointer walk starts at the caller (at the entry it would skip it).
+//!   A thread's entry is written in place and marked done at the return
+//!   rather than inserted and deleted per call: one lookup per probe.
+//! - A free is one delete (or nothing, when `--sample` leaves the address
+//!   out). Outstanding bytes per stack are summed by user space from
+//!   `ALLOC_OUTSTANDING`, so a free updates no per-stack totals.
 //! - `realloc`/`reallocarray` free their old pointer at entry (before another
 //!   thread can be handed the same address) and allocate at return;
 //!   `realloc(p, 0)` returns NULL and so only frees.
@@ -53,9 +58,8 @@ static ALLOC_OUTSTANDING: HashMap<u64, AllocInfo> =
     HashMap::with_max_entries(ALLOC_OUTSTANDING_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Per-CPU, so that no update needs an atomic (the BPF target has no atomic
-/// read-modify-write in Rust's core): a free on another CPU than its
-/// allocation takes that CPU's copy below zero, and user space adds the
-/// copies up with wrapping arithmetic.
+/// read-modify-write in Rust's core); user space adds the copies up. Only
+/// allocations add to it: what is outstanding comes from `ALLOC_OUTSTANDING`.
 #[map]
 static ALLOC_STACK_TOTALS: PerCpuHashMap<AllocStackKey, AllocStackTotals> =
     PerCpuHashMap::with_max_entries(ALLOC_STACK_TOTAL_ENTRIES, BPF_F_NO_PREALLOC);
@@ -204,42 +208,61 @@ pub fn alloc_free(ctx: ProbeContext) -> u32 {
 #[inline(always)]
 fn realloc_enter(ctx: &ProbeContext, kind: u32, ptr: u64, size: u64) {
     let cfg = config();
-    if traced_tid(&cfg).is_none() {
+    let Some(tid) = traced_tid(&cfg) else {
         return;
-    }
+    };
     // Freed now rather than at the return: once realloc has released the
     // block, another thread may be handed the same address and record it
     // before this thread's return probe runs. A failed realloc (NULL for a
     // non-zero size, the old block intact) is thus taken as a free: rare, and
     // said in docs/collectors/alloc.md.
     release(&cfg, ptr);
-    enter(ctx, kind, size, 0);
+    enter_as(ctx, tid, kind, size, 0);
 }
 
 /// Remembers the call for the return probe.
 #[inline(always)]
 fn enter(ctx: &ProbeContext, kind: u32, size: u64, memptr: u64) {
     let cfg = config();
-    let Some(tid) = traced_tid(&cfg) else {
-        return;
-    };
+    if let Some(tid) = traced_tid(&cfg) {
+        enter_as(ctx, tid, kind, size, memptr);
+    }
+}
+
+#[inline(always)]
+fn enter_as(ctx: &ProbeContext, tid: u32, kind: u32, size: u64, memptr: u64) {
     let sp = stack_pointer(ctx.regs);
+    // (bpf_ktime_get_coarse_ns would do for the stale check, but uprobe
+    // programs may not call it.)
     // SAFETY: no preconditions.
     let now = unsafe { bpf_ktime_get_ns() };
-    if let Some(outer) = ALLOC_PENDING.get_ptr(tid) {
-        // SAFETY: a map value of this type; copied out at once.
-        let outer = unsafe { *outer };
+    if let Some(slot) = ALLOC_PENDING.get_ptr_mut(tid) {
+        // SAFETY: this thread's own entry: only this thread's probes write
+        // it, and a thread runs one probe at a time.
+        let outer = unsafe { &mut *slot };
         // Called from inside another allocation function of this thread: its
         // stack frame is below the outer one's, or at the same place for a
         // tail call (glibc's reallocarray jumps to realloc, realloc(NULL, n)
         // to malloc). The outer call is the one the program made, with the
         // same size, and its return (the inner one's, for a tail call) is the
         // one recorded. An entry above our stack pointer, or an old one, is a
-        // leftover of a call whose return was never seen, and is replaced.
-        if sp <= outer.entry_sp && now.wrapping_sub(outer.timestamp_ns) < ALLOC_PENDING_STALE_NS {
+        // leftover of a call whose return was never seen, and is replaced;
+        // `entry_sp` 0 is a call that has returned.
+        if outer.entry_sp != 0
+            && sp <= outer.entry_sp
+            && now.wrapping_sub(outer.timestamp_ns) < ALLOC_PENDING_STALE_NS
+        {
             bump(counter::NESTED);
             return;
         }
+        // In place: cheaper than an insert into the LRU map, which takes a
+        // new element and frees the old one every time.
+        outer.size = size;
+        outer.memptr = memptr;
+        outer.entry_sp = sp;
+        outer.timestamp_ns = now;
+        outer.kind = kind;
+        return;
     }
     let pending = AllocPending {
         size,
@@ -269,18 +292,24 @@ fn returned(ctx: &RetProbeContext) {
     let Some(tid) = traced_tid(&cfg) else {
         return;
     };
-    let Some(pending) = ALLOC_PENDING.get_ptr(tid) else {
+    let Some(slot) = ALLOC_PENDING.get_ptr_mut(tid) else {
+        // A call that began before the probes existed.
+        return;
+    };
+    // SAFETY: this thread's own entry (see `enter_as`); copied out at once.
+    let pending = unsafe { *slot };
+    if pending.entry_sp == 0 {
         // The outer function of a tail call, whose return the inner one's
         // already handled; or a call that began before the probes existed.
         return;
-    };
-    // SAFETY: a map value of this type; copied out at once.
-    let pending = unsafe { *pending };
+    }
     if !is_outer_return(pending.entry_sp, stack_pointer(ctx.regs)) {
         // A nested call returning; the outer call's return comes later.
         return;
     }
-    let _ = ALLOC_PENDING.remove(tid);
+    // Done; the entry stays for the thread's next call.
+    // SAFETY: as above.
+    unsafe { (*slot).entry_sp = 0 };
     let ret: u64 = ctx.ret();
     let addr = if pending.kind == kind::POSIX_MEMALIGN {
         // Returns an error number; the address went through `memptr`.
@@ -335,75 +364,80 @@ fn record(ctx: &RetProbeContext, addr: u64, pending: &AllocPending) {
         generation,
         _pad: 0,
     };
-    if let Some(old) = ALLOC_OUTSTANDING.get_ptr(addr) {
-        // SAFETY: a map value of this type; copied out at once.
-        let old = unsafe { *old };
-        // The allocator handed out a tracked address again: its free went
-        // through a function we do not probe. Drop the old one.
-        bump(counter::REPLACED);
-        add_totals(&key_of(&old), old.size.wrapping_neg(), u64::MAX, 0, 0);
-    }
-    if ALLOC_OUTSTANDING
-        .insert(addr, info, BPF_ANY as u64)
-        .is_err()
-    {
-        bump(counter::OUTSTANDING_FULL);
-        return;
+    // NOEXIST first: the usual case is a new address, and this spares a
+    // lookup per allocation to notice the other one.
+    match ALLOC_OUTSTANDING.insert(addr, info, BPF_NOEXIST as u64) {
+        Ok(()) => {}
+        Err(e) if e == -EEXIST => {
+            // The allocator handed out a tracked address again: its free
+            // went through a function we do not probe. Replace the old one.
+            bump(counter::REPLACED);
+            if ALLOC_OUTSTANDING
+                .insert(addr, info, BPF_ANY as u64)
+                .is_err()
+            {
+                bump(counter::OUTSTANDING_FULL);
+                return;
+            }
+        }
+        Err(_) => {
+            bump(counter::OUTSTANDING_FULL);
+            return;
+        }
     }
     bump(counter::ALLOCS_TRACKED);
-    add_totals(&key_of(&info), info.size, 1, 1, info.size);
-}
-
-#[inline(always)]
-fn key_of(info: &AllocInfo) -> AllocStackKey {
-    AllocStackKey {
-        stack_id: info.stack_id,
-        kind: info.kind,
-        generation: info.generation,
-    }
-}
-
-/// Adds to a stack's totals on this CPU, creating them on first use. The
-/// outstanding deltas may be negative (two's complement).
-#[inline(always)]
-fn add_totals(key: &AllocStackKey, bytes: u64, count: u64, allocs: u64, alloc_bytes: u64) {
-    if ALLOC_STACK_TOTALS.get_ptr_mut(key).is_none() {
-        // Another CPU may create it at the same time (EEXIST): fine, the
-        // entry exists either way and the lookup below finds it.
-        let _ = ALLOC_STACK_TOTALS.insert(key, AllocStackTotals::default(), BPF_NOEXIST as u64);
-    }
-    let Some(t) = ALLOC_STACK_TOTALS.get_ptr_mut(key) else {
-        bump(counter::STACK_TOTALS_FULL);
-        return;
+    let key = AllocStackKey {
+        stack_id,
+        kind: pending.kind,
+        generation,
     };
-    // SAFETY: this CPU's copy of a live map value, written only from this CPU.
-    unsafe {
-        (*t).outstanding_bytes = (*t).outstanding_bytes.wrapping_add(bytes);
-        (*t).outstanding_count = (*t).outstanding_count.wrapping_add(count);
-        (*t).allocs = (*t).allocs.wrapping_add(allocs);
-        (*t).alloc_bytes = (*t).alloc_bytes.wrapping_add(alloc_bytes);
+    add_totals(&key, pending.size);
+}
+
+/// Adds one allocation of `bytes` to a stack's totals on this CPU, creating
+/// them on first use.
+#[inline(always)]
+fn add_totals(key: &AllocStackKey, bytes: u64) {
+    let mut t = ALLOC_STACK_TOTALS.get_ptr_mut(key);
+    if t.is_none() {
+        let first = AllocStackTotals {
+            allocs: 1,
+            alloc_bytes: bytes,
+        };
+        match ALLOC_STACK_TOTALS.insert(key, first, BPF_NOEXIST as u64) {
+            Ok(()) => return,
+            // Another CPU created it meanwhile: add to this CPU's copy.
+            Err(e) if e == -EEXIST => t = ALLOC_STACK_TOTALS.get_ptr_mut(key),
+            Err(_) => {
+                bump(counter::STACK_TOTALS_FULL);
+                return;
+            }
+        }
+    }
+    if let Some(t) = t {
+        // SAFETY: this CPU's copy of a live map value, written only from this CPU.
+        unsafe {
+            (*t).allocs = (*t).allocs.wrapping_add(1);
+            (*t).alloc_bytes = (*t).alloc_bytes.wrapping_add(bytes);
+        }
     }
 }
 
-/// A free of `ptr`: forgets it if it was tracked.
+/// A free of `ptr`: forgets it if it was tracked. One delete and no lookup
+/// first: nothing else about the allocation needs updating.
 #[inline(always)]
 fn release(cfg: &AllocConfig, ptr: u64) {
     if ptr == 0 {
         return;
     }
     bump(counter::FREES);
+    // Decided by the address alone, before any map operation.
     if !sampled(ptr, cfg.sample_every) {
         return;
     }
-    let Some(info) = ALLOC_OUTSTANDING.get_ptr(ptr) else {
-        // Allocated before tracing began, or not tracked.
-        return;
-    };
-    // SAFETY: a map value of this type; copied out at once.
-    let info = unsafe { *info };
+    // Fails for an address allocated before tracing began, or not tracked.
     if ALLOC_OUTSTANDING.remove(ptr).is_ok() {
         bump(counter::FREES_MATCHED);
-        add_totals(&key_of(&info), info.size.wrapping_neg(), u64::MAX, 0, 0);
     }
 }
 

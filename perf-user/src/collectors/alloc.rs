@@ -465,14 +465,11 @@ impl AllocCollector {
     }
 }
 
-/// Adds per-CPU copies; a CPU's copy may be "negative" (frees of blocks
-/// allocated on another CPU), so the sums wrap.
+/// Adds per-CPU copies (wrapping, as the kernel's adds do).
 pub fn sum_totals<'a>(per_cpu: impl IntoIterator<Item = &'a AllocStackTotals>) -> AllocStackTotals {
     per_cpu
         .into_iter()
         .fold(AllocStackTotals::default(), |acc, t| AllocStackTotals {
-            outstanding_bytes: acc.outstanding_bytes.wrapping_add(t.outstanding_bytes),
-            outstanding_count: acc.outstanding_count.wrapping_add(t.outstanding_count),
             allocs: acc.allocs.wrapping_add(t.allocs),
             alloc_bytes: acc.alloc_bytes.wrapping_add(t.alloc_bytes),
         })
@@ -560,24 +557,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn per_cpu_totals_add_up_with_frees_on_other_cpus() {
-        // 3 blocks of 10 allocated on CPU 0, two of them freed on CPU 1.
+    fn per_cpu_totals_add_up() {
+        // 3 blocks of 10 allocated on CPU 0, one of 50 on CPU 1.
         let cpu0 = AllocStackTotals {
-            outstanding_bytes: 30,
-            outstanding_count: 3,
             allocs: 3,
             alloc_bytes: 30,
         };
         let cpu1 = AllocStackTotals {
-            outstanding_bytes: 20u64.wrapping_neg(),
-            outstanding_count: 2u64.wrapping_neg(),
-            allocs: 0,
-            alloc_bytes: 0,
+            allocs: 1,
+            alloc_bytes: 50,
         };
         let sum = sum_totals([&cpu0, &cpu1]);
-        assert_eq!(sum.outstanding_bytes, 10);
-        assert_eq!(sum.outstanding_count, 1);
-        assert_eq!(sum.allocs, 3);
+        assert_eq!((sum.allocs, sum.alloc_bytes), (4, 80));
     }
 
     #[test]

@@ -246,8 +246,6 @@ mod tests {
                 generation: 0,
             },
             AllocStackTotals {
-                outstanding_bytes: 128,
-                outstanding_count: 2,
                 allocs: 10,
                 alloc_bytes: 640,
             },
