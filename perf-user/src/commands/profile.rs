@@ -23,6 +23,10 @@ use crate::{
 
 /// How often the progress line is redrawn and selected PIDs are checked.
 const REDRAW: Duration = Duration::from_millis(250);
+/// Least time between two wake-ups for re-reads: each captured process has
+/// its own due times, and waking for each would cost more than the re-reads
+/// when processes start by the hundred per second.
+const REREAD_BATCH: Duration = Duration::from_millis(100);
 
 /// Runs `profile`.
 pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
@@ -149,6 +153,7 @@ async fn sample_loop(
     tokio::pin!(ctrl_c);
     let redraw = progress.enabled() || !args.pids.is_empty();
     let mut next_redraw = started + REDRAW;
+    let mut last_reread = started;
     loop {
         let now = Instant::now();
         if now >= deadline {
@@ -160,7 +165,7 @@ async fn sample_loop(
             wake = wake.min(next_redraw);
         }
         if let Some(at) = procs.next_reread() {
-            wake = wake.min(at);
+            wake = wake.min(at.max(last_reread + REREAD_BATCH));
         }
         tokio::select! {
             _ = &mut ctrl_c => {
@@ -181,8 +186,11 @@ async fn sample_loop(
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        procs.reread_due();
         let now = Instant::now();
+        if now >= last_reread + REREAD_BATCH {
+            last_reread = now;
+            procs.reread_due();
+        }
         if !redraw || now < next_redraw {
             continue;
         }
