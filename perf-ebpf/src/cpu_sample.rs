@@ -123,6 +123,12 @@ fn sample(ctx: &PerfEventContext) {
 /// Sends `pid` to user space the first time it is sampled.
 #[inline(always)]
 fn announce(pid: u32) {
+    // Look first: an LRU insert takes a free node (evicting the oldest PID
+    // when full) before it finds the key exists, so inserting known PIDs
+    // costs more and makes others be announced again.
+    if CPU_SEEN_PIDS.get_ptr(pid).is_some() {
+        return;
+    }
     if CPU_SEEN_PIDS.insert(pid, 1u8, BPF_NOEXIST as u64).is_ok()
         && CPU_NEW_PIDS.output::<u32>(pid, 0).is_err()
     {

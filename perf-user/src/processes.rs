@@ -1,7 +1,8 @@
 //! What we know of each sampled process, captured while it was alive.
 
 use std::{
-    collections::HashMap,
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
     fs,
     time::{Duration, Instant},
 };
@@ -19,19 +20,42 @@ pub struct ProcessInfo {
     pub first_seen: Option<Instant>,
 }
 
+/// How long after its capture a process's maps are read again, once each.
+///
+/// A process is announced at its first sample, which for a new program is
+/// often while the dynamic loader still maps its libraries (or, for a child
+/// of a shell, before its exec): the first re-read catches what the loader
+/// mapped, the second the libraries a program opens as it starts (plugins,
+/// Python extensions). Two reads more, not one every redraw: on a host that
+/// starts compilers all the time, reading maps was most of the profiler's CPU.
+pub const REREADS: [Duration; 2] = [Duration::from_millis(150), Duration::from_secs(1)];
+
 /// Processes captured so far, by PID.
 #[derive(Debug, Default)]
 pub struct ProcessTable {
     procs: HashMap<u32, ProcessInfo>,
+    /// Re-reads still to do, soonest first.
+    rereads: BinaryHeap<Reverse<(Instant, u32)>>,
 }
 
 impl ProcessTable {
-    /// Captures name and maps of each PID not captured yet; returns how many were new.
+    /// Captures name and maps of each PID not captured yet, and schedules
+    /// its [`REREADS`] (done by [`ProcessTable::reread_due`]); returns how
+    /// many were new.
     pub fn capture(&mut self, pids: impl IntoIterator<Item = u32>) -> usize {
+        self.capture_inner(pids, true)
+    }
+
+    fn capture_inner(&mut self, pids: impl IntoIterator<Item = u32>, reread: bool) -> usize {
         let mut new = 0;
         for pid in pids {
             if pid == 0 || self.procs.contains_key(&pid) {
                 continue;
+            }
+            let now = Instant::now();
+            if reread {
+                self.rereads
+                    .extend(REREADS.iter().map(|&after| Reverse((now + after, pid))));
             }
             // Read failures (the process is already gone) leave `None`: its
             // frames are then shown by address, never guessed.
@@ -40,7 +64,7 @@ impl ProcessTable {
                     .ok()
                     .map(|s| s.trim_end().to_string()),
                 maps: ProcessMaps::read(pid).ok(),
-                first_seen: Some(Instant::now()),
+                first_seen: Some(now),
             };
             self.procs.insert(pid, info);
             new += 1;
@@ -48,32 +72,32 @@ impl ProcessTable {
         new
     }
 
-    /// Re-reads the maps of live processes first seen less than `max_age`
-    /// ago (all of them with `None`), merging them into what was captured.
-    ///
-    /// A process is announced at its first sample, which for a new program is
-    /// often while the dynamic loader still maps its libraries; its maps are
-    /// complete only a little later. Old mappings are kept (see
-    /// [`ProcessMaps::merge`]), so stacks sampled early still resolve.
-    pub fn update_recent(&mut self, max_age: Option<Duration>) {
+    /// Does the scheduled re-reads that are due (see [`REREADS`]).
+    pub fn reread_due(&mut self) {
+        let now = Instant::now();
+        while let Some(&Reverse((at, pid))) = self.rereads.peek() {
+            if at > now {
+                break;
+            }
+            self.rereads.pop();
+            if let Some(info) = self.procs.get_mut(&pid) {
+                reread(pid, info);
+            }
+        }
+    }
+
+    /// When the next scheduled re-read falls due, if any: a caller sleeps
+    /// until then rather than waking on a timer.
+    pub fn next_reread(&self) -> Option<Instant> {
+        self.rereads.peek().map(|Reverse((at, _))| *at)
+    }
+
+    /// Re-reads the maps of every captured process still alive, for the
+    /// report: libraries opened late in a long run are then known too.
+    pub fn reread_live(&mut self) {
+        self.rereads.clear();
         for (&pid, info) in &mut self.procs {
-            let young = match (max_age, info.first_seen) {
-                (None, _) => true,
-                (Some(age), Some(seen)) => seen.elapsed() < age,
-                (Some(_), None) => false,
-            };
-            if !young {
-                continue;
-            }
-            if let Ok(now) = ProcessMaps::read(pid) {
-                match &mut info.maps {
-                    Some(maps) => maps.merge(now),
-                    None => info.maps = Some(now),
-                }
-                if let Ok(name) = fs::read_to_string(format!("/proc/{pid}/comm")) {
-                    info.name = Some(name.trim_end().to_string());
-                }
-            }
+            reread(pid, info);
         }
     }
 
@@ -84,7 +108,8 @@ impl ProcessTable {
     pub fn refresh(&mut self) {
         let live: Vec<u32> = self.procs.keys().copied().filter(|&p| exists(p)).collect();
         self.procs.clear();
-        self.capture(live);
+        // Just read: no need for the young-process re-reads.
+        self.capture_inner(live, false);
     }
 
     /// What was captured of `pid`.
@@ -100,6 +125,21 @@ impl ProcessTable {
     /// True when none was captured.
     pub fn is_empty(&self) -> bool {
         self.procs.is_empty()
+    }
+}
+
+/// Reads `pid`'s maps again and merges them into what was captured. Old
+/// mappings are kept (see [`ProcessMaps::merge`]), so stacks sampled early
+/// still resolve. A process that is gone keeps what was captured.
+fn reread(pid: u32, info: &mut ProcessInfo) {
+    if let Ok(now) = ProcessMaps::read(pid) {
+        match &mut info.maps {
+            Some(maps) => maps.merge(now),
+            None => info.maps = Some(now),
+        }
+        if let Ok(name) = fs::read_to_string(format!("/proc/{pid}/comm")) {
+            info.name = Some(name.trim_end().to_string());
+        }
     }
 }
 

@@ -1,7 +1,14 @@
 //! Executable mappings of a process from `/proc/PID/maps`, captured while the
 //! process lives so that its stacks can be symbolized after it exits.
 
-use std::{fs, io, path::PathBuf};
+use std::{
+    ffi::OsStr,
+    fs::File,
+    io::{self, Read as _},
+    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    path::PathBuf,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 /// One executable mapping.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,11 +55,32 @@ pub struct ProcessMaps {
 }
 
 impl ProcessMaps {
-    /// Reads `/proc/PID/maps`.
+    /// Reads the executable mappings of `pid`.
+    ///
+    /// Where the kernel has the `PROCMAP_QUERY` ioctl (Linux 6.11+), it asks
+    /// for the executable mappings only: the text of `/proc/PID/maps` costs
+    /// the kernel a line, and a `d_path`, for every mapping, and a compiler or
+    /// a runtime has hundreds of data mappings for a dozen of code. Elsewhere
+    /// it parses the text.
     pub fn read(pid: u32) -> io::Result<Self> {
-        Ok(Self::parse(&fs::read_to_string(format!(
-            "/proc/{pid}/maps"
-        ))?))
+        let mut file = File::open(format!("/proc/{pid}/maps"))?;
+        if QUERY_SUPPORTED.load(Ordering::Relaxed) {
+            match query_executable(&file) {
+                Ok(maps) => return Ok(maps),
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(e),
+                Err(e) => {
+                    if e.raw_os_error() == Some(libc::ENOTTY) {
+                        QUERY_SUPPORTED.store(false, Ordering::Relaxed);
+                    }
+                    // Anything else (a name too long for the buffer): the text still works.
+                }
+            }
+        }
+        // One large buffer: the maps of a big process are hundreds of KiB,
+        // and a small first read would cost a syscall per page.
+        let mut text = String::with_capacity(64 * 1024);
+        file.read_to_string(&mut text)?;
+        Ok(Self::parse(&text))
     }
 
     /// Parses the text of a maps file, keeping executable mappings only
@@ -107,22 +135,104 @@ fn parse_line(line: &str) -> Option<Mapping> {
     if end <= start {
         return None;
     }
-    let backing = if path.is_empty() {
-        Backing::Pseudo("[anon]".into())
-    } else if path.starts_with('[') || path.starts_with("/memfd:") {
-        // memfd-backed code (e.g. a sealed copy of a runtime) has no path to open.
-        Backing::Pseudo(path.to_string())
-    } else if let Some(p) = path.strip_suffix(" (deleted)") {
-        Backing::DeletedFile(PathBuf::from(p))
-    } else {
-        Backing::File(PathBuf::from(path))
-    };
     Some(Mapping {
         start,
         end,
         offset,
-        backing,
+        backing: backing(path.as_bytes()),
     })
+}
+
+/// What a mapping's name (as `/proc/PID/maps` shows it) says backs it.
+fn backing(path: &[u8]) -> Backing {
+    const DELETED: &[u8] = b" (deleted)";
+    if path.is_empty() {
+        Backing::Pseudo("[anon]".into())
+    } else if path.starts_with(b"[") || path.starts_with(b"/memfd:") {
+        // memfd-backed code (e.g. a sealed copy of a runtime) has no path to open.
+        Backing::Pseudo(String::from_utf8_lossy(path).into_owned())
+    } else if let Some(p) = path.strip_suffix(DELETED) {
+        Backing::DeletedFile(PathBuf::from(OsStr::from_bytes(p)))
+    } else {
+        Backing::File(PathBuf::from(OsStr::from_bytes(path)))
+    }
+}
+
+/// False once the kernel has answered `PROCMAP_QUERY` with ENOTTY (before 6.11).
+static QUERY_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+/// `struct procmap_query` of `<linux/fs.h>` (Linux 6.11); newer libc crates
+/// do not have it yet.
+#[repr(C)]
+#[derive(Default)]
+struct ProcmapQuery {
+    size: u64,
+    query_flags: u64,
+    query_addr: u64,
+    vma_start: u64,
+    vma_end: u64,
+    vma_flags: u64,
+    vma_page_size: u64,
+    vma_offset: u64,
+    inode: u64,
+    dev_major: u32,
+    dev_minor: u32,
+    vma_name_size: u32,
+    build_id_size: u32,
+    vma_name_addr: u64,
+    build_id_addr: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<ProcmapQuery>() == 104);
+/// `_IOWR('f', 17, struct procmap_query)`.
+const PROCMAP_QUERY: u64 = (3 << 30) | (104 << 16) | ((b'f' as u64) << 8) | 17;
+const QUERY_VMA_EXECUTABLE: u64 = 0x04;
+const QUERY_COVERING_OR_NEXT_VMA: u64 = 0x10;
+/// PATH_MAX: the kernel never returns a longer name.
+const NAME_MAX_BYTES: usize = 4096;
+
+/// Walks the executable mappings with `PROCMAP_QUERY`: each call returns the
+/// first executable mapping at or after an address, with its name.
+fn query_executable(file: &File) -> io::Result<ProcessMaps> {
+    let mut name = vec![0u8; NAME_MAX_BYTES];
+    let mut mappings = Vec::new();
+    let mut addr = 0u64;
+    loop {
+        let mut q = ProcmapQuery {
+            size: std::mem::size_of::<ProcmapQuery>() as u64,
+            query_flags: QUERY_VMA_EXECUTABLE | QUERY_COVERING_OR_NEXT_VMA,
+            query_addr: addr,
+            vma_name_addr: name.as_mut_ptr() as u64,
+            vma_name_size: name.len() as u32,
+            ..ProcmapQuery::default()
+        };
+        // SAFETY: `q` is a valid, writable procmap_query of the size it
+        // declares, and `vma_name_addr` points to `name`, writable for
+        // `vma_name_size` bytes, which outlives the call.
+        let r = unsafe { libc::ioctl(file.as_raw_fd(), PROCMAP_QUERY as _, &mut q) };
+        if r < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOENT) {
+                break; // no executable mapping above `addr`
+            }
+            return Err(e);
+        }
+        // The size counts the terminating NUL; 0 means no name (anonymous memory).
+        let len = (q.vma_name_size as usize).min(name.len()).saturating_sub(1);
+        if q.vma_end > q.vma_start {
+            mappings.push(Mapping {
+                start: q.vma_start,
+                end: q.vma_end,
+                offset: q.vma_offset,
+                backing: backing(&name[..len]),
+            });
+        }
+        if q.vma_end <= addr {
+            break; // cannot happen; never loop forever on a kernel surprise
+        }
+        addr = q.vma_end;
+    }
+    Ok(ProcessMaps { mappings })
 }
 
 #[cfg(test)]
@@ -186,6 +296,28 @@ garbage line
             early.find(0x9100).unwrap().backing.module_name(),
             "libpython.so"
         );
+    }
+
+    #[test]
+    fn query_and_text_agree_on_our_own_maps() {
+        let file = File::open("/proc/self/maps").unwrap();
+        let queried = match query_executable(&file) {
+            Ok(m) => m,
+            // A kernel before 6.11: nothing to compare.
+            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => return,
+            Err(e) => panic!("PROCMAP_QUERY failed: {e}"),
+        };
+        let mut text = ProcessMaps::parse(&std::fs::read_to_string("/proc/self/maps").unwrap());
+        // The vsyscall page is no VMA of the process (the text adds it at the
+        // end), and stacks never point into it.
+        text.mappings
+            .retain(|m| m.backing != Backing::Pseudo("[vsyscall]".into()));
+        // Other test threads may map data meanwhile; code mappings stay put.
+        assert_eq!(queried, text);
+        assert!(queried.mappings.iter().any(|m| matches!(
+            &m.backing,
+            Backing::File(p) if p.file_name().is_some()
+        )));
     }
 
     #[test]

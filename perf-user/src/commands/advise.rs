@@ -125,8 +125,6 @@ const LEAK_STACKS: usize = 200;
 const CPU_HZ: u64 = 99;
 /// How often the progress line is redrawn and new processes picked up.
 const TICK: Duration = Duration::from_millis(250);
-/// How long after its first sample a process's maps are re-read.
-const MAPS_SETTLE: Duration = Duration::from_secs(2);
 
 /// The alerts configuration: the file's `[alerts]`, or the defaults.
 fn alerts_config(path: Option<&Path>) -> anyhow::Result<AlertsConfig> {
@@ -255,7 +253,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
         }
         if let Some(c) = cpu.as_mut() {
             procs.capture(c.new_pids());
-            procs.update_recent(Some(MAPS_SETTLE));
+            procs.reread_due();
         }
         if !leak_traces.is_empty() && Instant::now() >= next_leak {
             next_leak += leak_step;
@@ -324,7 +322,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
         let raw = c.read().context("reading the CPU samples")?;
         drop(c);
         procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
-        procs.update_recent(None);
+        procs.reread_live();
         progress.update("Symbolizing the CPU samples…");
         let mut sym = StackSymbolizer::new();
         let profile = build(

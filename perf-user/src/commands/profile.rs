@@ -21,12 +21,12 @@ use crate::{
     symbolize::StackSymbolizer,
 };
 
-/// How long after its first sample a process's maps are re-read, to catch
-/// the libraries its loader maps after the first sample.
-const MAPS_SETTLE: Duration = Duration::from_secs(2);
-/// How often the progress line is redrawn, selected PIDs are checked and
-/// young processes' maps re-read.
+/// How often the progress line is redrawn and selected PIDs are checked.
 const REDRAW: Duration = Duration::from_millis(250);
+/// Least time between two wake-ups for re-reads: each captured process has
+/// its own due times, and waking for each would cost more than the re-reads
+/// when processes start by the hundred per second.
+const REREAD_BATCH: Duration = Duration::from_millis(100);
 
 /// Runs `profile`.
 pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
@@ -68,7 +68,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     // Detach now: symbolizing can take a while and should not be profiled.
     drop(collector);
     procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
-    procs.update_recent(None);
+    procs.reread_live();
     progress.update(&format!(
         "Symbolizing {} stacks from {} processes…",
         raw.samples.len(),
@@ -129,8 +129,10 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
 /// gone. Returns a line to show when it stopped early.
 ///
 /// It sleeps until something happens: the kernel announcing a new PID (the
-/// ring buffer's fd turns readable), the next progress redraw, or the end.
-/// Waking on a timer instead would cost CPU on an idle host.
+/// ring buffer's fd turns readable), a young process's maps re-read falling
+/// due, the end, and only when there is a progress line to redraw or a
+/// selected PID to watch, the next redraw. Waking on a timer instead would
+/// cost CPU on an idle host.
 async fn sample_loop(
     collector: &mut CpuCollector,
     args: &ProfileArgs,
@@ -149,13 +151,22 @@ async fn sample_loop(
         .map_err(|e| anyhow::anyhow!("watching the new-PID ring buffer: {e}"))?;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
+    let redraw = progress.enabled() || !args.pids.is_empty();
+    let mut next_redraw = started + REDRAW;
+    let mut last_reread = started;
     loop {
         let now = Instant::now();
         if now >= deadline {
             procs.capture(collector.new_pids());
             return Ok(None);
         }
-        let wake = (now + REDRAW).min(deadline);
+        let mut wake = deadline;
+        if redraw {
+            wake = wake.min(next_redraw);
+        }
+        if let Some(at) = procs.next_reread() {
+            wake = wake.min(at.max(last_reread + REREAD_BATCH));
+        }
         tokio::select! {
             _ = &mut ctrl_c => {
                 return Ok(Some(format!(
@@ -165,20 +176,31 @@ async fn sample_loop(
             }
             ready = new_pids.readable() => {
                 let mut guard = ready.context("waiting on the new-PID ring buffer")?;
-                procs.capture(collector.new_pids());
+                // Cleared before draining: the kernel signals only a record
+                // written after the reader caught up, so clearing after
+                // draining could lose that signal and leave every later PID
+                // unread until the end.
                 guard.clear_ready();
+                procs.capture(collector.new_pids());
                 continue;
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
-        procs.update_recent(Some(MAPS_SETTLE));
+        let now = Instant::now();
+        if now >= last_reread + REREAD_BATCH {
+            last_reread = now;
+            procs.reread_due();
+        }
+        if !redraw || now < next_redraw {
+            continue;
+        }
+        next_redraw = now + REDRAW;
         if !args.pids.is_empty() && args.pids.iter().all(|&p| !processes::exists(p)) {
             return Ok(Some(format!(
                 "All selected processes exited after {:.1} s; reporting what was sampled.",
                 started.elapsed().as_secs_f64()
             )));
         }
-        let now = Instant::now();
         progress.update(&format!(
             "Sampling at {} Hz on {} CPUs: {:.0}/{:.0} s, {} samples, {} processes (Ctrl-C to stop)",
             args.frequency,

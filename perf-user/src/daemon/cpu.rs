@@ -218,12 +218,16 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
     let mut procs = ProcessTable::default();
     let mut window_start = Instant::now();
     loop {
-        let left = shared.cfg.window.saturating_sub(window_start.elapsed());
+        let mut left = shared.cfg.window.saturating_sub(window_start.elapsed());
+        if let Some(at) = procs.next_reread() {
+            left = left.min(at.saturating_duration_since(Instant::now()));
+        }
         if !wait(new_pids, stop, left) {
             return;
         }
         let new = lock(&shared.collector).new_pids();
         procs.capture(new);
+        procs.reread_due();
         if window_start.elapsed() < shared.cfg.window {
             continue;
         }
