@@ -69,7 +69,7 @@ impl ProcessMaps {
                 Ok(maps) => return Ok(maps),
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(e),
                 Err(e) => {
-                    if e.raw_os_error() == Some(libc::ENOTTY) {
+                    if query_unavailable(&e) {
                         QUERY_SUPPORTED.store(false, Ordering::Relaxed);
                     }
                     // Anything else (a name too long for the buffer): the text still works.
@@ -158,8 +158,14 @@ fn backing(path: &[u8]) -> Backing {
     }
 }
 
-/// False once the kernel has answered `PROCMAP_QUERY` with ENOTTY (before 6.11).
+/// False once `PROCMAP_QUERY` turned out to be missing.
 static QUERY_SUPPORTED: AtomicBool = AtomicBool::new(true);
+
+/// The ioctl does not exist here: ENOTTY from a kernel before 6.11, ENOSYS
+/// from an emulator that does not pass it on (qemu-user).
+fn query_unavailable(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOTTY | libc::ENOSYS))
+}
 
 /// `struct procmap_query` of `<linux/fs.h>` (Linux 6.11); newer libc crates
 /// do not have it yet.
@@ -303,8 +309,15 @@ garbage line
         let file = File::open("/proc/self/maps").unwrap();
         let queried = match query_executable(&file) {
             Ok(m) => m,
-            // A kernel before 6.11: nothing to compare.
-            Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => return,
+            // Nothing to compare; the text must then do the job.
+            Err(e) if query_unavailable(&e) => {
+                let maps = ProcessMaps::read(std::process::id()).expect("the text fallback");
+                assert!(
+                    !maps.mappings.is_empty(),
+                    "no code mappings in our own maps"
+                );
+                return;
+            }
             Err(e) => panic!("PROCMAP_QUERY failed: {e}"),
         };
         let mut text = ProcessMaps::parse(&std::fs::read_to_string("/proc/self/maps").unwrap());
