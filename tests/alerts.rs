@@ -931,23 +931,7 @@ min_count = 20
 
     // 20 Mbit/s, below the sender's rate: the tbf queue (up to 300 ms) fills.
     let injected = Instant::now();
-    link.a.exec(
-        "tc",
-        &[
-            "qdisc",
-            "add",
-            "dev",
-            &link.a_dev,
-            "root",
-            "tbf",
-            "rate",
-            "20mbit",
-            "burst",
-            "32kb",
-            "latency",
-            "300ms",
-        ],
-    );
+    link.limit_rate("20mbit", "32kb", "300ms");
     let wait = Duration::from_secs(60);
     let Some((fired_at, fired)) =
         daemon.wait_for(wait, |v| is_event(v, "alert firing", "TestTcpRttAnomaly"))

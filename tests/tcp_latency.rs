@@ -295,23 +295,7 @@ fn rtt_over_shaped_veth_matches_ss() {
     let base = sender_rtt_us(&base_doc, &base_out.describe());
 
     // 20 Mbit/s with up to 50 ms of queue: a bulk sender fills it.
-    link.a.exec(
-        "tc",
-        &[
-            "qdisc",
-            "add",
-            "dev",
-            &link.a_dev,
-            "root",
-            "tbf",
-            "rate",
-            "20mbit",
-            "burst",
-            "20kb",
-            "latency",
-            "50ms",
-        ],
-    );
+    link.limit_rate("20mbit", "20kb", "50ms");
     // Slow start overshoots the queue for the first few hundred ms (ss reads
     // ~48 ms there, ~8 ms after); both sides are measured once it settled,
     // since a per-ACK mean and a mean over time weigh that burst differently.

@@ -261,6 +261,28 @@ impl Link {
         b.exec("ip", &["link", "set", &b_dev, "up"]);
         Link { a, b, a_dev }
     }
+
+    /// Limits A's sending rate with a tbf qdisc: a bulk sender faster than
+    /// `rate` fills a queue of up to `latency`, which is then its RTT.
+    pub fn limit_rate(&self, rate: &str, burst: &str, latency: &str) {
+        self.a.exec(
+            "tc",
+            &[
+                "qdisc",
+                "add",
+                "dev",
+                &self.a_dev,
+                "root",
+                "tbf",
+                "rate",
+                rate,
+                "burst",
+                burst,
+                "latency",
+                latency,
+            ],
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------

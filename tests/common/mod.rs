@@ -399,21 +399,7 @@ fn is_perf_event_fd(pid: u32, fd: &std::ffi::OsStr) -> bool {
 pub fn wait_for_perf_events(pid: u32, timeout: Duration) -> bool {
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(1) as usize;
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        let count = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter(|e| is_perf_event_fd(pid, &e.file_name()))
-                    .count()
-            })
-            .unwrap_or(0);
-        if count >= cpus {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
+    wait_for_perf_event_count(pid, cpus, timeout)
 }
 
 /// Waits until process `pid` holds at least `n` perf events (or BPF links to

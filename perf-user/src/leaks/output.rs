@@ -3,6 +3,7 @@
 use std::io::{self, Write};
 
 use super::model::LeakReport;
+use crate::output::table::cut;
 
 /// Frames shown per stack in the table.
 const MAX_FRAMES: usize = 16;
@@ -182,16 +183,6 @@ fn table(r: &LeakReport, top: usize, w: &mut dyn Write) -> io::Result<()> {
         writeln!(w, "{ended}")?;
     }
     Ok(())
-}
-
-fn cut(s: &str, max: usize) -> String {
-    if s.chars().count() <= max {
-        s.to_string()
-    } else {
-        let mut out: String = s.chars().take(max - 1).collect();
-        out.push('…');
-        out
-    }
 }
 
 #[cfg(test)]

@@ -77,7 +77,8 @@ pub fn write(profile: &Profile, top: usize, w: &mut dyn Write) -> io::Result<()>
     Ok(())
 }
 
-fn cut(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` characters, an ellipsis marking the cut.
+pub(crate) fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {
