@@ -20,7 +20,7 @@ use perf_user::{
     blockdev,
     collectors::{
         Collector as _,
-        block::{BlockCollector, BlockOptions, BlockSnapshot},
+        block::{BlockCollector, BlockHook, BlockOptions, BlockSnapshot},
     },
 };
 use serde_json::Value;
@@ -117,8 +117,22 @@ fn root_disk_matches_diskstats() {
     if !require_privileges("root_disk_matches_diskstats") {
         return;
     }
+    root_disk_matches_diskstats_with(BlockHook::Btf);
+}
+
+/// The same with the programs for kernels without BTF, which read the
+/// classic tracepoints' records instead of the requests.
+#[test]
+fn root_disk_matches_diskstats_classic() {
+    if !require_privileges("root_disk_matches_diskstats_classic") {
+        return;
+    }
+    root_disk_matches_diskstats_with(BlockHook::Classic);
+}
+
+fn root_disk_matches_diskstats_with(hook: BlockHook) {
     let _guard = exclusive();
-    let dir = test_dir("block_root_disk");
+    let dir = test_dir(&format!("block_root_disk_{}", hook.name()));
     let disk = disk_of(&dir);
     let dev = blockdev::resolve(&disk).expect("resolve the root disk").dev;
     let file = dir.join("direct.dat");
@@ -126,8 +140,10 @@ fn root_disk_matches_diskstats() {
     let mut collector = BlockCollector::attach(&BlockOptions {
         devices: vec![dev],
         queue_time: true,
+        hook,
     })
     .expect("attach the block collector");
+    assert_eq!(collector.hook(), hook, "asked for {hook:?}");
     // Requests in flight when the programs attached are not timed, by
     // design, but diskstats counts them when they complete: wait until they
     // have (the unmatched-completion count stops growing). Under heavy
@@ -228,6 +244,8 @@ fn loop_device_matches_diskstats() {
         .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", out.describe()));
     let kernel = d_after.delta(&d_before);
     let ctx = format!("diskstats delta {kernel:?}\n{}", out.describe());
+    // This kernel has BTF, so `auto` takes the BTF tracepoints.
+    assert_eq!(doc["block"]["tracepoints"], "btf", "{ctx}");
     let series = doc["block"]["series"].as_array().expect("block.series");
     assert!(
         series.iter().all(|s| s["device"] == lo.name.as_str()),

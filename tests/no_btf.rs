@@ -165,6 +165,31 @@ fn latency_without_btf_traces_block_io() {
     let doc: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("latency printed no JSON ({e})\n{}", out.describe()));
     assert!(doc.get("block").is_some(), "{}", out.describe());
+    // Without BTF, `auto` falls back to the classic tracepoints by itself.
+    assert_eq!(doc["block"]["tracepoints"], "classic", "{}", out.describe());
+}
+
+#[test]
+fn btf_block_tracepoints_without_btf_name_the_cause() {
+    if !ready("btf_block_tracepoints_without_btf_name_the_cause") {
+        return;
+    }
+    let _guard = exclusive();
+    let out = run(without_btf(&[
+        "latency",
+        "--block",
+        "--block-tracepoints",
+        "btf",
+        "--duration",
+        "1s",
+        "--quiet",
+    ]));
+    assert!(!out.status.success(), "{}", out.describe());
+    assert!(
+        out.stderr.contains("CONFIG_DEBUG_INFO_BTF") && out.stderr.contains("classic"),
+        "the error does not say why and what to use instead\n{}",
+        out.describe()
+    );
 }
 
 #[test]

@@ -165,6 +165,64 @@ impl BlockFields {
     }
 }
 
+/// Where the BTF tracepoint programs (`tp_btf`, kernels with BTF) find what
+/// they read in the kernel's structs, from the kernel's BTF: `rq` offsets in
+/// `struct request`, `q_disk` in `struct request_queue`, `disk_*` in
+/// `struct gendisk`. These programs read the request directly instead of
+/// a tracepoint record the kernel fills for every event, and key requests
+/// in flight by their address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockRqOffsets {
+    /// `struct request_queue *q`.
+    pub rq_q: u16,
+    /// `sector_t __sector` (u64).
+    pub rq_sector: u16,
+    /// `unsigned int __data_len`: bytes left to complete.
+    pub rq_data_len: u16,
+    /// `blk_opf_t cmd_flags` (u32): the operation is its low byte.
+    pub rq_cmd_flags: u16,
+    /// `struct gendisk *disk`.
+    pub q_disk: u16,
+    /// `int major`.
+    pub disk_major: u16,
+    /// `int first_minor`.
+    pub disk_first_minor: u16,
+    /// Explicit padding; always zero.
+    pub _pad: u16,
+}
+
+impl BlockRqOffsets {
+    /// All zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            rq_q: 0,
+            rq_sector: 0,
+            rq_data_len: 0,
+            rq_cmd_flags: 0,
+            q_disk: 0,
+            disk_major: 0,
+            disk_first_minor: 0,
+            _pad: 0,
+        }
+    }
+}
+
+/// The operation of a request from the low byte of its `cmd_flags`
+/// (`enum req_op`, unchanged since Linux 4.10), classified as the
+/// tracepoints' `rwbs` letter is (`blk_fill_rwbs`).
+#[inline(always)]
+pub const fn op_from_req_op(req_op: u32) -> u8 {
+    match req_op & 0xff {
+        0 => op::READ,
+        1 => op::WRITE,
+        2 => op::FLUSH,
+        // REQ_OP_DISCARD, REQ_OP_SECURE_ERASE
+        3 | 5 => op::DISCARD,
+        _ => op::OTHER,
+    }
+}
+
 /// Field positions in the tracepoint records (from tracefs `format` files)
 /// and filters; a read-only global set before load.
 #[repr(C)]
@@ -176,6 +234,8 @@ pub struct BlockConfig {
     pub issue: BlockFields,
     /// block:block_rq_complete (`nr_sector` is what this call completed).
     pub complete: BlockFields,
+    /// Struct offsets for the BTF tracepoint programs (unused by the others).
+    pub rq: BlockRqOffsets,
     /// 1: trace only devices present in `BLOCK_DEV_FILTER`.
     pub filter_devs: u8,
     /// 1: block_io_start is attached (queued time), so issues look up the
@@ -192,6 +252,7 @@ impl BlockConfig {
             start: BlockFields::zeroed(),
             issue: BlockFields::zeroed(),
             complete: BlockFields::zeroed(),
+            rq: BlockRqOffsets::zeroed(),
             filter_devs: 0,
             queue_time: 0,
             _pad: [0; 6],
@@ -223,7 +284,7 @@ pub mod counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all six are #[repr(C)], Copy, made of integers and byte arrays
+    // SAFETY: all seven are #[repr(C)], Copy, made of integers and byte arrays
     // with explicit padding fields, so every bit pattern is valid.
     unsafe impl aya::Pod for super::BlockKey {}
     // SAFETY: as above.
@@ -236,6 +297,8 @@ mod pod {
     unsafe impl aya::Pod for super::BlockConfig {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::BlockFields {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BlockRqOffsets {}
 }
 
 #[cfg(test)]
@@ -252,7 +315,8 @@ mod tests {
         assert_eq!(align_of::<InflightKey>(), 8);
         assert_eq!(size_of::<InflightVal>(), 24);
         assert_eq!(size_of::<BlockFields>(), 8 * 2);
-        assert_eq!(size_of::<BlockConfig>(), 3 * 16 + 8);
+        assert_eq!(size_of::<BlockRqOffsets>(), 8 * 2);
+        assert_eq!(size_of::<BlockConfig>(), 4 * 16 + 8);
         assert_eq!(align_of::<BlockConfig>(), 2);
     }
 
@@ -272,5 +336,19 @@ mod tests {
         assert_eq!(op(b"FD"), op::DISCARD);
         assert_eq!(op(b"N"), op::OTHER);
         assert_eq!(op(b"FN"), op::OTHER);
+    }
+
+    #[test]
+    fn req_ops_as_rwbs() {
+        // REQ_OP_* with flag bits above the low byte, as in cmd_flags.
+        let flags = 1 << 11 | 1 << 17;
+        assert_eq!(op_from_req_op(flags), op::READ);
+        assert_eq!(op_from_req_op(flags | 1), op::WRITE);
+        assert_eq!(op_from_req_op(2), op::FLUSH);
+        assert_eq!(op_from_req_op(3), op::DISCARD);
+        assert_eq!(op_from_req_op(5), op::DISCARD);
+        // ZONE_APPEND and WRITE_ZEROES are "N" in rwbs.
+        assert_eq!(op_from_req_op(7), op::OTHER);
+        assert_eq!(op_from_req_op(9), op::OTHER);
     }
 }

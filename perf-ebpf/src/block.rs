@@ -30,7 +30,7 @@ use crate::{
 
 /// Set by user space before load.
 #[unsafe(no_mangle)]
-static BLOCK_CONFIG: BlockConfig = BlockConfig::zeroed();
+pub(crate) static BLOCK_CONFIG: BlockConfig = BlockConfig::zeroed();
 
 #[map]
 static BLOCK_INFLIGHT: HashMap<InflightKey, InflightVal> =
@@ -39,7 +39,7 @@ static BLOCK_INFLIGHT: HashMap<InflightKey, InflightVal> =
 /// Allocated on first use: memory follows the devices actually seen, not the
 /// worst case times the number of CPUs.
 #[map]
-static BLOCK_HISTS: PerCpuHashMap<BlockKey, BlockHists> =
+pub(crate) static BLOCK_HISTS: PerCpuHashMap<BlockKey, BlockHists> =
     PerCpuHashMap::with_max_entries(BLOCK_HIST_ENTRIES, BPF_F_NO_PREALLOC);
 
 /// Inserted for a (disk, operation) seen for the first time; a static, since
@@ -47,10 +47,11 @@ static BLOCK_HISTS: PerCpuHashMap<BlockKey, BlockHists> =
 static ZERO_HISTS: BlockHists = BlockHists::zeroed();
 
 #[map]
-static BLOCK_DEV_FILTER: HashMap<u32, u8> = HashMap::with_max_entries(BLOCK_DEV_FILTER_ENTRIES, 0);
+pub(crate) static BLOCK_DEV_FILTER: HashMap<u32, u8> =
+    HashMap::with_max_entries(BLOCK_DEV_FILTER_ENTRIES, 0);
 
 #[map]
-static BLOCK_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+pub(crate) static BLOCK_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
 /// Linux 6.5+: where the kernel starts its own accounting of the request
 /// (/proc/diskstats times from here); optional, for the queued time.
@@ -76,11 +77,12 @@ pub fn block_rq_complete(ctx: TracePointContext) -> u32 {
 /// fold in the zeroes it was built with; one field at a time, to load only
 /// what the program uses.
 macro_rules! conf {
-    ($field:ident) => {
+    ($($field:ident).+) => {
         // SAFETY: a read-only global that user space fills in before load.
-        unsafe { core::ptr::read_volatile(&raw const BLOCK_CONFIG.$field) }
+        unsafe { core::ptr::read_volatile(&raw const $crate::block::BLOCK_CONFIG.$($field).+) }
     };
 }
+pub(crate) use conf;
 
 /// Room for the fields of one record, copied with a single helper call.
 type Buf = SpanBuf<{ SPAN_MAX as usize / 8 }>;
@@ -100,8 +102,9 @@ fn operation(rec: &Record, f: &BlockFields) -> u8 {
     op_from_rwbs(rec.get::<[u8; 2]>(f.rwbs))
 }
 
+/// Whether the device filter lets `dev` through.
 #[inline(always)]
-fn wanted(dev: u32) -> bool {
+pub(crate) fn wanted(dev: u32) -> bool {
     conf!(filter_devs) == 0 || BLOCK_DEV_FILTER.get_ptr(&dev).is_some()
 }
 
@@ -236,6 +239,13 @@ fn complete(ctx: &TracePointContext) -> Option<()> {
         bump(&BLOCK_COUNTERS, counter::PARTIAL);
         return Some(());
     }
+    account(dev, op, &val, now)
+}
+
+/// Adds a request that completed at `now` to this CPU's histograms of
+/// (`dev`, `op`), or counts it as unmatched when its issue was not seen.
+#[inline(always)]
+pub(crate) fn account(dev: u32, op: u8, val: &InflightVal, now: u64) -> Option<()> {
     if val.issued_ns == 0 {
         // Completed without an issue seen (its issue was skipped): not timed.
         bump(&BLOCK_COUNTERS, counter::UNMATCHED);
@@ -243,7 +253,7 @@ fn complete(ctx: &TracePointContext) -> Option<()> {
     }
     let key = BlockKey {
         dev,
-        op: key.op,
+        op,
         _pad: [0; 3],
     };
     let Some(ptr) = per_cpu_entry(&BLOCK_HISTS, &key, &ZERO_HISTS) else {

@@ -3,6 +3,7 @@
 
 mod alloc;
 mod block;
+mod block_btf;
 mod cpu_sample;
 mod hist;
 mod record;

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{duration, output::Format};
+use crate::{collectors::block::BlockHook, duration, output::Format};
 
 /// Kernel-level observability for Linux, on eBPF: where the CPU time goes,
 /// with user and kernel stacks, in one binary.
@@ -183,6 +183,12 @@ pub struct LatencyArgs {
     /// 6.5+). Costs about half again the tracing overhead per I/O.
     #[arg(long)]
     pub queued: bool,
+
+    /// Which block tracepoint programs to attach: btf reads the kernel's
+    /// request structs (cheapest; needs kernel BTF), classic reads the
+    /// tracepoint records (any kernel); auto takes btf where it can.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = BlockHook::Auto)]
+    pub block_tracepoints: BlockHook,
 
     /// Only TCP connections with this local or remote port; repeat for several.
     #[arg(long = "port", value_name = "PORT")]

@@ -67,7 +67,10 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
             globals.cpu.is_none(),
             &["CPU_STACKS", "CPU_SAMPLES", "CPU_SEEN_PIDS"],
         ),
-        (globals.block.is_none(), &["BLOCK_INFLIGHT"]),
+        (
+            globals.block.is_none(),
+            &["BLOCK_INFLIGHT", "BLOCK_RQ_INFLIGHT"],
+        ),
         (globals.tcp.is_none(), &["TCP_START"]),
     ];
     for (_, maps) in unused.iter().filter(|(unused, _)| *unused) {

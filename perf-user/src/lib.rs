@@ -4,6 +4,7 @@
 pub mod alerts;
 pub mod blockdev;
 pub mod btf;
+pub mod btf_layout;
 pub mod cli;
 pub mod collectors;
 pub mod commands;

@@ -1,28 +1,71 @@
 //! Block I/O latency: tracepoints block:block_rq_issue and block_rq_complete,
 //! per-CPU log2 histograms of latency and request size per disk and operation.
+//!
+//! Two sets of programs read the same tracepoints. Where the kernel has BTF,
+//! BTF tracepoints (tp_btf) read the `struct request` itself, at offsets
+//! from the kernel's BTF; elsewhere (Raspberry Pi OS kernels, for one)
+//! classic tracepoints read the record the kernel fills, at offsets from
+//! tracefs. The first costs less per I/O (docs/benchmarks.md) and is tried
+//! first; both fill the same maps.
 
 use std::{os::fd::AsFd as _, path::Path};
 
 use aya::{
-    Ebpf, EbpfError,
+    Btf, Ebpf, EbpfError,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
-    programs::{ProgramError, TracePoint},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use perf_ebpf_common::{
     block::{
-        BLOCK_DEV_FILTER_ENTRIES, BlockConfig, BlockFields, BlockHists, BlockKey, SPAN_MAX,
-        counter, op,
+        BLOCK_DEV_FILTER_ENTRIES, BlockConfig, BlockFields, BlockHists, BlockKey, BlockRqOffsets,
+        SPAN_MAX, counter, op,
     },
     hist::{LATENCY_UNIT_NS, SIZE_UNIT_SHIFT},
 };
 
 use super::{Collector, maps};
 use crate::{
+    btf::SYSFS_BTF,
+    btf_layout::{Layout, LayoutError},
     ebpf,
     histogram::Log2Hist,
     progstats::{self, ProgStats},
     tracefs::{self, Format, TracefsError},
 };
+
+/// Which kind of tracepoint programs to attach.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum BlockHook {
+    /// BTF tracepoints where the kernel has BTF, classic ones otherwise.
+    #[default]
+    Auto,
+    /// BTF tracepoints (tp_btf) only: fail when the kernel cannot.
+    Btf,
+    /// Classic tracepoints (tracefs record formats) only.
+    Classic,
+}
+
+impl BlockHook {
+    /// As the flag and the JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            BlockHook::Auto => "auto",
+            BlockHook::Btf => "btf",
+            BlockHook::Classic => "classic",
+        }
+    }
+}
 
 /// What to trace.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +76,8 @@ pub struct BlockOptions {
     /// 6.5+), where /proc/diskstats starts timing. Adds a third program run
     /// per I/O (about half again the BPF time), so it is opt-in.
     pub queue_time: bool,
+    /// BTF or classic tracepoints.
+    pub hook: BlockHook,
 }
 
 /// Why the block collector could not start or read.
@@ -41,6 +86,12 @@ pub enum BlockError {
     /// tracefs or a tracepoint format was unusable.
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
+    /// `--block-tracepoints btf` on a kernel that cannot have them.
+    #[error(
+        "BTF tracepoints for block I/O are not available: {0}; use --block-tracepoints classic \
+         (or auto, which falls back by itself)"
+    )]
+    NoBtf(String),
     /// The eBPF object could not be loaded (maps creation failed).
     #[error(
         "loading the eBPF object failed: {0}; this needs root or CAP_BPF+CAP_PERFMON and a kernel with BPF enabled"
@@ -144,6 +195,8 @@ pub struct BlockSnapshot {
     pub counters: BlockCounters,
     /// Whether queued time is measured (block:block_io_start exists).
     pub queue_time: bool,
+    /// Which tracepoint programs measured it: `Btf` or `Classic`.
+    pub hook: BlockHook,
 }
 
 /// Builds the programs' configuration from the tracepoint formats under
@@ -193,24 +246,161 @@ pub fn fields(format: &Format, with_bytes: bool) -> Result<BlockFields, TracefsE
     })
 }
 
+/// The BTF tracepoint programs' configuration and the kernel's BTF to load
+/// them with: the struct offsets they read, checked against the
+/// tracepoints' signatures. The second value tells whether queued time will
+/// be measured.
+pub fn btf_config(
+    layout: &Layout,
+    opts: &BlockOptions,
+) -> Result<(BlockConfig, bool), LayoutError> {
+    let rq = "*struct request";
+    let expect = |tp: &str, want: &[&str]| -> Result<bool, LayoutError> {
+        let params = match layout.tracepoint_params(tp) {
+            Ok(p) => p,
+            Err(LayoutError::Missing(_)) if tp == "block_io_start" => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if params.len() != want.len() || params.iter().zip(want).any(|(p, w)| p != w) {
+            return Err(LayoutError::Shape {
+                what: format!("tracepoint {tp}"),
+                why: format!(
+                    "arguments ({}), the program reads ({})",
+                    params.join(", "),
+                    want.join(", ")
+                ),
+            });
+        }
+        Ok(true)
+    };
+    expect("block_rq_issue", &[rq])?;
+    expect("block_rq_complete", &[rq, "u1", "u4"])?;
+    let off = |s: &str, f: &str, size: u32| -> Result<u16, LayoutError> {
+        let m = layout.member_sized(s, f, size)?;
+        u16::try_from(m.offset).map_err(|_| LayoutError::Shape {
+            what: format!("struct {s}.{f}"),
+            why: format!("at offset {}, past what the program can address", m.offset),
+        })
+    };
+    let mut cfg = BlockConfig::zeroed();
+    cfg.rq = BlockRqOffsets {
+        rq_q: off("request", "q", 8)?,
+        rq_sector: off("request", "__sector", 8)?,
+        rq_data_len: off("request", "__data_len", 4)?,
+        rq_cmd_flags: off("request", "cmd_flags", 4)?,
+        q_disk: off("request_queue", "disk", 8)?,
+        disk_major: off("gendisk", "major", 4)?,
+        disk_first_minor: off("gendisk", "first_minor", 4)?,
+        _pad: 0,
+    };
+    cfg.filter_devs = u8::from(!opts.devices.is_empty());
+    let queue_time = opts.queue_time && expect("block_io_start", &[rq])?;
+    cfg.queue_time = u8::from(queue_time);
+    Ok((cfg, queue_time))
+}
+
+/// The programs of each kind, completion first, start last: a request seen
+/// starting or issued while a later program is not yet attached would
+/// otherwise stay in the in-flight map for good. Each is (tracepoint, program).
+const CLASSIC_PROGRAMS: [(&str, &str); 3] = [
+    ("block_rq_complete", "block_rq_complete"),
+    ("block_rq_issue", "block_rq_issue"),
+    ("block_io_start", "block_io_start"),
+];
+const BTF_PROGRAMS: [(&str, &str); 3] = [
+    ("block_rq_complete", "block_rq_complete_btf"),
+    ("block_rq_issue", "block_rq_issue_btf"),
+    ("block_io_start", "block_io_start_btf"),
+];
+
 /// An attached block I/O collector; dropping it detaches the programs.
 pub struct BlockCollector {
     ebpf: Ebpf,
     queue_time: bool,
+    /// `Btf` or `Classic`: what is attached.
+    hook: BlockHook,
+    /// Why BTF tracepoints were not used, when `auto` fell back.
+    fallback: Option<String>,
 }
 
 impl BlockCollector {
-    /// Mounts tracefs if needed, loads the programs and attaches them.
+    /// Loads the programs and attaches them: BTF tracepoints where the
+    /// kernel has BTF (unless `opts.hook` says classic), else classic ones
+    /// (mounting tracefs if needed).
     pub fn attach(opts: &BlockOptions) -> Result<Self, BlockError> {
         if opts.devices.len() > BLOCK_DEV_FILTER_ENTRIES as usize {
             return Err(BlockError::Options(format!(
                 "at most {BLOCK_DEV_FILTER_ENTRIES} devices can be selected at once"
             )));
         }
+        if opts.hook == BlockHook::Classic {
+            return Self::attach_classic(opts, None);
+        }
+        match Self::attach_btf(opts) {
+            Ok(c) => Ok(c),
+            Err(e) if opts.hook == BlockHook::Btf => Err(e),
+            Err(e) => Self::attach_classic(opts, Some(e.to_string())),
+        }
+    }
+
+    fn attach_btf(opts: &BlockOptions) -> Result<Self, BlockError> {
+        // The running kernel's own BTF, never a --btf file: tp_btf programs
+        // attach by the kernel's type ids, and a kernel without BTF cannot
+        // verify them at all.
+        let data = std::fs::read(SYSFS_BTF).map_err(|e| {
+            BlockError::NoBtf(format!(
+                "{SYSFS_BTF}: {e} (the kernel was built without CONFIG_DEBUG_INFO_BTF)"
+            ))
+        })?;
+        let layout = Layout::parse(data).map_err(|e| BlockError::NoBtf(e.to_string()))?;
+        let (cfg, queue_time) =
+            btf_config(&layout, opts).map_err(|e| BlockError::NoBtf(e.to_string()))?;
+        drop(layout);
+        let btf = Btf::from_sys_fs().map_err(|e| BlockError::NoBtf(format!("{SYSFS_BTF}: {e}")))?;
+        let mut ebpf = Self::load(opts, cfg, "BLOCK_INFLIGHT")?;
+        for (tracepoint, program) in programs(&BTF_PROGRAMS, queue_time) {
+            let err = |source| BlockError::Program { program, source };
+            let prog: &mut BtfTracePoint =
+                program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
+            prog.load(tracepoint, &btf).map_err(err)?;
+            prog.attach().map_err(err)?;
+        }
+        Ok(Self {
+            ebpf,
+            queue_time,
+            hook: BlockHook::Btf,
+            fallback: None,
+        })
+    }
+
+    fn attach_classic(opts: &BlockOptions, fallback: Option<String>) -> Result<Self, BlockError> {
         let root = tracefs::ensure_mounted()?;
         let (cfg, queue_time) = config(&root, opts)?;
+        let mut ebpf = Self::load(opts, cfg, "BLOCK_RQ_INFLIGHT")?;
+        for (tracepoint, program) in programs(&CLASSIC_PROGRAMS, queue_time) {
+            let err = |source| BlockError::Program { program, source };
+            let prog: &mut TracePoint = program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach("block", tracepoint).map_err(err)?;
+        }
+        Ok(Self {
+            ebpf,
+            queue_time,
+            hook: BlockHook::Classic,
+            fallback,
+        })
+    }
+
+    /// Loads the object with `cfg`, the device filter filled in; `unused` is
+    /// the other kind's in-flight map, shrunk to nothing.
+    fn load(
+        opts: &BlockOptions,
+        cfg: BlockConfig,
+        unused: &'static str,
+    ) -> Result<Ebpf, BlockError> {
         let mut ebpf = ebpf::load(&ebpf::Globals {
             block: Some(cfg),
+            map_entries: vec![(unused, 1)],
             ..ebpf::Globals::default()
         })?;
         if !opts.devices.is_empty() {
@@ -223,27 +413,18 @@ impl BlockCollector {
                     .map_err(maps::MapAccessError::on("BLOCK_DEV_FILTER"))?;
             }
         }
-        // Completion first, start last: a request seen starting or issued
-        // while the later program is not yet attached would otherwise stay in
-        // the in-flight map for good.
-        let programs: &[&'static str] = if queue_time {
-            &["block_rq_complete", "block_rq_issue", "block_io_start"]
-        } else {
-            &["block_rq_complete", "block_rq_issue"]
-        };
-        for &program in programs {
-            let err = |source| BlockError::Program { program, source };
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| {
-                    BlockError::Options(format!("program {program} missing from the object"))
-                })?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach("block", program).map_err(err)?;
-        }
-        Ok(Self { ebpf, queue_time })
+        Ok(ebpf)
+    }
+
+    /// `Btf` or `Classic`: which programs are attached.
+    pub fn hook(&self) -> BlockHook {
+        self.hook
+    }
+
+    /// Why BTF tracepoints could not be used, when `auto` fell back to
+    /// classic ones.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     fn hists(&self) -> Result<PerCpuHashMap<&MapData, BlockKey, BlockHists>, BlockError> {
@@ -287,23 +468,51 @@ impl BlockCollector {
 
     /// The kernel's statistics of each program (run time needs
     /// kernel.bpf_stats_enabled=1).
+    /// Each by the tracepoint it is attached to, whichever kind it is.
     pub fn program_stats(&self) -> Vec<(&'static str, ProgStats)> {
-        ["block_io_start", "block_rq_issue", "block_rq_complete"]
-            .into_iter()
-            .filter(|p| self.queue_time || *p != "block_io_start")
-            .map(|p| (p, self.stats(p)))
-            .collect()
+        let mut stats: Vec<_> = programs(self.programs(), self.queue_time)
+            .map(|(tp, _)| (tp, self.stats(tp)))
+            .collect();
+        stats.reverse();
+        stats
     }
 
-    /// Zero when the kernel cannot tell (before Linux 5.12 for misses).
-    fn stats(&self, program: &str) -> ProgStats {
-        self.ebpf
-            .program(program)
-            .and_then(|p| <&TracePoint>::try_from(p).ok())
+    fn programs(&self) -> &'static [(&'static str, &'static str); 3] {
+        match self.hook {
+            BlockHook::Btf => &BTF_PROGRAMS,
+            _ => &CLASSIC_PROGRAMS,
+        }
+    }
+
+    /// Of the program attached to `tracepoint`; zero when the kernel cannot
+    /// tell (before Linux 5.12 for misses).
+    fn stats(&self, tracepoint: &str) -> ProgStats {
+        self.programs()
+            .iter()
+            .find(|(tp, _)| *tp == tracepoint)
+            .and_then(|(_, program)| self.ebpf.program(program))
             .and_then(|p| p.fd().ok())
             .and_then(|fd| progstats::read(fd.as_fd()).ok())
             .unwrap_or_default()
     }
+}
+
+/// The programs to attach, in order: without queued time, not the start.
+fn programs(
+    all: &'static [(&'static str, &'static str); 3],
+    queue_time: bool,
+) -> impl Iterator<Item = (&'static str, &'static str)> {
+    all.iter()
+        .copied()
+        .filter(move |(tp, _)| queue_time || *tp != "block_io_start")
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut aya::programs::Program, BlockError> {
+    ebpf.program_mut(program)
+        .ok_or_else(|| BlockError::Options(format!("program {program} missing from the object")))
 }
 
 impl Collector for BlockCollector {
@@ -337,6 +546,7 @@ impl Collector for BlockCollector {
             series,
             counters: self.counters(timed)?,
             queue_time: self.queue_time,
+            hook: self.hook,
         })
     }
 

@@ -179,7 +179,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
     if want("block") {
         match BlockCollector::attach(&BlockOptions {
             devices,
-            queue_time: false,
+            ..BlockOptions::default()
         }) {
             Ok(c) => block = Some(c),
             Err(e) => fail("block", &e),

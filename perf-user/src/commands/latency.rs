@@ -57,6 +57,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
             BlockCollector::attach(&BlockOptions {
                 devices,
                 queue_time: args.queued,
+                hook: args.block_tracepoints,
             })
             .context("cannot start the block I/O latency collector")?,
         )

@@ -42,6 +42,8 @@ pub struct BlockReport {
     pub series: Vec<BlockSeriesReport>,
     /// What the kernel side counted, including what it could not time.
     pub counters: BlockCounters,
+    /// `btf` (BTF tracepoints) or `classic` (tracepoint records).
+    pub tracepoints: &'static str,
 }
 
 /// Latency and size of one (device, operation).
@@ -164,6 +166,7 @@ impl BlockReport {
         Self {
             series,
             counters: snapshot.counters,
+            tracepoints: snapshot.hook.name(),
         }
     }
 }

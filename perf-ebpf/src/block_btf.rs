@@ -1,0 +1,192 @@
+//! Block I/O latency on kernels with BTF: the same three tracepoints as
+//! `block.rs` (block_io_start, block_rq_issue, block_rq_complete), attached
+//! as BTF tracepoints (`tp_btf`), which hand the program the `struct request`
+//! itself.
+//!
+//! Why a second set: a classic tracepoint makes the kernel fill a record for
+//! every event (dev, sector, rwbs letters, the task's comm...) before the
+//! program runs, and the program copies it out again; here the program
+//! loads the four fields it needs straight from the request, at offsets user
+//! space takes from the kernel's BTF (`BLOCK_CONFIG.rq`), which the verifier
+//! checks against the same BTF. Requests in flight are keyed by their
+//! address, so a front merge that moves a request's first sector no longer
+//! loses it. Histograms, counters and the device filter are `block.rs`'s.
+
+use aya_ebpf::{
+    bindings::BPF_ANY,
+    helpers::bpf_ktime_get_ns,
+    macros::{btf_tracepoint, map},
+    maps::HashMap,
+    programs::BtfTracePointContext,
+};
+use perf_ebpf_common::block::{
+    BLOCK_INFLIGHT_ENTRIES, BlockRqOffsets, InflightVal, counter, op, op_from_req_op,
+};
+
+use crate::{
+    block::{BLOCK_COUNTERS, account, conf, wanted},
+    hist::bump,
+};
+
+/// Requests between start (or issue) and completion, by address.
+#[map]
+static BLOCK_RQ_INFLIGHT: HashMap<u64, InflightVal> =
+    HashMap::with_max_entries(BLOCK_INFLIGHT_ENTRIES, 0);
+
+#[btf_tracepoint(function = "block_io_start")]
+pub fn block_io_start_btf(ctx: BtfTracePointContext) -> i32 {
+    start(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_issue")]
+pub fn block_rq_issue_btf(ctx: BtfTracePointContext) -> i32 {
+    issue(&ctx);
+    0
+}
+
+#[btf_tracepoint(function = "block_rq_complete")]
+pub fn block_rq_complete_btf(ctx: BtfTracePointContext) -> i32 {
+    complete(&ctx);
+    0
+}
+
+/// Loads a `T` at byte offset `off` of the kernel object at `base`.
+///
+/// # Safety
+/// `base` must be a pointer the verifier knows by its BTF type (a tp_btf
+/// argument or a pointer loaded from one), and `off` the offset of a member
+/// of exactly `T`'s size, from that BTF: the verifier checks both and turns
+/// loads through untrusted pointers into fault-safe ones (0 on a fault).
+#[inline(always)]
+unsafe fn load<T: Copy>(base: *const u8, off: u16) -> T {
+    // SAFETY: as the function's contract says.
+    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
+}
+
+/// What the programs read of a request.
+struct Rq {
+    dev: u32,
+    op: u8,
+    /// Bytes not yet completed.
+    bytes: u32,
+}
+
+#[inline(always)]
+fn read_rq(rq: *const u8) -> Rq {
+    let o: BlockRqOffsets = conf!(rq);
+    // SAFETY: `rq` is the tracepoint's `struct request *`, and every offset
+    // comes from the kernel's BTF with the member's size (collectors/block.rs).
+    // A request with no disk reads as dev 0, as the classic tracepoints say.
+    unsafe {
+        let q: *const u8 = load(rq, o.rq_q);
+        let disk: *const u8 = load(q, o.q_disk);
+        let major: u32 = load(disk, o.disk_major);
+        let minor: u32 = load(disk, o.disk_first_minor);
+        Rq {
+            dev: (major << 20) | minor,
+            op: op_from_req_op(load(rq, o.rq_cmd_flags)),
+            bytes: load(rq, o.rq_data_len),
+        }
+    }
+}
+
+#[inline(always)]
+fn start(ctx: &BtfTracePointContext) -> Option<()> {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let rq: *const u8 = ctx.arg(0);
+    let r = read_rq(rq);
+    if !wanted(r.dev) {
+        return None;
+    }
+    bump(&BLOCK_COUNTERS, counter::STARTED);
+    let val = InflightVal {
+        started_ns: now,
+        issued_ns: 0,
+        sectors: r.bytes >> 9,
+        bytes: 0,
+    };
+    if BLOCK_RQ_INFLIGHT
+        .insert(&(rq as u64), &val, BPF_ANY as u64)
+        .is_err()
+    {
+        bump(&BLOCK_COUNTERS, counter::INFLIGHT_FULL);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn issue(ctx: &BtfTracePointContext) -> Option<()> {
+    // SAFETY: no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let rq: *const u8 = ctx.arg(0);
+    let r = read_rq(rq);
+    if !wanted(r.dev) {
+        return None;
+    }
+    bump(&BLOCK_COUNTERS, counter::ISSUED);
+    let key = rq as u64;
+    // Only block_io_start creates entries before the issue: without it,
+    // spare the lookup (a requeued request's entry is simply replaced).
+    if conf!(queue_time) != 0
+        && let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key)
+    {
+        // SAFETY: a valid map value; a request is issued on one CPU at a
+        // time, so no other program writes this entry meanwhile. A request
+        // issued again (requeued) restarts its device clock.
+        unsafe {
+            (*ptr).issued_ns = now;
+            (*ptr).sectors = r.bytes >> 9;
+            (*ptr).bytes = r.bytes;
+        }
+        return Some(());
+    }
+    let val = InflightVal {
+        started_ns: 0,
+        issued_ns: now,
+        sectors: r.bytes >> 9,
+        bytes: r.bytes,
+    };
+    if BLOCK_RQ_INFLIGHT
+        .insert(&key, &val, BPF_ANY as u64)
+        .is_err()
+    {
+        bump(&BLOCK_COUNTERS, counter::INFLIGHT_FULL);
+    }
+    Some(())
+}
+
+#[inline(always)]
+fn complete(ctx: &BtfTracePointContext) -> Option<()> {
+    // SAFETY: no preconditions. First, so the reads below are not timed.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // block_rq_complete(struct request *rq, blk_status_t error, unsigned int nr_bytes)
+    let rq: *const u8 = ctx.arg(0);
+    let done: u32 = ctx.arg(2);
+    let r = read_rq(rq);
+    if !wanted(r.dev) {
+        return None;
+    }
+    if done == 0 && (r.op == op::READ || r.op == op::WRITE) {
+        // A write that went through the flush machinery completes a second
+        // time with no data, once the flush after it is done: already timed.
+        return None;
+    }
+    let key = rq as u64;
+    let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr(&key) else {
+        // Issued before we started (or its issue was not tracked): not timed.
+        bump(&BLOCK_COUNTERS, counter::UNMATCHED);
+        return None;
+    };
+    if done < r.bytes {
+        // The tracepoint fires before the request's count is updated: part
+        // of it is done, and the rest stays in flight under the same address.
+        bump(&BLOCK_COUNTERS, counter::PARTIAL);
+        return Some(());
+    }
+    // SAFETY: a valid map value; copied at once, before the entry is removed.
+    let val = unsafe { *ptr };
+    let _ = BLOCK_RQ_INFLIGHT.remove(&key);
+    account(r.dev, r.op, &val, now)
+}
