@@ -11,12 +11,19 @@
 //! checks against the same BTF. Requests in flight are keyed by their
 //! address, so a front merge that moves a request's first sector no longer
 //! loses it. Histograms, counters and the device filter are `block.rs`'s.
+//!
+//! A driver's requests are allocated once, with its tag set, and reused for
+//! every I/O: so an entry is kept when its request completes (its times
+//! zeroed) and written in place at the next issue. That makes each event one
+//! inlined lookup and a store instead of an insert or a delete, the costliest
+//! map operations; the map is an LRU hash so that the entries of requests
+//! whose device went away are evicted rather than filling it.
 
 use aya_ebpf::{
     bindings::BPF_ANY,
     helpers::bpf_ktime_get_ns,
     macros::{btf_tracepoint, map},
-    maps::HashMap,
+    maps::LruHashMap,
     programs::BtfTracePointContext,
 };
 use perf_ebpf_common::block::{
@@ -28,10 +35,10 @@ use crate::{
     hist::bump,
 };
 
-/// Requests between start (or issue) and completion, by address.
+/// Requests by address: start and issue times while in flight, zeroes after.
 #[map]
-static BLOCK_RQ_INFLIGHT: HashMap<u64, InflightVal> =
-    HashMap::with_max_entries(BLOCK_INFLIGHT_ENTRIES, 0);
+static BLOCK_RQ_INFLIGHT: LruHashMap<u64, InflightVal> =
+    LruHashMap::with_max_entries(BLOCK_INFLIGHT_ENTRIES, 0);
 
 #[btf_tracepoint(function = "block_io_start")]
 pub fn block_io_start_btf(ctx: BtfTracePointContext) -> i32 {
@@ -101,19 +108,33 @@ fn start(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     bump(&BLOCK_COUNTERS, counter::STARTED);
-    let val = InflightVal {
-        started_ns: now,
-        issued_ns: 0,
-        sectors: r.bytes >> 9,
-        bytes: 0,
-    };
-    if BLOCK_RQ_INFLIGHT
-        .insert(&(rq as u64), &val, BPF_ANY as u64)
+    store(
+        rq as u64,
+        InflightVal {
+            started_ns: now,
+            issued_ns: 0,
+            sectors: r.bytes >> 9,
+            bytes: 0,
+        },
+    );
+    Some(())
+}
+
+/// Sets the entry of request `key` to `val`: in place when the request has
+/// been seen before (nearly always), else inserted.
+#[inline(always)]
+fn store(key: u64, val: InflightVal) {
+    if let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key) {
+        // SAFETY: a valid map value; a request is started, issued and
+        // completed one after the other, so no other program writes this
+        // entry meanwhile.
+        unsafe { *ptr = val };
+    } else if BLOCK_RQ_INFLIGHT
+        .insert(&key, &val, BPF_ANY as u64)
         .is_err()
     {
         bump(&BLOCK_COUNTERS, counter::INFLIGHT_FULL);
     }
-    Some(())
 }
 
 #[inline(always)]
@@ -127,13 +148,9 @@ fn issue(ctx: &BtfTracePointContext) -> Option<()> {
     }
     bump(&BLOCK_COUNTERS, counter::ISSUED);
     let key = rq as u64;
-    // Only block_io_start creates entries before the issue: without it,
-    // spare the lookup (a requeued request's entry is simply replaced).
-    if conf!(queue_time) != 0
-        && let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key)
-    {
-        // SAFETY: a valid map value; a request is issued on one CPU at a
-        // time, so no other program writes this entry meanwhile. A request
+    if let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key) {
+        // SAFETY: as in `store`. The start time stays: block_io_start set it
+        // for this request, or the completion before zeroed it. A request
         // issued again (requeued) restarts its device clock.
         unsafe {
             (*ptr).issued_ns = now;
@@ -142,18 +159,15 @@ fn issue(ctx: &BtfTracePointContext) -> Option<()> {
         }
         return Some(());
     }
-    let val = InflightVal {
-        started_ns: 0,
-        issued_ns: now,
-        sectors: r.bytes >> 9,
-        bytes: r.bytes,
-    };
-    if BLOCK_RQ_INFLIGHT
-        .insert(&key, &val, BPF_ANY as u64)
-        .is_err()
-    {
-        bump(&BLOCK_COUNTERS, counter::INFLIGHT_FULL);
-    }
+    store(
+        key,
+        InflightVal {
+            started_ns: 0,
+            issued_ns: now,
+            sectors: r.bytes >> 9,
+            bytes: r.bytes,
+        },
+    );
     Some(())
 }
 
@@ -174,7 +188,7 @@ fn complete(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     let key = rq as u64;
-    let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr(&key) else {
+    let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key) else {
         // Issued before we started (or its issue was not tracked): not timed.
         bump(&BLOCK_COUNTERS, counter::UNMATCHED);
         return None;
@@ -185,8 +199,13 @@ fn complete(ctx: &BtfTracePointContext) -> Option<()> {
         bump(&BLOCK_COUNTERS, counter::PARTIAL);
         return Some(());
     }
-    // SAFETY: a valid map value; copied at once, before the entry is removed.
-    let val = unsafe { *ptr };
-    let _ = BLOCK_RQ_INFLIGHT.remove(&key);
+    // SAFETY: as in `store`; copied, then zeroed for the request's next use
+    // (a completion whose issue is not seen then counts as unmatched).
+    let val = unsafe {
+        let val = *ptr;
+        (*ptr).started_ns = 0;
+        (*ptr).issued_ns = 0;
+        val
+    };
     account(r.dev, r.op, &val, now)
 }

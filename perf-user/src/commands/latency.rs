@@ -164,7 +164,9 @@ async fn wait(
                 ));
             }
             _ = tokio::time::sleep(left) => {}
-            _ = tick.tick() => {
+            // Without a progress line (quiet, or not a terminal) nothing is
+            // read before the report: the process sleeps while it traces.
+            _ = tick.tick(), if progress.enabled() => {
                 let mut line = format!(
                     "Tracing: {:.0}/{:.0} s",
                     started.elapsed().as_secs_f64(),

@@ -1,6 +1,8 @@
 //! Case 2, block I/O: fio direct-I/O 4 KiB random reads (a fixed number, one
 //! at a time) on a file in the scratch directory; untraced, ours
-//! (`latency --block`), libbpf-tools biolatency.
+//! (`latency --block`: BTF tracepoints where the kernel has BTF), ours with
+//! the classic tracepoints that kernels without BTF use, libbpf-tools
+//! biolatency.
 
 use std::{os::unix::fs::MetadataExt as _, path::Path, process::Command};
 
@@ -50,28 +52,33 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         ops: ios as f64,
         op_name: "I/O",
     };
-    let ours = ctx
-        .perf_user_command("latency")
-        .and_then(|(bin, help)| {
-            if help.contains("--block") {
-                Ok(bin)
-            } else {
-                Err("this perf-user's `latency` has no --block".into())
+    let ours_with = |extra: &'static [&'static str]| {
+        ctx.perf_user_command("latency").and_then(|(bin, help)| {
+            if let Some(flag) = ["--block"]
+                .iter()
+                .chain(extra)
+                .find(|f| !help.contains(**f))
+            {
+                return Err(format!("this perf-user's `latency` has no {flag}"));
             }
+            let mut args = vec!["latency", "--block", "-d", "1h", "-q", "-o", "/dev/null"];
+            args.extend(extra);
+            Ok(Tracer::new(bin, &args))
         })
-        .map(|bin| {
-            Tracer::new(
-                bin,
-                &["latency", "--block", "-d", "1h", "-q", "-o", "/dev/null"],
-            )
-        });
+    };
+    let ours = ours_with(&[]);
+    let ours_classic = ours_with(&["--block-tracepoints", "classic"]);
     let biolatency = cmd::find_in_path("biolatency")
         .ok_or_else(|| "biolatency not found (apt-get install libbpf-tools)".to_string())
         .map(|p| Tracer::new(p, &[]));
     let variants = vec![
         Variant::untraced(),
-        Variant::traced("perf-user latency --block", ours)
-            .with_note("histograms per device and operation (read/write/flush/discard)"),
+        Variant::traced("perf-user latency --block", ours).with_note(
+            "histograms per device and operation (read/write/flush/discard); BTF tracepoints \
+             where the kernel has BTF",
+        ),
+        Variant::traced("perf-user, classic tracepoints", ours_classic)
+            .with_note("--block-tracepoints classic: what kernels without BTF get"),
         Variant::traced("biolatency", biolatency)
             .with_note("one histogram for all disks (no -D, -F)"),
     ];

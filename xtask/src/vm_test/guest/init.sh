@@ -113,7 +113,28 @@ t_latency_block() {
     [ $rc -eq 0 ] || { echo "perf-user latency exited with $rc"; return 1; }
     expect '"device": "vda"' /tmp/block.json &&
         expect '"op": "write"' /tmp/block.json &&
-        expect '"op": "read"' /tmp/block.json
+        expect '"op": "read"' /tmp/block.json || return 1
+    # Which programs did it: BTF tracepoints where the kernel has BTF, the
+    # classic ones where it has none (builds before the choice say neither).
+    if [ -n "${BLOCK_TRACEPOINTS:-}" ] && grep -q '"tracepoints"' /tmp/block.json; then
+        expect "\"tracepoints\": \"$BLOCK_TRACEPOINTS\"" /tmp/block.json
+    fi
+}
+
+# $1: the tracepoints the report must name.
+t_latency_block_with() {
+    BLOCK_TRACEPOINTS=$1
+    t_latency_block
+    rc=$?
+    BLOCK_TRACEPOINTS=
+    return $rc
+}
+t_latency_block_btf() {
+    [ -e /sys/kernel/btf/vmlinux ] || { skip_because "this kernel has no BTF"; return 0; }
+    t_latency_block_with btf
+}
+t_latency_block_classic() {
+    t_latency_block_with classic
 }
 
 t_latency_tcp() {
@@ -146,8 +167,10 @@ t_leaks() {
     expect leak_memory /tmp/leaks.out
 }
 
-# 1. As the kernel comes: BTF visible (perf-user does not read it).
+# 1. As the kernel comes: BTF visible (only block latency reads it, for
+# its BTF tracepoints).
 run_test profile t_profile
+run_test latency-block t_latency_block_btf
 
 # 2. BTF hidden, as on a Raspberry Pi OS kernel.
 if [ -e /sys/kernel/btf/vmlinux ]; then
@@ -159,7 +182,7 @@ if [ -e /sys/kernel/btf/vmlinux ]; then
     fail=$((fail + 1))
 fi
 run_test profile-no-btf t_profile
-run_test latency-block-no-btf t_latency_block
+run_test latency-block-no-btf t_latency_block_classic
 run_test latency-tcp-no-btf t_latency_tcp
 run_test leaks-no-btf t_leaks
 
