@@ -33,7 +33,7 @@ const HEADER_LEN: usize = 24;
 const TYPE_LEN: usize = 12;
 
 /// The BTF kinds this module looks into (linux/btf.h `BTF_KIND_*`).
-mod kind {
+pub(crate) mod kind {
     pub const INT: u8 = 1;
     pub const PTR: u8 = 2;
     pub const ARRAY: u8 = 3;
@@ -324,6 +324,8 @@ impl Layout {
 /// type, trailing words).
 #[cfg(test)]
 pub(crate) mod build {
+    pub(crate) use super::kind;
+
     /// A BTF blob under construction.
     #[derive(Default)]
     pub struct Builder {

@@ -562,6 +562,92 @@ impl Collector for BlockCollector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::btf_layout::build::{Builder, kind::*};
+
+    /// A kernel's BTF with the structs and tracepoints the BTF programs
+    /// read; `complete_args` are the extra arguments of block_rq_complete.
+    fn kernel_btf(complete_args: &[u32]) -> Layout {
+        let mut b = Builder::new();
+        let u8_t = b.add("u8", INT, false, 0, 1, &[8]);
+        let u32_t = b.add("unsigned int", INT, false, 0, 4, &[32]);
+        let int_t = b.add("int", INT, false, 0, 4, &[32]);
+        let u64_t = b.add("u64", INT, false, 0, 8, &[64]);
+        let status = b.add("blk_status_t", TYPEDEF, false, 0, u8_t, &[]);
+        let disk = {
+            let (major, minor) = (b.name("major"), b.name("first_minor"));
+            b.add(
+                "gendisk",
+                STRUCT,
+                false,
+                2,
+                64,
+                &[major, int_t, 0, minor, int_t, 32],
+            )
+        };
+        let pdisk = b.add("", PTR, false, 0, disk, &[]);
+        let disk_m = b.name("disk");
+        let q = b.add("request_queue", STRUCT, false, 1, 16, &[disk_m, pdisk, 64]);
+        let pq = b.add("", PTR, false, 0, q, &[]);
+        let n = ["q", "cmd_flags", "__data_len", "__sector"].map(|m| b.name(m));
+        #[rustfmt::skip]
+        let members = [
+            n[0], pq, 0,
+            n[1], u32_t, 64 * 3,
+            n[2], u32_t, 64 * 4,
+            n[3], u64_t, 64 * 5,
+        ];
+        let rq = b.add("request", STRUCT, false, 4, 48, &members);
+        let prq = b.add("", PTR, false, 0, rq, &[]);
+        let void_ptr = b.add("", PTR, false, 0, 0, &[]);
+        let mut tracepoint = |b: &mut Builder, name: &str, extra: &[u32]| {
+            let mut params = vec![0, void_ptr, 0, prq];
+            for &t in extra {
+                params.extend([0, t]);
+            }
+            let vlen = (params.len() / 2) as u16;
+            let proto = b.add("", FUNC_PROTO, false, vlen, 0, &params);
+            let pp = b.add("", PTR, false, 0, proto, &[]);
+            b.add(&format!("btf_trace_{name}"), TYPEDEF, false, 0, pp, &[]);
+        };
+        tracepoint(&mut b, "block_rq_issue", &[]);
+        let extra: Vec<u32> = complete_args
+            .iter()
+            .map(|&a| if a == 1 { status } else { u32_t })
+            .collect();
+        tracepoint(&mut b, "block_rq_complete", &extra);
+        Layout::parse(b.finish()).unwrap()
+    }
+
+    #[test]
+    fn btf_offsets_of_the_request_fields() {
+        let layout = kernel_btf(&[1, 4]);
+        let opts = BlockOptions {
+            devices: vec![1],
+            queue_time: true,
+            hook: BlockHook::Btf,
+        };
+        let (cfg, queue_time) = btf_config(&layout, &opts).unwrap();
+        let rq = cfg.rq;
+        assert_eq!(
+            (rq.rq_q, rq.rq_cmd_flags, rq.rq_data_len, rq.rq_sector),
+            (0, 24, 32, 40)
+        );
+        assert_eq!((rq.q_disk, rq.disk_major, rq.disk_first_minor), (8, 0, 4));
+        assert_eq!(cfg.filter_devs, 1);
+        // No block_io_start in this kernel (before 6.5): no queued time.
+        assert!(!queue_time);
+        assert_eq!(cfg.queue_time, 0);
+    }
+
+    #[test]
+    fn btf_tracepoint_of_another_shape_is_refused() {
+        let e = btf_config(&kernel_btf(&[1]), &BlockOptions::default()).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.contains("block_rq_complete") && msg.contains("*struct request, u1"),
+            "{msg}"
+        );
+    }
 
     const ISSUE_6_18: &str = "name: block_rq_issue
 format:
