@@ -17,7 +17,10 @@ use std::{
 
 use serde::{Deserialize, Deserializer, de};
 
-use crate::{collectors::cpu::MAX_FREQUENCY_HZ, duration};
+use crate::{
+    collectors::{block::BlockHook, cpu::MAX_FREQUENCY_HZ},
+    duration,
+};
 
 /// Where `run` listens unless told otherwise: loopback only, and a port
 /// clear of Prometheus (9090) and node_exporter (9100). OpenTelemetry's
@@ -177,6 +180,9 @@ pub struct BlockSection {
     /// Also measure the time requests wait before issue (Linux 6.5+): one
     /// more program run per I/O, so off by default.
     pub queue_time: bool,
+    /// "auto" (BTF tracepoints where the kernel has BTF, else classic),
+    /// "btf" or "classic".
+    pub tracepoints: BlockHook,
 }
 
 impl Default for BlockSection {
@@ -185,6 +191,7 @@ impl Default for BlockSection {
             enabled: true,
             devices: Vec::new(),
             queue_time: false,
+            tracepoints: BlockHook::Auto,
         }
     }
 }
@@ -655,6 +662,7 @@ stacks = "user"
 [collectors.block]
 devices = ["vda"]
 queue_time = true
+tracepoints = "classic"
 
 [collectors.tcp]
 ports = [443, 5432]
@@ -670,6 +678,8 @@ ports = [443, 5432]
         assert_eq!(c.collectors.cpu.stacks, StackKind::User);
         assert_eq!(c.collectors.block.devices, ["vda"]);
         assert!(c.collectors.block.queue_time);
+        assert_eq!(c.collectors.block.tracepoints, BlockHook::Classic);
+        assert!(error("[collectors.block]\ntracepoints = \"kprobe\"\n").contains("tracepoints"));
         assert_eq!(c.collectors.tcp.ports, [443, 5432]);
         let c = parse("[collectors.leaks]\nenabled = true\nprocesses = [\"postgres\"]\n").unwrap();
         assert_eq!(c.enabled_collectors(), ["cpu", "block", "tcp", "leaks"]);

@@ -44,7 +44,7 @@ impl BlockSource {
         let collector = BlockCollector::attach(&BlockOptions {
             devices,
             queue_time: cfg.queue_time,
-            ..BlockOptions::default()
+            hook: cfg.tracepoints,
         })?;
         Ok(Self {
             collector: Mutex::new(collector),
