@@ -20,7 +20,8 @@ use perf_user::{
     blockdev,
     collectors::{
         Collector as _,
-        block::{BlockCollector, BlockHook, BlockOptions, BlockSnapshot},
+        block::{BlockCollector, BlockOptions, BlockSnapshot},
+        tracepoints::Tracepoints,
     },
 };
 use serde_json::Value;
@@ -117,7 +118,7 @@ fn root_disk_matches_diskstats() {
     if !require_privileges("root_disk_matches_diskstats") {
         return;
     }
-    root_disk_matches_diskstats_with(BlockHook::Btf);
+    root_disk_matches_diskstats_with(Tracepoints::Btf);
 }
 
 /// The same with the programs for kernels without BTF, which read the
@@ -127,10 +128,10 @@ fn root_disk_matches_diskstats_classic() {
     if !require_privileges("root_disk_matches_diskstats_classic") {
         return;
     }
-    root_disk_matches_diskstats_with(BlockHook::Classic);
+    root_disk_matches_diskstats_with(Tracepoints::Classic);
 }
 
-fn root_disk_matches_diskstats_with(hook: BlockHook) {
+fn root_disk_matches_diskstats_with(hook: Tracepoints) {
     let _guard = exclusive();
     let dir = test_dir(&format!("block_root_disk_{}", hook.name()));
     let disk = disk_of(&dir);

@@ -155,30 +155,32 @@ fn latency_without_btf_traces_block_io() {
     let out = run(without_btf(&[
         "latency",
         "--block",
+        "--tcp",
         "--duration",
         "1s",
         "--format",
         "json",
         "--quiet",
     ]));
-    assert_ok(&out, "latency --block");
+    assert_ok(&out, "latency --block --tcp");
     let doc: serde_json::Value = serde_json::from_str(&out.stdout)
         .unwrap_or_else(|e| panic!("latency printed no JSON ({e})\n{}", out.describe()));
     assert!(doc.get("block").is_some(), "{}", out.describe());
     // Without BTF, `auto` falls back to the classic tracepoints by itself.
     assert_eq!(doc["block"]["tracepoints"], "classic", "{}", out.describe());
+    assert_eq!(doc["tcp"]["tracepoints"], "classic", "{}", out.describe());
 }
 
 #[test]
-fn btf_block_tracepoints_without_btf_name_the_cause() {
-    if !ready("btf_block_tracepoints_without_btf_name_the_cause") {
+fn btf_tracepoints_without_btf_name_the_cause() {
+    if !ready("btf_tracepoints_without_btf_name_the_cause") {
         return;
     }
     let _guard = exclusive();
     let out = run(without_btf(&[
         "latency",
         "--block",
-        "--block-tracepoints",
+        "--tracepoints",
         "btf",
         "--duration",
         "1s",

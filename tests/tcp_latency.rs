@@ -73,11 +73,27 @@ fn series_count(set: &Value, field: &str, value: &Value) -> Option<u64> {
         .and_then(|s| s["latency"]["count"].as_u64())
 }
 
+/// With the default programs: BTF tracepoints, as this kernel has BTF.
 #[test]
 fn loopback_connects_are_counted_once_each() {
     if !require_privileges("loopback_connects_are_counted_once_each") {
         return;
     }
+    loopback_connects_counted(&[], "btf");
+}
+
+/// The same with the classic tracepoint programs, which kernels without
+/// BTF get.
+#[test]
+fn loopback_connects_are_counted_once_each_classic() {
+    if !require_privileges("loopback_connects_are_counted_once_each_classic") {
+        return;
+    }
+    loopback_connects_counted(&["--tracepoints", "classic"], "classic");
+}
+
+/// `extra` flags; `kind`: the tracepoints the report must name.
+fn loopback_connects_counted(extra: &[&str], kind: &str) {
     let _guard = exclusive();
     const V4: usize = 40;
     const V6: usize = 15;
@@ -91,7 +107,9 @@ fn loopback_connects_are_counted_once_each() {
     let p = port.to_string();
     let q = closed.to_string();
     // --top 1: one peer named, the other summed as "other".
-    let (doc, out) = trace_tcp(&["--port", &p, "--port", &q, "--top", "1"], || {
+    let mut args = vec!["--port", &p, "--port", &q, "--top", "1"];
+    args.extend(extra);
+    let (doc, out) = trace_tcp(&args, || {
         let s4 = serve(l4, V4);
         let s6 = serve(l6, V6);
         let targets = std::iter::repeat_n(SocketAddr::from((Ipv4Addr::LOCALHOST, port)), V4).chain(
@@ -114,6 +132,7 @@ fn loopback_connects_are_counted_once_each() {
         serde_json::to_string_pretty(tcp).unwrap(),
         out.describe()
     );
+    assert_eq!(tcp["tracepoints"], kind, "{ctx}");
     let missed = tcp["counters"]["missed"].as_u64().unwrap_or(0);
     let total = (V4 + V6) as u64;
     let within = |n: u64| n <= total && n + missed >= total;

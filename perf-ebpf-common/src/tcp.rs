@@ -155,6 +155,49 @@ pub struct TcpConfig {
     pub filter_ports: u8,
     /// Explicit padding; always zero.
     pub _pad: u8,
+    /// Struct offsets for the BTF tracepoint programs (unused by the others).
+    pub sk: TcpSockOffsets,
+}
+
+/// Where the BTF tracepoint programs (`tp_btf`, kernels with BTF) find what
+/// they read of a socket, from the kernel's BTF: offsets in `struct sock`
+/// (through its `__sk_common`), and of `srtt_us` in `struct tcp_sock`, which
+/// begins with the `struct sock`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TcpSockOffsets {
+    /// `skc_family` (u16).
+    pub family: u16,
+    /// `skc_num`: the local port, host order (u16).
+    pub num: u16,
+    /// `skc_dport`: the remote port, network order (u16).
+    pub dport: u16,
+    /// `skc_daddr`: the remote IPv4 address (u32).
+    pub daddr: u16,
+    /// `skc_v6_daddr`: the remote IPv6 address (16 bytes).
+    pub v6_daddr: u16,
+    /// `sk_protocol` (u16).
+    pub protocol: u16,
+    /// `srtt_us` of `struct tcp_sock` (u32, 1/8 microseconds).
+    pub srtt_us: u16,
+    /// Explicit padding; always zero.
+    pub _pad: u16,
+}
+
+impl TcpSockOffsets {
+    /// All zero.
+    pub const fn zeroed() -> Self {
+        Self {
+            family: 0,
+            num: 0,
+            dport: 0,
+            daddr: 0,
+            v6_daddr: 0,
+            protocol: 0,
+            srtt_us: 0,
+            _pad: 0,
+        }
+    }
 }
 
 impl TcpConfig {
@@ -191,6 +234,7 @@ impl TcpConfig {
             ephemeral_hi: 0,
             filter_ports: 0,
             _pad: 0,
+            sk: TcpSockOffsets::zeroed(),
         }
     }
 }
@@ -239,13 +283,15 @@ pub mod counter {
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are #[repr(C)], Copy, made of integers and byte arrays
+    // SAFETY: all four are #[repr(C)], Copy, made of integers and byte arrays
     // with explicit padding fields, so every bit pattern is valid.
     unsafe impl aya::Pod for super::TcpKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TcpStart {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::TcpConfig {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::TcpSockOffsets {}
 }
 
 #[cfg(test)]
@@ -258,7 +304,8 @@ mod tests {
         assert_eq!(size_of::<TcpKey>(), 8 + 16);
         assert_eq!(align_of::<TcpKey>(), 2);
         assert_eq!(size_of::<TcpStart>(), 16);
-        assert_eq!(size_of::<TcpConfig>(), 28 * 2 + 1 + 1);
+        assert_eq!(size_of::<TcpSockOffsets>(), 8 * 2);
+        assert_eq!(size_of::<TcpConfig>(), 28 * 2 + 1 + 1 + 16);
         assert_eq!(align_of::<TcpConfig>(), 2);
     }
 

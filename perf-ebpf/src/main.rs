@@ -8,6 +8,7 @@ mod cpu_sample;
 mod hist;
 mod record;
 mod tcp;
+mod tcp_btf;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -13,6 +13,10 @@
 //! "other peers" series. Field offsets come from the tracefs `format` files
 //! through `TCP_CONFIG`; each program copies the span of the record that
 //! holds its fields in one helper call.
+//!
+//! These are the programs for kernels without BTF; where the kernel has BTF,
+//! user space loads the cheaper ones in `tcp_btf.rs` instead, which share
+//! the maps and everything below but the reading of the record.
 
 use aya_ebpf::{
     bindings::{BPF_F_NO_PREALLOC, BPF_NOEXIST},
@@ -36,7 +40,7 @@ use crate::{
 
 /// Set by user space before load.
 #[unsafe(no_mangle)]
-static TCP_CONFIG: TcpConfig = TcpConfig::zeroed();
+pub(crate) static TCP_CONFIG: TcpConfig = TcpConfig::zeroed();
 
 /// Allocated on first use: memory follows the series actually seen.
 #[map]
@@ -51,7 +55,7 @@ static TCP_START: HashMap<u64, TcpStart> = HashMap::with_max_entries(TCP_START_E
 static TCP_PORT_FILTER: HashMap<u16, u8> = HashMap::with_max_entries(TCP_PORT_FILTER_ENTRIES, 0);
 
 #[map]
-static TCP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
+pub(crate) static TCP_COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::LEN, 0);
 
 #[tracepoint]
 pub fn tcp_probe(ctx: TracePointContext) -> u32 {
@@ -74,12 +78,14 @@ pub fn tcp_retransmit_skb(ctx: TracePointContext) -> u32 {
 /// One field of `TCP_CONFIG`. Volatile, so that the compiler does not fold
 /// in the zeroes it was built with; one field at a time, because loading the
 /// whole struct cost some 40 instructions per event.
-macro_rules! conf {
-    ($field:ident) => {
+macro_rules! tcp_conf {
+    ($($field:ident).+) => {
         // SAFETY: a read-only global that user space fills in before load.
-        unsafe { core::ptr::read_volatile(&raw const TCP_CONFIG.$field) }
+        unsafe { core::ptr::read_volatile(&raw const $crate::tcp::TCP_CONFIG.$($field).+) }
     };
 }
+pub(crate) use tcp_conf;
+use tcp_conf as conf;
 
 /// Room for one copy of the fields a program reads.
 type Buf = SpanBuf<{ TCP_SPAN_MAX as usize / 8 }>;
@@ -157,38 +163,64 @@ fn peer(rec: &Record, family: u16, v4: u16, v6: u16) -> Option<[u8; 16]> {
 
 #[inline(always)]
 fn probe(ctx: &TracePointContext) -> Option<()> {
-    if probe_recorded(ctx).is_none() {
-        // Only the events not recorded are counted: user space adds the RTT
-        // histograms' counts, which saves a counter bump on the common path.
+    rtt_seen(probe_recorded(ctx))
+}
+
+/// Counts a tcp_probe event that was not recorded. Only those are counted:
+/// user space adds the RTT histograms' counts, which saves a counter bump
+/// on the common path.
+#[inline(always)]
+pub(crate) fn rtt_seen(recorded: Option<()>) -> Option<()> {
+    if recorded.is_none() {
         bump(&TCP_COUNTERS, counter::PROBES_SKIPPED);
     }
     Some(())
+}
+
+/// The ends of a connection, as every program labels it.
+pub(crate) struct Conn {
+    /// Local port, host order.
+    pub sport: u16,
+    /// Remote port, host order.
+    pub dport: u16,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    /// Remote address (IPv4 in the first 4 bytes).
+    pub peer: [u8; 16],
 }
 
 #[inline(always)]
 fn probe_recorded(ctx: &TracePointContext) -> Option<()> {
     let mut buf = Buf::new();
     let rec = read(&mut buf, ctx, conf!(probe_base), conf!(probe_len))?;
-    let (side, port) = label(
-        rec.get(conf!(probe_sport)),
-        rec.get(conf!(probe_dport)),
-        None,
-    )?;
     // The tracepoint stores tp->srtt_us >> 3: whole microseconds (the
     // socket field itself is in 1/8 us), so the slot needs no division.
     let srtt: u32 = rec.get(conf!(probe_srtt));
+    let family: u16 = rec.get(conf!(probe_family));
+    let conn = Conn {
+        sport: rec.get(conf!(probe_sport)),
+        dport: rec.get(conf!(probe_dport)),
+        family,
+        peer: peer(&rec, family, conf!(probe_daddr), conf!(probe_daddr_v6))?,
+    };
+    record_rtt(&conn, srtt)
+}
+
+/// Records smoothed RTT `srtt` (microseconds) of `conn`.
+#[inline(always)]
+pub(crate) fn record_rtt(conn: &Conn, srtt: u32) -> Option<()> {
+    let (side, port) = label(conn.sport, conn.dport, None)?;
     if srtt == 0 {
         // No RTT sample yet on this socket.
         return None;
     }
-    let family: u16 = rec.get(conf!(probe_family));
     let mut key = TcpKey {
         kind: kind::RTT,
         side,
-        family,
+        family: conn.family,
         port,
         _pad: [0; 2],
-        peer: peer(&rec, family, conf!(probe_daddr), conf!(probe_daddr_v6))?,
+        peer: conn.peer,
     };
     record_tcp(&mut key, srtt as u64 * 1_000, log2_slot(srtt as u64)).then_some(())
 }
@@ -200,10 +232,33 @@ fn set_state(ctx: &TracePointContext) -> Option<()> {
     if rec.get::<u16>(conf!(state_protocol)) != IPPROTO_TCP {
         return None;
     }
+    let conn = || {
+        let family: u16 = rec.get(conf!(state_family));
+        Some(Conn {
+            sport: rec.get(conf!(state_sport)),
+            dport: rec.get(conf!(state_dport)),
+            family,
+            peer: peer(&rec, family, conf!(state_daddr), conf!(state_daddr_v6))?,
+        })
+    };
+    state_changed(
+        rec.get(conf!(state_skaddr)),
+        rec.get(conf!(state_oldstate)),
+        rec.get(conf!(state_newstate)),
+        conn,
+    )
+}
+
+/// A TCP socket at `sk` went from state `old` to `new`: a handshake begins
+/// or ends. `conn` is read only when one ends.
+#[inline(always)]
+pub(crate) fn state_changed(
+    sk: u64,
+    old: i32,
+    new: i32,
+    conn: impl FnOnce() -> Option<Conn>,
+) -> Option<()> {
     bump(&TCP_COUNTERS, counter::STATE_CHANGES);
-    let old: i32 = rec.get(conf!(state_oldstate));
-    let new: i32 = rec.get(conf!(state_newstate));
-    let sk: u64 = rec.get(conf!(state_skaddr));
     if new == state::SYN_SENT || new == state::SYN_RECV {
         if old == state::SYN_SENT {
             // Simultaneous open: still the active handshake begun earlier.
@@ -252,19 +307,15 @@ fn set_state(ctx: &TracePointContext) -> Option<()> {
     } else {
         side::REMOTE
     };
-    let (side, port) = label(
-        rec.get(conf!(state_sport)),
-        rec.get(conf!(state_dport)),
-        Some(prefer),
-    )?;
-    let family: u16 = rec.get(conf!(state_family));
+    let conn = conn()?;
+    let (side, port) = label(conn.sport, conn.dport, Some(prefer))?;
     let mut key = TcpKey {
         kind,
         side,
-        family,
+        family: conn.family,
         port,
         _pad: [0; 2],
-        peer: peer(&rec, family, conf!(state_daddr), conf!(state_daddr_v6))?,
+        peer: conn.peer,
     };
     let latency = now.saturating_sub(start.ts_ns);
     record_tcp(&mut key, latency, latency_slot(latency));
@@ -276,19 +327,26 @@ fn retransmit(ctx: &TracePointContext) -> Option<()> {
     bump(&TCP_COUNTERS, counter::RETRANSMITS);
     let mut buf = Buf::new();
     let rec = read(&mut buf, ctx, conf!(retrans_base), conf!(retrans_len))?;
-    let (side, port) = label(
-        rec.get(conf!(retrans_sport)),
-        rec.get(conf!(retrans_dport)),
-        None,
-    )?;
     let family: u16 = rec.get(conf!(retrans_family));
+    record_retransmit(&Conn {
+        sport: rec.get(conf!(retrans_sport)),
+        dport: rec.get(conf!(retrans_dport)),
+        family,
+        peer: peer(&rec, family, conf!(retrans_daddr), conf!(retrans_daddr_v6))?,
+    })
+}
+
+/// Counts a retransmitted segment of `conn` (the caller has counted it seen).
+#[inline(always)]
+pub(crate) fn record_retransmit(conn: &Conn) -> Option<()> {
+    let (side, port) = label(conn.sport, conn.dport, None)?;
     let mut key = TcpKey {
         kind: kind::RETRANSMIT,
         side,
-        family,
+        family: conn.family,
         port,
         _pad: [0; 2],
-        peer: peer(&rec, family, conf!(retrans_daddr), conf!(retrans_daddr_v6))?,
+        peer: conn.peer,
     };
     // Only the count matters; 0 keeps the sum meaningless but harmless.
     record_tcp(&mut key, 0, 0);

@@ -217,10 +217,16 @@ impl Layout {
         }
     }
 
-    /// Member `field` of `strukt` at `base`, looking into anonymous
-    /// struct and union members too. Bitfields are not members a program
-    /// can load on its own, so they do not match.
-    fn find_member(&self, strukt: &Type, base: u32, field: &str, depth: u8) -> Option<Member> {
+    /// Member `field` of `strukt` at `base`, and its type id, looking into
+    /// anonymous struct and union members too. Bitfields are not members a
+    /// program can load on its own, so they do not match.
+    fn find_member(
+        &self,
+        strukt: &Type,
+        base: u32,
+        field: &str,
+        depth: u8,
+    ) -> Option<(Member, u32)> {
         if depth > 8 {
             return None;
         }
@@ -238,8 +244,7 @@ impl Layout {
             }
             let offset = base + bit_off / 8;
             if name_off == 0 {
-                let inner = self.resolve(type_id).map(|(_, t)| *t);
-                if let Some(inner) = inner.filter(|t| matches!(t.kind, kind::STRUCT | kind::UNION))
+                if let Some(inner) = self.aggregate(type_id)
                     && let Some(m) = self.find_member(&inner, offset, field, depth + 1)
                 {
                     return Some(m);
@@ -247,36 +252,47 @@ impl Layout {
                 continue;
             }
             if !bitfield && self.name(name_off) == field {
-                return Some(Member {
-                    offset,
-                    size: self.size(type_id)?,
-                });
+                let size = self.size(type_id)?;
+                return Some((Member { offset, size }, type_id));
             }
         }
         None
     }
 
-    /// Where member `field` of `struct strukt` is.
-    pub fn member(&self, strukt: &str, field: &str) -> Result<Member, LayoutError> {
+    /// Type `id` when it is a struct or a union.
+    fn aggregate(&self, id: u32) -> Option<Type> {
+        self.resolve(id)
+            .map(|(_, t)| *t)
+            .filter(|t| matches!(t.kind, kind::STRUCT | kind::UNION))
+    }
+
+    /// Where `path` is in `struct strukt`: a member's name, or members of
+    /// members joined by dots (`__sk_common.skc_family`).
+    pub fn member(&self, strukt: &str, path: &str) -> Result<Member, LayoutError> {
         let id = self
             .find(strukt, kind::STRUCT)
             .ok_or_else(|| LayoutError::Missing(format!("struct {strukt}")))?;
-        let t = self.types[id as usize];
-        self.find_member(&t, 0, field, 0)
-            .ok_or_else(|| LayoutError::Missing(format!("member {field} in struct {strukt}")))
+        let missing = || LayoutError::Missing(format!("member {path} in struct {strukt}"));
+        let mut t = self.types[id as usize];
+        let mut base = 0;
+        let mut parts = path.split('.').peekable();
+        while let Some(field) = parts.next() {
+            let (m, type_id) = self.find_member(&t, base, field, 0).ok_or_else(missing)?;
+            if parts.peek().is_none() {
+                return Ok(m);
+            }
+            t = self.aggregate(type_id).ok_or_else(missing)?;
+            base = m.offset;
+        }
+        Err(missing())
     }
 
     /// Like [`Self::member`], and the member must be `size` bytes wide.
-    pub fn member_sized(
-        &self,
-        strukt: &str,
-        field: &str,
-        size: u32,
-    ) -> Result<Member, LayoutError> {
-        let m = self.member(strukt, field)?;
+    pub fn member_sized(&self, strukt: &str, path: &str, size: u32) -> Result<Member, LayoutError> {
+        let m = self.member(strukt, path)?;
         if m.size != size {
             return Err(LayoutError::Shape {
-                what: format!("struct {strukt}.{field}"),
+                what: format!("struct {strukt}.{path}"),
                 why: format!("{} bytes wide, the program reads {size}", m.size),
             });
         }
@@ -397,7 +413,8 @@ pub(crate) mod build {
 mod tests {
     use super::{build::Builder, kind::*, *};
 
-    /// struct request { u64 pad; union { u32 a; u32 b; }; u32 bits:3; unsigned int len; struct q *q; }
+    /// struct request { sector_t __sector; union { u32 a; u32 b; }; u32 bits:3;
+    /// unsigned int len; struct q *q; struct common { u64 pad; u32 fam; } c; }
     fn sample() -> Layout {
         let mut b = Builder::new();
         let u32_t = b.add("unsigned int", INT, false, 0, 4, &[32]); // 1
@@ -407,31 +424,31 @@ mod tests {
         let un = b.add("", UNION, false, 2, 4, &[na, u32_t, 0, nb, u32_t, 0]); // 4
         let q = b.add("q", STRUCT, false, 0, 0, &[]); // 5
         let pq = b.add("", PTR, false, 0, q, &[]); // 6
-        let names = ["__sector", "", "bits", "len", "q"].map(|n| b.name(n));
+        let (npad, nfam) = (b.name("pad"), b.name("fam"));
+        let common = b.add(
+            "common",
+            STRUCT,
+            false,
+            2,
+            16,
+            &[npad, u64_t, 0, nfam, u32_t, 64],
+        ); // 7
+        let names = ["__sector", "", "bits", "len", "q", "c"].map(|n| b.name(n));
+        #[rustfmt::skip]
         let members = [
-            names[0],
-            td,
-            0, //
-            names[1],
-            un,
-            64, //
-            names[2],
-            u32_t,
-            (3 << 24) | 96, //
-            names[3],
-            u32_t,
-            128, //
-            names[4],
-            pq,
-            192,
+            names[0], td, 0,
+            names[1], un, 64,
+            names[2], u32_t, (3 << 24) | 96,
+            names[3], u32_t, 128,
+            names[4], pq, 192,
+            names[5], common, 256,
         ];
-        b.add("request", STRUCT, true, 5, 32, &members); // 7
-        let req = 7;
-        let preq = b.add("", PTR, false, 0, req, &[]); // 8
-        let void_ptr = b.add("", PTR, false, 0, 0, &[]); // 9
+        let req = b.add("request", STRUCT, true, 6, 48, &members); // 8
+        let preq = b.add("", PTR, false, 0, req, &[]);
+        let void_ptr = b.add("", PTR, false, 0, 0, &[]);
         let params = [0, void_ptr, b.name("rq"), preq, b.name("n"), u32_t];
-        let proto = b.add("", FUNC_PROTO, false, 3, 0, &params); // 10
-        let pproto = b.add("", PTR, false, 0, proto, &[]); // 11
+        let proto = b.add("", FUNC_PROTO, false, 3, 0, &params);
+        let pproto = b.add("", PTR, false, 0, proto, &[]);
         b.add(
             "btf_trace_block_rq_complete",
             TYPEDEF,

@@ -4,7 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::{collectors::block::BlockHook, duration, output::Format};
+use crate::{collectors::tracepoints::Tracepoints, duration, output::Format};
 
 /// Kernel-level observability for Linux, on eBPF: where the CPU time goes,
 /// with user and kernel stacks, in one binary.
@@ -184,11 +184,12 @@ pub struct LatencyArgs {
     #[arg(long)]
     pub queued: bool,
 
-    /// Which block tracepoint programs to attach: btf reads the kernel's
-    /// request structs (cheapest; needs kernel BTF), classic reads the
-    /// tracepoint records (any kernel); auto takes btf where it can.
-    #[arg(long, value_enum, value_name = "KIND", default_value_t = BlockHook::Auto)]
-    pub block_tracepoints: BlockHook,
+    /// Which tracepoint programs to attach, for block I/O and TCP alike: btf
+    /// reads the kernel's request and socket structs (cheaper; needs kernel
+    /// BTF), classic reads the tracepoint records (any kernel); auto takes
+    /// btf where it can. The JSON report says which ran.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Tracepoints::Auto)]
+    pub tracepoints: Tracepoints,
 
     /// Only TCP connections with this local or remote port; repeat for several.
     #[arg(long = "port", value_name = "PORT")]

@@ -18,7 +18,7 @@ use std::{
 use serde::{Deserialize, Deserializer, de};
 
 use crate::{
-    collectors::{block::BlockHook, cpu::MAX_FREQUENCY_HZ},
+    collectors::{cpu::MAX_FREQUENCY_HZ, tracepoints::Tracepoints},
     duration,
 };
 
@@ -182,7 +182,7 @@ pub struct BlockSection {
     pub queue_time: bool,
     /// "auto" (BTF tracepoints where the kernel has BTF, else classic),
     /// "btf" or "classic".
-    pub tracepoints: BlockHook,
+    pub tracepoints: Tracepoints,
 }
 
 impl Default for BlockSection {
@@ -191,7 +191,7 @@ impl Default for BlockSection {
             enabled: true,
             devices: Vec::new(),
             queue_time: false,
-            tracepoints: BlockHook::Auto,
+            tracepoints: Tracepoints::Auto,
         }
     }
 }
@@ -211,6 +211,9 @@ pub struct TcpSection {
     /// the rest share `port="other"`. Bounds the series count.
     #[serde(deserialize_with = "max_ports")]
     pub max_ports: u32,
+    /// "auto" (BTF tracepoints where the kernel has BTF, else classic),
+    /// "btf" or "classic".
+    pub tracepoints: Tracepoints,
 }
 
 impl Default for TcpSection {
@@ -219,6 +222,7 @@ impl Default for TcpSection {
             enabled: true,
             ports: Vec::new(),
             max_ports: 20,
+            tracepoints: Tracepoints::Auto,
         }
     }
 }
@@ -678,7 +682,7 @@ ports = [443, 5432]
         assert_eq!(c.collectors.cpu.stacks, StackKind::User);
         assert_eq!(c.collectors.block.devices, ["vda"]);
         assert!(c.collectors.block.queue_time);
-        assert_eq!(c.collectors.block.tracepoints, BlockHook::Classic);
+        assert_eq!(c.collectors.block.tracepoints, Tracepoints::Classic);
         assert!(error("[collectors.block]\ntracepoints = \"kprobe\"\n").contains("tracepoints"));
         assert_eq!(c.collectors.tcp.ports, [443, 5432]);
         let c = parse("[collectors.leaks]\nenabled = true\nprocesses = [\"postgres\"]\n").unwrap();

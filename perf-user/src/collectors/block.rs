@@ -23,7 +23,10 @@ use perf_ebpf_common::{
     hist::{LATENCY_UNIT_NS, SIZE_UNIT_SHIFT},
 };
 
-use super::{Collector, maps};
+use super::{
+    Collector, maps,
+    tracepoints::{Tracepoints, check_args, kernel_layout, offset},
+};
 use crate::{
     btf::SYSFS_BTF,
     btf_layout::{Layout, LayoutError},
@@ -32,40 +35,6 @@ use crate::{
     progstats::{self, ProgStats},
     tracefs::{self, Format, TracefsError},
 };
-
-/// Which kind of tracepoint programs to attach.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    clap::ValueEnum,
-    serde::Serialize,
-    serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum BlockHook {
-    /// BTF tracepoints where the kernel has BTF, classic ones otherwise.
-    #[default]
-    Auto,
-    /// BTF tracepoints (tp_btf) only: fail when the kernel cannot.
-    Btf,
-    /// Classic tracepoints (tracefs record formats) only.
-    Classic,
-}
-
-impl BlockHook {
-    /// As the flag and the JSON spell it.
-    pub fn name(self) -> &'static str {
-        match self {
-            BlockHook::Auto => "auto",
-            BlockHook::Btf => "btf",
-            BlockHook::Classic => "classic",
-        }
-    }
-}
 
 /// What to trace.
 #[derive(Clone, Debug, Default)]
@@ -77,7 +46,7 @@ pub struct BlockOptions {
     /// per I/O (about half again the BPF time), so it is opt-in.
     pub queue_time: bool,
     /// BTF or classic tracepoints.
-    pub hook: BlockHook,
+    pub hook: Tracepoints,
 }
 
 /// Why the block collector could not start or read.
@@ -86,9 +55,9 @@ pub enum BlockError {
     /// tracefs or a tracepoint format was unusable.
     #[error(transparent)]
     Tracefs(#[from] TracefsError),
-    /// `--block-tracepoints btf` on a kernel that cannot have them.
+    /// `--tracepoints btf` on a kernel that cannot have them.
     #[error(
-        "BTF tracepoints for block I/O are not available: {0}; use --block-tracepoints classic \
+        "BTF tracepoints for block I/O are not available: {0}; use --tracepoints classic \
          (or auto, which falls back by itself)"
     )]
     NoBtf(String),
@@ -196,7 +165,7 @@ pub struct BlockSnapshot {
     /// Whether queued time is measured (block:block_io_start exists).
     pub queue_time: bool,
     /// Which tracepoint programs measured it: `Btf` or `Classic`.
-    pub hook: BlockHook,
+    pub hook: Tracepoints,
 }
 
 /// Builds the programs' configuration from the tracepoint formats under
@@ -255,33 +224,9 @@ pub fn btf_config(
     opts: &BlockOptions,
 ) -> Result<(BlockConfig, bool), LayoutError> {
     let rq = "*struct request";
-    let expect = |tp: &str, want: &[&str]| -> Result<bool, LayoutError> {
-        let params = match layout.tracepoint_params(tp) {
-            Ok(p) => p,
-            Err(LayoutError::Missing(_)) if tp == "block_io_start" => return Ok(false),
-            Err(e) => return Err(e),
-        };
-        if params.len() != want.len() || params.iter().zip(want).any(|(p, w)| p != w) {
-            return Err(LayoutError::Shape {
-                what: format!("tracepoint {tp}"),
-                why: format!(
-                    "arguments ({}), the program reads ({})",
-                    params.join(", "),
-                    want.join(", ")
-                ),
-            });
-        }
-        Ok(true)
-    };
-    expect("block_rq_issue", &[rq])?;
-    expect("block_rq_complete", &[rq, "u1", "u4"])?;
-    let off = |s: &str, f: &str, size: u32| -> Result<u16, LayoutError> {
-        let m = layout.member_sized(s, f, size)?;
-        u16::try_from(m.offset).map_err(|_| LayoutError::Shape {
-            what: format!("struct {s}.{f}"),
-            why: format!("at offset {}, past what the program can address", m.offset),
-        })
-    };
+    check_args(layout, "block_rq_issue", &[rq], true, false)?;
+    check_args(layout, "block_rq_complete", &[rq, "u1", "u4"], true, false)?;
+    let off = |s: &str, f: &str, size: u32| offset(layout, s, f, size);
     let mut cfg = BlockConfig::zeroed();
     cfg.rq = BlockRqOffsets {
         rq_q: off("request", "q", 8)?,
@@ -294,7 +239,7 @@ pub fn btf_config(
         _pad: 0,
     };
     cfg.filter_devs = u8::from(!opts.devices.is_empty());
-    let queue_time = opts.queue_time && expect("block_io_start", &[rq])?;
+    let queue_time = opts.queue_time && check_args(layout, "block_io_start", &[rq], true, true)?;
     cfg.queue_time = u8::from(queue_time);
     Ok((cfg, queue_time))
 }
@@ -318,7 +263,7 @@ pub struct BlockCollector {
     ebpf: Ebpf,
     queue_time: bool,
     /// `Btf` or `Classic`: what is attached.
-    hook: BlockHook,
+    hook: Tracepoints,
     /// Why BTF tracepoints were not used, when `auto` fell back.
     fallback: Option<String>,
 }
@@ -333,26 +278,18 @@ impl BlockCollector {
                 "at most {BLOCK_DEV_FILTER_ENTRIES} devices can be selected at once"
             )));
         }
-        if opts.hook == BlockHook::Classic {
+        if opts.hook == Tracepoints::Classic {
             return Self::attach_classic(opts, None);
         }
         match Self::attach_btf(opts) {
             Ok(c) => Ok(c),
-            Err(e) if opts.hook == BlockHook::Btf => Err(e),
+            Err(e) if opts.hook == Tracepoints::Btf => Err(e),
             Err(e) => Self::attach_classic(opts, Some(e.to_string())),
         }
     }
 
     fn attach_btf(opts: &BlockOptions) -> Result<Self, BlockError> {
-        // The running kernel's own BTF, never a --btf file: tp_btf programs
-        // attach by the kernel's type ids, and a kernel without BTF cannot
-        // verify them at all.
-        let data = std::fs::read(SYSFS_BTF).map_err(|e| {
-            BlockError::NoBtf(format!(
-                "{SYSFS_BTF}: {e} (the kernel was built without CONFIG_DEBUG_INFO_BTF)"
-            ))
-        })?;
-        let layout = Layout::parse(data).map_err(|e| BlockError::NoBtf(e.to_string()))?;
+        let layout = kernel_layout().map_err(BlockError::NoBtf)?;
         let (cfg, queue_time) =
             btf_config(&layout, opts).map_err(|e| BlockError::NoBtf(e.to_string()))?;
         drop(layout);
@@ -368,7 +305,7 @@ impl BlockCollector {
         Ok(Self {
             ebpf,
             queue_time,
-            hook: BlockHook::Btf,
+            hook: Tracepoints::Btf,
             fallback: None,
         })
     }
@@ -386,7 +323,7 @@ impl BlockCollector {
         Ok(Self {
             ebpf,
             queue_time,
-            hook: BlockHook::Classic,
+            hook: Tracepoints::Classic,
             fallback,
         })
     }
@@ -417,7 +354,7 @@ impl BlockCollector {
     }
 
     /// `Btf` or `Classic`: which programs are attached.
-    pub fn hook(&self) -> BlockHook {
+    pub fn hook(&self) -> Tracepoints {
         self.hook
     }
 
@@ -479,7 +416,7 @@ impl BlockCollector {
 
     fn programs(&self) -> &'static [(&'static str, &'static str); 3] {
         match self.hook {
-            BlockHook::Btf => &BTF_PROGRAMS,
+            Tracepoints::Btf => &BTF_PROGRAMS,
             _ => &CLASSIC_PROGRAMS,
         }
     }
@@ -599,7 +536,7 @@ mod tests {
         let rq = b.add("request", STRUCT, false, 4, 48, &members);
         let prq = b.add("", PTR, false, 0, rq, &[]);
         let void_ptr = b.add("", PTR, false, 0, 0, &[]);
-        let mut tracepoint = |b: &mut Builder, name: &str, extra: &[u32]| {
+        let tracepoint = |b: &mut Builder, name: &str, extra: &[u32]| {
             let mut params = vec![0, void_ptr, 0, prq];
             for &t in extra {
                 params.extend([0, t]);
@@ -624,7 +561,7 @@ mod tests {
         let opts = BlockOptions {
             devices: vec![1],
             queue_time: true,
-            hook: BlockHook::Btf,
+            hook: Tracepoints::Btf,
         };
         let (cfg, queue_time) = btf_config(&layout, &opts).unwrap();
         let rq = cfg.rq;

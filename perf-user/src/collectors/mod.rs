@@ -6,6 +6,7 @@ pub mod block;
 pub mod cpu;
 pub mod maps;
 pub mod tcp;
+pub mod tracepoints;
 
 /// What every collector can do once attached.
 pub trait Collector {

@@ -2,6 +2,11 @@
 //! sock:inet_sock_set_state (connect and accept latency, failed connects) and
 //! tcp:tcp_retransmit_skb, aggregated in the kernel into per-CPU log2
 //! histograms labelled by port and peer.
+//!
+//! As for block I/O, two sets of programs read these tracepoints: BTF
+//! tracepoints (tp_btf) reading the `struct sock` at offsets from the
+//! kernel's BTF where it has BTF, classic ones reading the records (offsets
+//! from tracefs) elsewhere; see `collectors::tracepoints`.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -10,20 +15,25 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfError,
+    Btf, Ebpf, EbpfError,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
-    programs::{ProgramError, TracePoint},
+    programs::{BtfTracePoint, ProgramError, TracePoint},
 };
 use perf_ebpf_common::{
     hist::{Hist, LATENCY_UNIT_NS},
     tcp::{
-        AF_INET, AF_INET6, TCP_PORT_FILTER_ENTRIES, TCP_SPAN_MAX, TcpConfig, TcpKey, counter, kind,
-        side,
+        AF_INET, AF_INET6, TCP_PORT_FILTER_ENTRIES, TCP_SPAN_MAX, TcpConfig, TcpKey,
+        TcpSockOffsets, counter, kind, side,
     },
 };
 
-use super::{Collector, maps};
+use super::{
+    Collector, maps,
+    tracepoints::{Tracepoints, check_args, kernel_layout, offset},
+};
 use crate::{
+    btf::SYSFS_BTF,
+    btf_layout::{Layout, LayoutError},
     ebpf,
     histogram::Log2Hist,
     progstats::{self, ProgStats},
@@ -33,12 +43,20 @@ use crate::{
 /// Where Linux keeps the local ephemeral port range.
 pub const PORT_RANGE: &str = "/proc/sys/net/ipv4/ip_local_port_range";
 
-/// The programs and their tracepoints, in attach order: state changes first,
-/// so that no handshake is begun unseen.
+/// The classic programs and their tracepoints (category, name; the
+/// programs are named as the tracepoints), in attach order: state changes
+/// first, so that no handshake is begun unseen.
 const PROGRAMS: [(&str, &str); 3] = [
     ("sock", "inet_sock_set_state"),
     ("tcp", "tcp_probe"),
     ("tcp", "tcp_retransmit_skb"),
+];
+
+/// The BTF tracepoint programs, (tracepoint, program), in the same order.
+const BTF_PROGRAMS: [(&str, &str); 3] = [
+    ("inet_sock_set_state", "inet_sock_set_state_btf"),
+    ("tcp_probe", "tcp_probe_btf"),
+    ("tcp_retransmit_skb", "tcp_retransmit_skb_btf"),
 ];
 
 /// What to trace.
@@ -46,6 +64,8 @@ const PROGRAMS: [(&str, &str); 3] = [
 pub struct TcpOptions {
     /// Only connections with one of these local or remote ports; empty means all.
     pub ports: Vec<u16>,
+    /// BTF or classic tracepoints.
+    pub hook: Tracepoints,
 }
 
 /// Why the TCP collector could not start or read.
@@ -80,6 +100,12 @@ pub enum TcpError {
     /// Bad options.
     #[error("{0}")]
     Options(String),
+    /// `--tracepoints btf` on a kernel that cannot have them.
+    #[error(
+        "BTF tracepoints for TCP are not available: {0}; use --tracepoints classic \
+         (or auto, which falls back by itself)"
+    )]
+    NoBtf(String),
 }
 
 impl From<super::maps::MapAccessError> for TcpError {
@@ -177,6 +203,8 @@ pub struct TcpSnapshot {
     pub series: Vec<TcpSeries>,
     /// What the kernel side counted.
     pub counters: TcpCounters,
+    /// Which tracepoint programs measured it: `Btf` or `Classic`.
+    pub hook: Tracepoints,
 }
 
 /// The local ephemeral port range, from the text of ip_local_port_range.
@@ -193,6 +221,12 @@ pub fn config(root: &Path, opts: &TcpOptions) -> Result<TcpConfig, TcpError> {
     let state = tracefs::read_format(root, "sock", "inet_sock_set_state")?;
     let retrans = tracefs::read_format(root, "tcp", "tcp_retransmit_skb")?;
     let mut cfg = config_from(&probe, &state, &retrans)?;
+    filters(&mut cfg, opts);
+    Ok(cfg)
+}
+
+/// The ephemeral port range and the port filter switch, for either kind.
+fn filters(cfg: &mut TcpConfig, opts: &TcpOptions) {
     // Linux's default when the file cannot be read.
     let (lo, hi) = std::fs::read_to_string(PORT_RANGE)
         .ok()
@@ -201,6 +235,36 @@ pub fn config(root: &Path, opts: &TcpOptions) -> Result<TcpConfig, TcpError> {
     cfg.ephemeral_lo = lo;
     cfg.ephemeral_hi = hi;
     cfg.filter_ports = u8::from(!opts.ports.is_empty());
+}
+
+/// The BTF tracepoint programs' configuration: the socket offsets they read,
+/// checked against the tracepoints' signatures.
+pub fn btf_config(layout: &Layout, opts: &TcpOptions) -> Result<TcpConfig, LayoutError> {
+    let sk = "*struct sock";
+    // tcp_probe and tcp_retransmit_skb: only the socket is read (newer
+    // kernels add arguments after it).
+    check_args(layout, "tcp_probe", &[sk], false, false)?;
+    check_args(layout, "tcp_retransmit_skb", &[sk], false, false)?;
+    check_args(
+        layout,
+        "inet_sock_set_state",
+        &[sk, "u4", "u4"],
+        true,
+        false,
+    )?;
+    let off = |s: &str, f: &str, size: u32| offset(layout, s, f, size);
+    let mut cfg = TcpConfig::zeroed();
+    cfg.sk = TcpSockOffsets {
+        family: off("sock", "__sk_common.skc_family", 2)?,
+        num: off("sock", "__sk_common.skc_num", 2)?,
+        dport: off("sock", "__sk_common.skc_dport", 2)?,
+        daddr: off("sock", "__sk_common.skc_daddr", 4)?,
+        v6_daddr: off("sock", "__sk_common.skc_v6_daddr", 16)?,
+        protocol: off("sock", "sk_protocol", 2)?,
+        srtt_us: off("tcp_sock", "srtt_us", 4)?,
+        _pad: 0,
+    };
+    filters(&mut cfg, opts);
     Ok(cfg)
 }
 
@@ -302,18 +366,71 @@ pub fn peer_addr(key: &TcpKey) -> Option<IpAddr> {
 /// An attached TCP collector; dropping it detaches the programs.
 pub struct TcpCollector {
     ebpf: Ebpf,
+    /// `Btf` or `Classic`: what is attached.
+    hook: Tracepoints,
+    /// Why BTF tracepoints were not used, when `auto` fell back.
+    fallback: Option<String>,
 }
 
 impl TcpCollector {
-    /// Mounts tracefs if needed, loads the programs and attaches them.
+    /// Loads the programs and attaches them: BTF tracepoints where the
+    /// kernel has BTF (unless `opts.hook` says classic), else classic ones
+    /// (mounting tracefs if needed).
     pub fn attach(opts: &TcpOptions) -> Result<Self, TcpError> {
         if opts.ports.len() > TCP_PORT_FILTER_ENTRIES as usize {
             return Err(TcpError::Options(format!(
                 "at most {TCP_PORT_FILTER_ENTRIES} ports can be selected at once"
             )));
         }
+        if opts.hook == Tracepoints::Classic {
+            return Self::attach_classic(opts, None);
+        }
+        match Self::attach_btf(opts) {
+            Ok(c) => Ok(c),
+            Err(e) if opts.hook == Tracepoints::Btf => Err(e),
+            Err(e) => Self::attach_classic(opts, Some(e.to_string())),
+        }
+    }
+
+    fn attach_btf(opts: &TcpOptions) -> Result<Self, TcpError> {
+        let layout = kernel_layout().map_err(TcpError::NoBtf)?;
+        let cfg = btf_config(&layout, opts).map_err(|e| TcpError::NoBtf(e.to_string()))?;
+        drop(layout);
+        let btf = Btf::from_sys_fs().map_err(|e| TcpError::NoBtf(format!("{SYSFS_BTF}: {e}")))?;
+        let mut ebpf = Self::load(opts, cfg)?;
+        for (tracepoint, program) in BTF_PROGRAMS {
+            let err = |source| TcpError::Program { program, source };
+            let prog: &mut BtfTracePoint =
+                program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
+            prog.load(tracepoint, &btf).map_err(err)?;
+            prog.attach().map_err(err)?;
+        }
+        Ok(Self {
+            ebpf,
+            hook: Tracepoints::Btf,
+            fallback: None,
+        })
+    }
+
+    fn attach_classic(opts: &TcpOptions, fallback: Option<String>) -> Result<Self, TcpError> {
         let root = tracefs::ensure_mounted()?;
         let cfg = config(&root, opts)?;
+        let mut ebpf = Self::load(opts, cfg)?;
+        for (category, program) in PROGRAMS {
+            let err = |source| TcpError::Program { program, source };
+            let prog: &mut TracePoint = program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
+            prog.load().map_err(err)?;
+            prog.attach(category, program).map_err(err)?;
+        }
+        Ok(Self {
+            ebpf,
+            hook: Tracepoints::Classic,
+            fallback,
+        })
+    }
+
+    /// Loads the object with `cfg`, the port filter filled in.
+    fn load(opts: &TcpOptions, cfg: TcpConfig) -> Result<Ebpf, TcpError> {
         let mut ebpf = ebpf::load(&ebpf::Globals {
             tcp: Some(cfg),
             ..ebpf::Globals::default()
@@ -328,19 +445,18 @@ impl TcpCollector {
                     .map_err(maps::MapAccessError::on("TCP_PORT_FILTER"))?;
             }
         }
-        for (category, program) in PROGRAMS {
-            let err = |source| TcpError::Program { program, source };
-            let prog: &mut TracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| {
-                    TcpError::Options(format!("program {program} missing from the object"))
-                })?
-                .try_into()
-                .map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach(category, program).map_err(err)?;
-        }
-        Ok(Self { ebpf })
+        Ok(ebpf)
+    }
+
+    /// `Btf` or `Classic`: which programs are attached.
+    pub fn hook(&self) -> Tracepoints {
+        self.hook
+    }
+
+    /// Why BTF tracepoints could not be used, when `auto` fell back to
+    /// classic ones.
+    pub fn fallback_reason(&self) -> Option<&str> {
+        self.fallback.as_deref()
     }
 
     /// The kernel side's counters so far (reads the histograms' counts too).
@@ -381,17 +497,21 @@ impl TcpCollector {
     /// The kernel's statistics of each program (run time needs
     /// kernel.bpf_stats_enabled=1).
     pub fn program_stats(&self) -> Vec<(&'static str, ProgStats)> {
-        PROGRAMS
+        let programs = match self.hook {
+            Tracepoints::Btf => BTF_PROGRAMS,
+            _ => PROGRAMS.map(|(_, p)| (p, p)),
+        };
+        // By tracepoint, whichever kind of program is attached to it.
+        programs
             .iter()
-            .map(|&(_, p)| {
+            .map(|&(tp, p)| {
                 let stats = self
                     .ebpf
                     .program(p)
-                    .and_then(|prog| <&TracePoint>::try_from(prog).ok())
                     .and_then(|prog| prog.fd().ok())
                     .and_then(|fd| progstats::read(fd.as_fd()).ok())
                     .unwrap_or_default();
-                (p, stats)
+                (tp, stats)
             })
             .collect()
     }
@@ -400,6 +520,14 @@ impl TcpCollector {
         let map = maps::find(&self.ebpf, "TCP_HISTS")?;
         Ok(PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("TCP_HISTS"))?)
     }
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut aya::programs::Program, TcpError> {
+    ebpf.program_mut(program)
+        .ok_or_else(|| TcpError::Options(format!("program {program} missing from the object")))
 }
 
 impl Collector for TcpCollector {
@@ -443,6 +571,7 @@ impl Collector for TcpCollector {
         Ok(TcpSnapshot {
             series,
             counters: self.counters(rtt_recorded)?,
+            hook: self.hook,
         })
     }
 

@@ -57,7 +57,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
             BlockCollector::attach(&BlockOptions {
                 devices,
                 queue_time: args.queued,
-                hook: args.block_tracepoints,
+                hook: args.tracepoints,
             })
             .context("cannot start the block I/O latency collector")?,
         )
@@ -68,12 +68,30 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         Some(
             TcpCollector::attach(&TcpOptions {
                 ports: args.ports.clone(),
+                hook: args.tracepoints,
             })
             .context("cannot start the TCP latency collector")?,
         )
     } else {
         None
     };
+    // A kernel with BTF whose BTF tracepoints did not work is worth a word
+    // (a kernel without BTF falling back is the normal case).
+    let fell_back = [
+        (
+            "block I/O",
+            block.as_ref().and_then(BlockCollector::fallback_reason),
+        ),
+        ("TCP", tcp.as_ref().and_then(TcpCollector::fallback_reason)),
+    ];
+    for (what, reason) in fell_back {
+        if let Some(reason) = reason
+            && std::path::Path::new(crate::btf::SYSFS_BTF).exists()
+            && !args.quiet
+        {
+            eprintln!("note: {what}: classic tracepoints, as BTF tracepoints failed: {reason}");
+        }
+    }
     // Listen for Ctrl-C before saying that tracing runs, so that an early
     // Ctrl-C ends the run with a report rather than killing the process.
     let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())

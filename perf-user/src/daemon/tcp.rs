@@ -77,6 +77,7 @@ impl TcpSource {
     pub fn start(cfg: &TcpSection) -> Result<Self, TcpError> {
         let collector = TcpCollector::attach(&TcpOptions {
             ports: cfg.ports.clone(),
+            hook: cfg.tracepoints,
         })?;
         Ok(Self {
             collector: Mutex::new(collector),

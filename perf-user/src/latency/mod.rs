@@ -190,6 +190,8 @@ pub struct TcpReport {
     pub retransmits: TcpCountSet,
     /// What the kernel side counted, including what it could not record.
     pub counters: TcpCounters,
+    /// `btf` (BTF tracepoints reading the sockets) or `classic` (tracepoint records).
+    pub tracepoints: &'static str,
 }
 
 /// One kind of TCP measurement, by port and by peer.
@@ -352,6 +354,7 @@ impl TcpReport {
                     .collect(),
             },
             counters: snapshot.counters,
+            tracepoints: snapshot.hook.name(),
         }
     }
 }

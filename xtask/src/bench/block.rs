@@ -67,7 +67,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         })
     };
     let ours = ours_with(&[]);
-    let ours_classic = ours_with(&["--block-tracepoints", "classic"]);
+    let ours_classic = ours_with(&["--tracepoints", "classic"]);
     let biolatency = cmd::find_in_path("biolatency")
         .ok_or_else(|| "biolatency not found (apt-get install libbpf-tools)".to_string())
         .map(|p| Tracer::new(p, &[]));
@@ -78,7 +78,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
              where the kernel has BTF",
         ),
         Variant::traced("perf-user, classic tracepoints", ours_classic)
-            .with_note("--block-tracepoints classic: what kernels without BTF get"),
+            .with_note("--tracepoints classic: what kernels without BTF get"),
         Variant::traced("biolatency", biolatency)
             .with_note("one histogram for all disks (no -D, -F)"),
     ];

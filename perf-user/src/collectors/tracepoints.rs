@@ -1,0 +1,99 @@
+//! Which kind of tracepoint programs a latency collector attaches.
+//!
+//! Block I/O and TCP latency each have two sets of programs on the same
+//! tracepoints: BTF tracepoints (tp_btf), which read the kernel's structs at
+//! offsets from its BTF and cost less, and classic tracepoints, which read
+//! the record the kernel fills, at offsets from tracefs, on any kernel.
+
+use crate::{
+    btf::SYSFS_BTF,
+    btf_layout::{Layout, LayoutError},
+};
+
+/// Which kind of tracepoint programs to attach.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    clap::ValueEnum,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Tracepoints {
+    /// BTF tracepoints where the kernel has BTF, classic ones otherwise.
+    #[default]
+    Auto,
+    /// BTF tracepoints (tp_btf) only: fail when the kernel cannot.
+    Btf,
+    /// Classic tracepoints (tracefs record formats) only.
+    Classic,
+}
+
+impl Tracepoints {
+    /// As the flag and the JSON spell it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tracepoints::Auto => "auto",
+            Tracepoints::Btf => "btf",
+            Tracepoints::Classic => "classic",
+        }
+    }
+}
+
+/// The running kernel's BTF, for the layouts the BTF programs read; the
+/// error says why there is none. Always the kernel's own (never a `--btf`
+/// file): tp_btf programs attach by the kernel's type ids, and a kernel
+/// without BTF cannot verify them at all.
+pub fn kernel_layout() -> Result<Layout, String> {
+    let data = std::fs::read(SYSFS_BTF).map_err(|e| {
+        format!("{SYSFS_BTF}: {e} (the kernel was built without CONFIG_DEBUG_INFO_BTF)")
+    })?;
+    Layout::parse(data).map_err(|e| e.to_string())
+}
+
+/// Checks that BTF tracepoint `tp` takes the arguments the program reads:
+/// `want` first (later ones are not read). `Ok(false)` when the kernel has
+/// no such tracepoint and `optional` says that is fine.
+pub fn check_args(
+    layout: &Layout,
+    tp: &str,
+    want: &[&str],
+    exact: bool,
+    optional: bool,
+) -> Result<bool, LayoutError> {
+    let params = match layout.tracepoint_params(tp) {
+        Ok(p) => p,
+        Err(LayoutError::Missing(_)) if optional => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    let fits = if exact {
+        params.len() == want.len()
+    } else {
+        params.len() >= want.len()
+    };
+    if !fits || params.iter().zip(want).any(|(p, w)| p != w) {
+        return Err(LayoutError::Shape {
+            what: format!("tracepoint {tp}"),
+            why: format!(
+                "arguments ({}), the program reads ({})",
+                params.join(", "),
+                want.join(", ")
+            ),
+        });
+    }
+    Ok(true)
+}
+
+/// The offset of `path` in `struct strukt`, which must be `size` bytes
+/// wide, as a program global (u16).
+pub fn offset(layout: &Layout, strukt: &str, path: &str, size: u32) -> Result<u16, LayoutError> {
+    let m = layout.member_sized(strukt, path, size)?;
+    u16::try_from(m.offset).map_err(|_| LayoutError::Shape {
+        what: format!("struct {strukt}.{path}"),
+        why: format!("at offset {}, past what the program can address", m.offset),
+    })
+}
