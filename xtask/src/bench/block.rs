@@ -52,22 +52,8 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         ops: ios as f64,
         op_name: "I/O",
     };
-    let ours_with = |extra: &'static [&'static str]| {
-        ctx.perf_user_command("latency").and_then(|(bin, help)| {
-            if let Some(flag) = ["--block"]
-                .iter()
-                .chain(extra)
-                .find(|f| !help.contains(**f))
-            {
-                return Err(format!("this perf-user's `latency` has no {flag}"));
-            }
-            let mut args = vec!["latency", "--block", "-d", "1h", "-q", "-o", "/dev/null"];
-            args.extend(extra);
-            Ok(Tracer::new(bin, &args))
-        })
-    };
-    let ours = ours_with(&[]);
-    let ours_classic = ours_with(&["--tracepoints", "classic"]);
+    let ours = ctx.latency_tracer(&["--block"]);
+    let ours_classic = ctx.latency_tracer(&["--block", "--tracepoints", "classic"]);
     let biolatency = cmd::find_in_path("biolatency")
         .ok_or_else(|| "biolatency not found (apt-get install libbpf-tools)".to_string())
         .map(|p| Tracer::new(p, &[]));

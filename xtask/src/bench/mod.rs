@@ -136,6 +136,22 @@ impl Ctx {
         }
         Ok((bin, String::from_utf8_lossy(&out.stdout).into_owned()))
     }
+
+    /// `perf-user latency` with `args` (its collector flag first, then any
+    /// others), running for an hour with no output, or why this binary
+    /// cannot: a flag its `latency --help` does not know.
+    pub fn latency_tracer(&self, args: &[&str]) -> Result<compare::Tracer, String> {
+        let (bin, help) = self.perf_user_command("latency")?;
+        if let Some(flag) = args
+            .iter()
+            .find(|a| a.starts_with("--") && !help.contains(**a))
+        {
+            return Err(format!("this perf-user's `latency` has no {flag}"));
+        }
+        let mut all = vec!["latency", "-d", "1h", "-q", "-o", "/dev/null"];
+        all.extend(args);
+        Ok(compare::Tracer::new(bin, &all))
+    }
 }
 
 /// The outcome of one case, for the reports.

@@ -1,6 +1,8 @@
 //! Case 3, TCP: loopback request/response (64-byte messages, one exchange at
 //! a time, connections opened one after the other); untraced, ours
-//! (`latency --tcp`), and a bpftrace script on the same tracepoints.
+//! (`latency --tcp`: BTF tracepoints where the kernel has BTF), ours with the
+//! classic tracepoints that kernels without BTF use, and a bpftrace script on
+//! the same tracepoints.
 
 use std::process::Command;
 
@@ -48,27 +50,17 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         ops: (conns * trips) as f64,
         op_name: "round trip",
     };
-    let ours = ctx
-        .perf_user_command("latency")
-        .and_then(|(bin, help)| {
-            if help.contains("--tcp") {
-                Ok(bin)
-            } else {
-                Err("this perf-user's `latency` has no --tcp".into())
-            }
-        })
-        .map(|bin| {
-            Tracer::new(
-                bin,
-                &["latency", "--tcp", "-d", "1h", "-q", "-o", "/dev/null"],
-            )
-        });
+    let ours = ctx.latency_tracer(&["--tcp"]);
+    let ours_classic = ctx.latency_tracer(&["--tcp", "--tracepoints", "classic"]);
     let bpftrace = cmd::find_in_path("bpftrace")
         .ok_or_else(|| "bpftrace not found (apt-get install bpftrace)".to_string())
         .map(|p| Tracer::bpftrace(p, &[], BPFTRACE_TCP));
     let variants = vec![
         Variant::untraced(),
-        Variant::traced("perf-user latency --tcp", ours),
+        Variant::traced("perf-user latency --tcp", ours)
+            .with_note("BTF tracepoints where the kernel has BTF"),
+        Variant::traced("perf-user, classic tracepoints", ours_classic)
+            .with_note("--tracepoints classic: what kernels without BTF get"),
         Variant::traced("bpftrace (same tracepoints)", bpftrace)
             .with_note("RTT and connect-latency histograms and a retransmit count"),
     ];
