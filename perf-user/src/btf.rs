@@ -1,13 +1,13 @@
 //! Kernel BTF: where it comes from, and who needs it.
 //!
 //! No collector needs the kernel's BTF: the CPU sampler is a perf-event
-//! program, TCP latency uses classic tracepoints (field offsets from
-//! tracefs), leaks uses uprobes, and aya has no CO-RE relocations for Rust
-//! programs. So perf-user runs on kernels built without
+//! program, block and TCP latency can use classic tracepoints (field
+//! offsets from tracefs), leaks uses uprobes, and aya has no CO-RE
+//! relocations for Rust programs. So perf-user runs on kernels built without
 //! CONFIG_DEBUG_INFO_BTF (Raspberry Pi OS kernels, many embedded ones).
-//! Block latency uses it when the kernel has it: its BTF tracepoint programs
-//! cost less per I/O than the classic ones it falls back to
-//! (`collectors::block`, which reads the struct offsets with `btf_layout`).
+//! Block and TCP latency use it when the kernel has it: their BTF tracepoint
+//! programs cost less than the classic ones they fall back to
+//! (`collectors::tracepoints`, which reads struct offsets with `btf_layout`).
 //!
 //! aya's `EbpfLoader::new()` parses /sys/kernel/btf/vmlinux when it exists
 //! and silently goes without it otherwise; [`crate::ebpf::load`] replaces

@@ -154,7 +154,26 @@ t_latency_tcp() {
     [ $rc -eq 0 ] || { echo "perf-user latency exited with $rc"; return 1; }
     grep -q '"tcp"' /tmp/tcp.json ||
         { skip_because "this build's latency report has no TCP section yet"; return 0; }
-    expect 7777 /tmp/tcp.json
+    expect 7777 /tmp/tcp.json || return 1
+    if [ -n "${TCP_TRACEPOINTS:-}" ] && grep -q '"tracepoints"' /tmp/tcp.json; then
+        expect "\"tracepoints\": \"$TCP_TRACEPOINTS\"" /tmp/tcp.json
+    fi
+}
+
+# $1: the tracepoints the report must name.
+t_latency_tcp_with() {
+    TCP_TRACEPOINTS=$1
+    t_latency_tcp
+    rc=$?
+    TCP_TRACEPOINTS=
+    return $rc
+}
+t_latency_tcp_btf() {
+    [ -e /sys/kernel/btf/vmlinux ] || { skip_because "this kernel has no BTF"; return 0; }
+    t_latency_tcp_with btf
+}
+t_latency_tcp_classic() {
+    t_latency_tcp_with classic
 }
 
 t_leaks() {
@@ -167,10 +186,11 @@ t_leaks() {
     expect leak_memory /tmp/leaks.out
 }
 
-# 1. As the kernel comes: BTF visible (only block latency reads it, for
-# its BTF tracepoints).
+# 1. As the kernel comes: BTF visible (only block and TCP latency read it,
+# for their BTF tracepoints).
 run_test profile t_profile
 run_test latency-block t_latency_block_btf
+run_test latency-tcp t_latency_tcp_btf
 
 # 2. BTF hidden, as on a Raspberry Pi OS kernel.
 if [ -e /sys/kernel/btf/vmlinux ]; then
@@ -183,7 +203,7 @@ if [ -e /sys/kernel/btf/vmlinux ]; then
 fi
 run_test profile-no-btf t_profile
 run_test latency-block-no-btf t_latency_block_classic
-run_test latency-tcp-no-btf t_latency_tcp
+run_test latency-tcp-no-btf t_latency_tcp_classic
 run_test leaks-no-btf t_leaks
 
 # 3. BTF hidden, given as a file instead.
