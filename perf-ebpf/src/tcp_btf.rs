@@ -110,8 +110,9 @@ fn probe(sk: *const u8) -> Option<()> {
     if tp.is_null() {
         return None;
     }
+    let off = tcp_conf!(sk.srtt_us);
     // SAFETY: `tp` is the helper's tcp_sock, the offset from its BTF.
-    let srtt8: u32 = unsafe { load(tp, tcp_conf!(sk.srtt_us)) };
+    let srtt8: u32 = unsafe { load(tp, off) };
     // As the classic tracepoint reports it: whole microseconds.
     record_rtt(&conn, srtt8 >> 3)
 }
