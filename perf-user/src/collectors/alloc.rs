@@ -79,8 +79,12 @@ pub struct ProbeSite {
     pub function: &'static str,
     /// The eBPF program for its entry.
     pub program: &'static str,
-    /// Offset of its first instruction in the file.
+    /// Offset of its first instruction in the file: where a return probe goes.
     pub offset: u64,
+    /// Where its entry program goes: `offset`, or for a function without a
+    /// return probe a later instruction that the kernel emulates instead of
+    /// single-stepping (`leaks::probe_site`).
+    pub entry_offset: u64,
 }
 
 /// Why the allocation tracer could not start or read.
@@ -325,9 +329,10 @@ impl AllocCollector {
             .iter()
             .filter(|s| s.function != "free")
             .map(|s| (RETURN_PROGRAM, *s));
-        let entries = distinct.iter().map(|s| (s.program, *s));
-        for (program, site) in returns.chain(entries) {
-            let link = attach_one(&mut self.ebpf, program, path, site.offset, scope)
+        let returns = returns.map(|(program, s)| (program, s, s.offset));
+        let entries = distinct.iter().map(|s| (s.program, *s, s.entry_offset));
+        for (program, site, offset) in returns.chain(entries) {
+            let link = attach_one(&mut self.ebpf, program, path, offset, scope)
                 .map_err(|source| attach_error(site.function, path, source))?;
             self.links.push(link);
         }

@@ -16,11 +16,12 @@ use std::{
 use object::{
     Endianness, Object as _, ObjectSymbol as _,
     elf::{PT_LOAD, STT_GNU_IFUNC},
-    read::elf::{ElfFile64, ProgramHeader as _},
+    read::elf::{ElfFile64, FileHeader as _, ProgramHeader as _},
 };
 
 use crate::{
     collectors::alloc::{FUNCTIONS, ProbeSite},
+    leaks::probe_site,
     procmaps::{Backing, ProcessMaps},
 };
 
@@ -95,6 +96,10 @@ pub struct ElfSummary {
     pub indirect: Vec<String>,
     /// `PT_LOAD` segments: (virtual address, file offset, file size).
     pub loads: Vec<(u64, u64, u64)>,
+    /// `e_machine`.
+    pub machine: u16,
+    /// The first bytes of each function in `symbols` (up to 16).
+    pub code: HashMap<String, Vec<u8>>,
 }
 
 impl ElfSummary {
@@ -140,6 +145,14 @@ impl ElfSummary {
                 continue;
             }
             out.symbols.insert(name.to_string(), sym.address());
+        }
+        out.machine = elf.elf_header().e_machine(endian);
+        for (name, &vaddr) in &out.symbols {
+            if let Some(at) = out.file_offset(vaddr).and_then(|o| usize::try_from(o).ok()) {
+                let end = (at + 16).min(data.len());
+                out.code
+                    .insert(name.clone(), data[at.min(end)..end].to_vec());
+            }
         }
         Ok(out)
     }
@@ -190,6 +203,14 @@ impl Allocator {
                     function,
                     program,
                     offset,
+                    // Only free's probe has no return probe, so only it can move.
+                    entry_offset: offset
+                        + if function == "free" {
+                            let code = elf.code.get(function).map_or(&[][..], Vec::as_slice);
+                            probe_site::entry_skip(elf.machine, code)
+                        } else {
+                            0
+                        },
                 }),
                 None => missing.push(function),
             }

@@ -13,4 +13,5 @@ pub mod image;
 pub mod launch;
 pub mod model;
 pub mod output;
+pub mod probe_site;
 pub mod report;
