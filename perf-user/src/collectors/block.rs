@@ -11,9 +11,9 @@
 use std::{os::fd::AsFd as _, path::Path};
 
 use aya::{
-    Btf, Ebpf, EbpfError,
+    Ebpf, EbpfError,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::ProgramError,
 };
 use perf_ebpf_common::{
     block::{
@@ -25,10 +25,12 @@ use perf_ebpf_common::{
 
 use super::{
     Collector, maps,
-    tracepoints::{Tracepoints, check_args, kernel_layout, offset},
+    tracepoints::{
+        AttachError, Tracepoints, attach_btf, attach_classic, check_args, choose, kernel_btf,
+        kernel_layout, offset,
+    },
 };
 use crate::{
-    btf::SYSFS_BTF,
     btf_layout::{Layout, LayoutError},
     ebpf,
     histogram::Log2Hist,
@@ -87,6 +89,17 @@ pub enum BlockError {
     /// Bad options.
     #[error("{0}")]
     Options(String),
+}
+
+impl From<AttachError> for BlockError {
+    fn from(e: AttachError) -> Self {
+        match e {
+            AttachError::Missing(p) => {
+                BlockError::Options(format!("program {p} missing from the object"))
+            }
+            AttachError::Program { program, source } => BlockError::Program { program, source },
+        }
+    }
 }
 
 impl From<super::maps::MapAccessError> for BlockError {
@@ -278,14 +291,11 @@ impl BlockCollector {
                 "at most {BLOCK_DEV_FILTER_ENTRIES} devices can be selected at once"
             )));
         }
-        if opts.hook == Tracepoints::Classic {
-            return Self::attach_classic(opts, None);
-        }
-        match Self::attach_btf(opts) {
-            Ok(c) => Ok(c),
-            Err(e) if opts.hook == Tracepoints::Btf => Err(e),
-            Err(e) => Self::attach_classic(opts, Some(e.to_string())),
-        }
+        choose(
+            opts.hook,
+            || Self::attach_btf(opts),
+            |fallback| Self::attach_classic(opts, fallback),
+        )
     }
 
     fn attach_btf(opts: &BlockOptions) -> Result<Self, BlockError> {
@@ -293,15 +303,9 @@ impl BlockCollector {
         let (cfg, queue_time) =
             btf_config(&layout, opts).map_err(|e| BlockError::NoBtf(e.to_string()))?;
         drop(layout);
-        let btf = Btf::from_sys_fs().map_err(|e| BlockError::NoBtf(format!("{SYSFS_BTF}: {e}")))?;
+        let btf = kernel_btf().map_err(BlockError::NoBtf)?;
         let mut ebpf = Self::load(opts, cfg, "BLOCK_INFLIGHT")?;
-        for (tracepoint, program) in programs(&BTF_PROGRAMS, queue_time) {
-            let err = |source| BlockError::Program { program, source };
-            let prog: &mut BtfTracePoint =
-                program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
-            prog.load(tracepoint, &btf).map_err(err)?;
-            prog.attach().map_err(err)?;
-        }
+        attach_btf(&mut ebpf, &btf, programs(&BTF_PROGRAMS, queue_time))?;
         Ok(Self {
             ebpf,
             queue_time,
@@ -314,12 +318,8 @@ impl BlockCollector {
         let root = tracefs::ensure_mounted()?;
         let (cfg, queue_time) = config(&root, opts)?;
         let mut ebpf = Self::load(opts, cfg, "BLOCK_RQ_INFLIGHT")?;
-        for (tracepoint, program) in programs(&CLASSIC_PROGRAMS, queue_time) {
-            let err = |source| BlockError::Program { program, source };
-            let prog: &mut TracePoint = program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach("block", tracepoint).map_err(err)?;
-        }
+        let classic = programs(&CLASSIC_PROGRAMS, queue_time).map(|(tp, p)| ("block", tp, p));
+        attach_classic(&mut ebpf, classic)?;
         Ok(Self {
             ebpf,
             queue_time,
@@ -442,14 +442,6 @@ fn programs(
     all.iter()
         .copied()
         .filter(move |(tp, _)| queue_time || *tp != "block_io_start")
-}
-
-fn program_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    program: &'static str,
-) -> Result<&'a mut aya::programs::Program, BlockError> {
-    ebpf.program_mut(program)
-        .ok_or_else(|| BlockError::Options(format!("program {program} missing from the object")))
 }
 
 impl Collector for BlockCollector {

@@ -15,9 +15,9 @@ use std::{
 };
 
 use aya::{
-    Btf, Ebpf, EbpfError,
+    Ebpf, EbpfError,
     maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
-    programs::{BtfTracePoint, ProgramError, TracePoint},
+    programs::ProgramError,
 };
 use perf_ebpf_common::{
     hist::{Hist, LATENCY_UNIT_NS},
@@ -29,10 +29,12 @@ use perf_ebpf_common::{
 
 use super::{
     Collector, maps,
-    tracepoints::{Tracepoints, check_args, kernel_layout, offset},
+    tracepoints::{
+        AttachError, Tracepoints, attach_btf, attach_classic, check_args, choose, kernel_btf,
+        kernel_layout, offset,
+    },
 };
 use crate::{
-    btf::SYSFS_BTF,
     btf_layout::{Layout, LayoutError},
     ebpf,
     histogram::Log2Hist,
@@ -106,6 +108,17 @@ pub enum TcpError {
          (or auto, which falls back by itself)"
     )]
     NoBtf(String),
+}
+
+impl From<AttachError> for TcpError {
+    fn from(e: AttachError) -> Self {
+        match e {
+            AttachError::Missing(p) => {
+                TcpError::Options(format!("program {p} missing from the object"))
+            }
+            AttachError::Program { program, source } => TcpError::Program { program, source },
+        }
+    }
 }
 
 impl From<super::maps::MapAccessError> for TcpError {
@@ -382,29 +395,20 @@ impl TcpCollector {
                 "at most {TCP_PORT_FILTER_ENTRIES} ports can be selected at once"
             )));
         }
-        if opts.hook == Tracepoints::Classic {
-            return Self::attach_classic(opts, None);
-        }
-        match Self::attach_btf(opts) {
-            Ok(c) => Ok(c),
-            Err(e) if opts.hook == Tracepoints::Btf => Err(e),
-            Err(e) => Self::attach_classic(opts, Some(e.to_string())),
-        }
+        choose(
+            opts.hook,
+            || Self::attach_btf(opts),
+            |fallback| Self::attach_classic(opts, fallback),
+        )
     }
 
     fn attach_btf(opts: &TcpOptions) -> Result<Self, TcpError> {
         let layout = kernel_layout().map_err(TcpError::NoBtf)?;
         let cfg = btf_config(&layout, opts).map_err(|e| TcpError::NoBtf(e.to_string()))?;
         drop(layout);
-        let btf = Btf::from_sys_fs().map_err(|e| TcpError::NoBtf(format!("{SYSFS_BTF}: {e}")))?;
+        let btf = kernel_btf().map_err(TcpError::NoBtf)?;
         let mut ebpf = Self::load(opts, cfg)?;
-        for (tracepoint, program) in BTF_PROGRAMS {
-            let err = |source| TcpError::Program { program, source };
-            let prog: &mut BtfTracePoint =
-                program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
-            prog.load(tracepoint, &btf).map_err(err)?;
-            prog.attach().map_err(err)?;
-        }
+        attach_btf(&mut ebpf, &btf, BTF_PROGRAMS)?;
         Ok(Self {
             ebpf,
             hook: Tracepoints::Btf,
@@ -416,12 +420,7 @@ impl TcpCollector {
         let root = tracefs::ensure_mounted()?;
         let cfg = config(&root, opts)?;
         let mut ebpf = Self::load(opts, cfg)?;
-        for (category, program) in PROGRAMS {
-            let err = |source| TcpError::Program { program, source };
-            let prog: &mut TracePoint = program_mut(&mut ebpf, program)?.try_into().map_err(err)?;
-            prog.load().map_err(err)?;
-            prog.attach(category, program).map_err(err)?;
-        }
+        attach_classic(&mut ebpf, PROGRAMS.map(|(category, p)| (category, p, p)))?;
         Ok(Self {
             ebpf,
             hook: Tracepoints::Classic,
@@ -520,14 +519,6 @@ impl TcpCollector {
         let map = maps::find(&self.ebpf, "TCP_HISTS")?;
         Ok(PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("TCP_HISTS"))?)
     }
-}
-
-fn program_mut<'a>(
-    ebpf: &'a mut Ebpf,
-    program: &'static str,
-) -> Result<&'a mut aya::programs::Program, TcpError> {
-    ebpf.program_mut(program)
-        .ok_or_else(|| TcpError::Options(format!("program {program} missing from the object")))
 }
 
 impl Collector for TcpCollector {

@@ -5,6 +5,13 @@
 //! offsets from its BTF and cost less, and classic tracepoints, which read
 //! the record the kernel fills, at offsets from tracefs, on any kernel.
 
+use std::fmt::Display;
+
+use aya::{
+    Btf, Ebpf,
+    programs::{BtfTracePoint, ProgramError, TracePoint},
+};
+
 use crate::{
     btf::SYSFS_BTF,
     btf_layout::{Layout, LayoutError},
@@ -96,4 +103,78 @@ pub fn offset(layout: &Layout, strukt: &str, path: &str, size: u32) -> Result<u1
         what: format!("struct {strukt}.{path}"),
         why: format!("at offset {}, past what the program can address", m.offset),
     })
+}
+
+/// The running kernel's BTF as aya loads BTF tracepoints with it.
+pub fn kernel_btf() -> Result<Btf, String> {
+    Btf::from_sys_fs().map_err(|e| format!("{SYSFS_BTF}: {e}"))
+}
+
+/// Attaches with `btf` unless `hook` says classic; under `auto`, when that
+/// fails, with `classic`, which is told why.
+pub fn choose<T, E: Display>(
+    hook: Tracepoints,
+    btf: impl FnOnce() -> Result<T, E>,
+    classic: impl FnOnce(Option<String>) -> Result<T, E>,
+) -> Result<T, E> {
+    if hook == Tracepoints::Classic {
+        return classic(None);
+    }
+    match btf() {
+        Ok(c) => Ok(c),
+        Err(e) if hook == Tracepoints::Btf => Err(e),
+        Err(e) => classic(Some(e.to_string())),
+    }
+}
+
+/// Why a program of the object could not be attached.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The object has no such program (a build mismatch).
+    Missing(&'static str),
+    /// The kernel refused to load or attach it.
+    Program {
+        /// The program's name.
+        program: &'static str,
+        /// What went wrong.
+        source: ProgramError,
+    },
+}
+
+fn program_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    program: &'static str,
+) -> Result<&'a mut aya::programs::Program, AttachError> {
+    ebpf.program_mut(program)
+        .ok_or(AttachError::Missing(program))
+}
+
+/// Loads and attaches BTF tracepoint programs, each (tracepoint, program), in order.
+pub fn attach_btf(
+    ebpf: &mut Ebpf,
+    btf: &Btf,
+    programs: impl IntoIterator<Item = (&'static str, &'static str)>,
+) -> Result<(), AttachError> {
+    for (tracepoint, program) in programs {
+        let err = |source| AttachError::Program { program, source };
+        let prog: &mut BtfTracePoint = program_mut(ebpf, program)?.try_into().map_err(err)?;
+        prog.load(tracepoint, btf).map_err(err)?;
+        prog.attach().map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Loads and attaches classic tracepoint programs, each (category,
+/// tracepoint, program), in order.
+pub fn attach_classic(
+    ebpf: &mut Ebpf,
+    programs: impl IntoIterator<Item = (&'static str, &'static str, &'static str)>,
+) -> Result<(), AttachError> {
+    for (category, tracepoint, program) in programs {
+        let err = |source| AttachError::Program { program, source };
+        let prog: &mut TracePoint = program_mut(ebpf, program)?.try_into().map_err(err)?;
+        prog.load().map_err(err)?;
+        prog.attach(category, tracepoint).map_err(err)?;
+    }
+    Ok(())
 }
