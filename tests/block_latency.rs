@@ -131,9 +131,9 @@ fn root_disk_matches_diskstats_classic() {
     root_disk_matches_diskstats_with(Tracepoints::Classic);
 }
 
-fn root_disk_matches_diskstats_with(hook: Tracepoints) {
+fn root_disk_matches_diskstats_with(tracepoints: Tracepoints) {
     let _guard = exclusive();
-    let dir = test_dir(&format!("block_root_disk_{}", hook.name()));
+    let dir = test_dir(&format!("block_root_disk_{}", tracepoints.name()));
     let disk = disk_of(&dir);
     let dev = blockdev::resolve(&disk).expect("resolve the root disk").dev;
     let file = dir.join("direct.dat");
@@ -141,10 +141,14 @@ fn root_disk_matches_diskstats_with(hook: Tracepoints) {
     let mut collector = BlockCollector::attach(&BlockOptions {
         devices: vec![dev],
         queue_time: true,
-        hook,
+        tracepoints,
     })
     .expect("attach the block collector");
-    assert_eq!(collector.hook(), hook, "asked for {hook:?}");
+    assert_eq!(
+        collector.tracepoints(),
+        tracepoints,
+        "asked for {tracepoints:?}"
+    );
     // Requests in flight when the programs attached are not timed, by
     // design, but diskstats counts them when they complete: wait until they
     // have (the unmatched-completion count stops growing). Under heavy

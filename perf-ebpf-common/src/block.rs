@@ -114,7 +114,8 @@ pub struct InflightVal {
     pub started_ns: u64,
     /// bpf_ktime_get_ns() at issue; 0 while queued.
     pub issued_ns: u64,
-    /// Sectors not yet completed (a request can complete in parts).
+    /// Sectors not yet completed (a request can complete in parts); only
+    /// the classic programs use it, the BTF ones follow the request itself.
     pub sectors: u32,
     /// Bytes of the request at issue.
     pub bytes: u32,

@@ -33,6 +33,7 @@ use perf_ebpf_common::block::{
 use crate::{
     block::{BLOCK_COUNTERS, account, conf, wanted},
     hist::bump,
+    kmem::load,
 };
 
 /// Requests by address: start and issue times while in flight, zeroes after.
@@ -56,19 +57,6 @@ pub fn block_rq_issue_btf(ctx: BtfTracePointContext) -> i32 {
 pub fn block_rq_complete_btf(ctx: BtfTracePointContext) -> i32 {
     complete(&ctx);
     0
-}
-
-/// Loads a `T` at byte offset `off` of the kernel object at `base`.
-///
-/// # Safety
-/// `base` must be a pointer the verifier knows by its BTF type (a tp_btf
-/// argument or a pointer loaded from one), and `off` the offset of a member
-/// of exactly `T`'s size, from that BTF: the verifier checks both and turns
-/// loads through untrusted pointers into fault-safe ones (0 on a fault).
-#[inline(always)]
-unsafe fn load<T: Copy>(base: *const u8, off: u16) -> T {
-    // SAFETY: as the function's contract says.
-    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
 }
 
 /// What the programs read of a request.
@@ -108,31 +96,27 @@ fn start(ctx: &BtfTracePointContext) -> Option<()> {
         return None;
     }
     bump(&BLOCK_COUNTERS, counter::STARTED);
-    store(
-        rq as u64,
-        InflightVal {
-            started_ns: now,
-            issued_ns: 0,
-            sectors: r.bytes >> 9,
-            bytes: 0,
-        },
-    );
-    Some(())
-}
-
-/// Sets the entry of request `key` to `val`: in place when the request has
-/// been seen before (nearly always), else inserted.
-#[inline(always)]
-fn store(key: u64, val: InflightVal) {
-    if let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key) {
+    let key = rq as u64;
+    let val = InflightVal {
+        started_ns: now,
+        issued_ns: 0,
+        sectors: 0,
+        bytes: 0,
+    };
+    match BLOCK_RQ_INFLIGHT.get_ptr_mut(&key) {
         // SAFETY: a valid map value; a request is started, issued and
         // completed one after the other, so no other program writes this
         // entry meanwhile.
-        unsafe { *ptr = val };
-    } else if BLOCK_RQ_INFLIGHT
-        .insert(&key, &val, BPF_ANY as u64)
-        .is_err()
-    {
+        Some(ptr) => unsafe { *ptr = val },
+        None => insert(key, &val),
+    }
+    Some(())
+}
+
+/// Adds request `key`, seen for the first time; counts a full map.
+#[inline(always)]
+fn insert(key: u64, val: &InflightVal) {
+    if BLOCK_RQ_INFLIGHT.insert(&key, val, BPF_ANY as u64).is_err() {
         bump(&BLOCK_COUNTERS, counter::INFLIGHT_FULL);
     }
 }
@@ -149,22 +133,22 @@ fn issue(ctx: &BtfTracePointContext) -> Option<()> {
     bump(&BLOCK_COUNTERS, counter::ISSUED);
     let key = rq as u64;
     if let Some(ptr) = BLOCK_RQ_INFLIGHT.get_ptr_mut(&key) {
-        // SAFETY: as in `store`. The start time stays: block_io_start set it
+        // SAFETY: as in `start`. The start time stays: block_io_start set it
         // for this request, or the completion before zeroed it. A request
         // issued again (requeued) restarts its device clock.
         unsafe {
             (*ptr).issued_ns = now;
-            (*ptr).sectors = r.bytes >> 9;
             (*ptr).bytes = r.bytes;
         }
         return Some(());
     }
-    store(
+    insert(
         key,
-        InflightVal {
+        &InflightVal {
             started_ns: 0,
             issued_ns: now,
-            sectors: r.bytes >> 9,
+            // Only the classic programs follow partial completions by sector.
+            sectors: 0,
             bytes: r.bytes,
         },
     );
@@ -199,7 +183,7 @@ fn complete(ctx: &BtfTracePointContext) -> Option<()> {
         bump(&BLOCK_COUNTERS, counter::PARTIAL);
         return Some(());
     }
-    // SAFETY: as in `store`; copied, then zeroed for the request's next use
+    // SAFETY: as in `start`; copied, then zeroed for the request's next use
     // (a completion whose issue is not seen then counts as unmatched).
     let val = unsafe {
         let val = *ptr;

@@ -6,6 +6,7 @@ mod block;
 mod block_btf;
 mod cpu_sample;
 mod hist;
+mod kmem;
 mod record;
 mod tcp;
 mod tcp_btf;

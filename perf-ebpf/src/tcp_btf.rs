@@ -20,6 +20,7 @@ use perf_ebpf_common::tcp::{AF_INET, AF_INET6, IPPROTO_TCP, TcpSockOffsets, coun
 
 use crate::{
     hist::bump,
+    kmem::load,
     tcp::{Conn, TCP_COUNTERS, record_retransmit, record_rtt, rtt_seen, state_changed, tcp_conf},
 };
 
@@ -47,18 +48,6 @@ pub fn tcp_retransmit_skb_btf(ctx: BtfTracePointContext) -> i32 {
         record_retransmit(&conn);
     }
     0
-}
-
-/// Loads a `T` at byte offset `off` of the kernel object at `base`.
-///
-/// # Safety
-/// `base` must be a pointer the verifier knows by its BTF type (a tp_btf
-/// argument), and `off` the offset of a member of exactly `T`'s size, from
-/// that BTF: the verifier checks both.
-#[inline(always)]
-unsafe fn load<T: Copy>(base: *const u8, off: u16) -> T {
-    // SAFETY: as the function's contract says.
-    unsafe { core::ptr::read_volatile(base.add(off as usize).cast::<T>()) }
 }
 
 /// The ends of the connection of socket `sk`; `None` for a family other

@@ -12,9 +12,11 @@
 //! aya's `EbpfLoader::new()` parses /sys/kernel/btf/vmlinux when it exists
 //! and silently goes without it otherwise; [`crate::ebpf::load`] replaces
 //! that with [`for_loader`], so what the loader gets is explicit: the file
-//! given with `--btf`, or nothing. A future feature that does need BTF
-//! (tp_btf, fentry, CO-RE) asks [`kernel_btf`], whose error names the
-//! feature and the fix.
+//! given with `--btf`, or nothing. A future feature that needs BTF for
+//! relocations (fentry, CO-RE) asks [`kernel_btf`], whose error names the
+//! feature and the fix. BTF tracepoints are different: they attach by the
+//! running kernel's own type ids and need a kernel that has BTF to verify
+//! them, so they use [`sysfs_btf`] and [`sysfs_layout`], never a `--btf` file.
 
 use std::{
     borrow::Cow,
@@ -23,6 +25,8 @@ use std::{
 };
 
 use aya::{Btf, Endianness};
+
+use crate::btf_layout::Layout;
 
 /// Where the running kernel publishes its BTF.
 pub const SYSFS_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -111,6 +115,20 @@ pub fn kernel_btf(feature: &str) -> Result<Cow<'static, Btf>, BtfError> {
             feature: feature.to_owned(),
             source,
         })
+}
+
+/// The running kernel's BTF, parsed for the struct layouts the BTF
+/// tracepoint programs read; the error says why there is none.
+pub fn sysfs_layout() -> Result<Layout, String> {
+    let data = std::fs::read(SYSFS_BTF).map_err(|e| {
+        format!("{SYSFS_BTF}: {e} (the kernel was built without CONFIG_DEBUG_INFO_BTF)")
+    })?;
+    Layout::parse(data).map_err(|e| e.to_string())
+}
+
+/// The running kernel's BTF as aya loads BTF tracepoints with it.
+pub fn sysfs_btf() -> Result<Btf, String> {
+    Btf::from_sys_fs().map_err(|e| format!("{SYSFS_BTF}: {e}"))
 }
 
 #[cfg(test)]

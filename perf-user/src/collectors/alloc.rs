@@ -51,6 +51,13 @@ pub const FUNCTIONS: &[(&str, &str)] = &[
     ("free", "alloc_free"),
 ];
 
+/// Whether `function` (of [`FUNCTIONS`]) gets a return probe as well as an
+/// entry probe: every allocation function does, for the address it returns;
+/// `free` returns nothing.
+pub fn has_return_probe(function: &str) -> bool {
+    function != "free"
+}
+
 /// How to trace.
 #[derive(Clone, Debug)]
 pub struct AllocOptions {
@@ -327,7 +334,7 @@ impl AllocCollector {
         let distinct: Vec<&ProbeSite> = sites.iter().filter(|s| seen.insert(s.offset)).collect();
         let returns = distinct
             .iter()
-            .filter(|s| s.function != "free")
+            .filter(|s| has_return_probe(s.function))
             .map(|s| (RETURN_PROGRAM, *s));
         let returns = returns.map(|(program, s)| (program, s, s.offset));
         let entries = distinct.iter().map(|s| (s.program, *s, s.entry_offset));

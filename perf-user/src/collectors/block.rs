@@ -26,11 +26,11 @@ use perf_ebpf_common::{
 use super::{
     Collector, maps,
     tracepoints::{
-        AttachError, Tracepoints, attach_btf, attach_classic, check_args, choose, kernel_btf,
-        kernel_layout, offset,
+        AttachError, Tracepoints, attach_btf, attach_classic, check_args, choose, offset,
     },
 };
 use crate::{
+    btf::{sysfs_btf, sysfs_layout},
     btf_layout::{Layout, LayoutError},
     ebpf,
     histogram::Log2Hist,
@@ -48,7 +48,7 @@ pub struct BlockOptions {
     /// per I/O (about half again the BPF time), so it is opt-in.
     pub queue_time: bool,
     /// BTF or classic tracepoints.
-    pub hook: Tracepoints,
+    pub tracepoints: Tracepoints,
 }
 
 /// Why the block collector could not start or read.
@@ -178,7 +178,7 @@ pub struct BlockSnapshot {
     /// Whether queued time is measured (block:block_io_start exists).
     pub queue_time: bool,
     /// Which tracepoint programs measured it: `Btf` or `Classic`.
-    pub hook: Tracepoints,
+    pub tracepoints: Tracepoints,
 }
 
 /// Builds the programs' configuration from the tracepoint formats under
@@ -276,14 +276,14 @@ pub struct BlockCollector {
     ebpf: Ebpf,
     queue_time: bool,
     /// `Btf` or `Classic`: what is attached.
-    hook: Tracepoints,
+    tracepoints: Tracepoints,
     /// Why BTF tracepoints were not used, when `auto` fell back.
     fallback: Option<String>,
 }
 
 impl BlockCollector {
     /// Loads the programs and attaches them: BTF tracepoints where the
-    /// kernel has BTF (unless `opts.hook` says classic), else classic ones
+    /// kernel has BTF (unless `opts.tracepoints` says classic), else classic ones
     /// (mounting tracefs if needed).
     pub fn attach(opts: &BlockOptions) -> Result<Self, BlockError> {
         if opts.devices.len() > BLOCK_DEV_FILTER_ENTRIES as usize {
@@ -292,24 +292,24 @@ impl BlockCollector {
             )));
         }
         choose(
-            opts.hook,
+            opts.tracepoints,
             || Self::attach_btf(opts),
             |fallback| Self::attach_classic(opts, fallback),
         )
     }
 
     fn attach_btf(opts: &BlockOptions) -> Result<Self, BlockError> {
-        let layout = kernel_layout().map_err(BlockError::NoBtf)?;
+        let layout = sysfs_layout().map_err(BlockError::NoBtf)?;
         let (cfg, queue_time) =
             btf_config(&layout, opts).map_err(|e| BlockError::NoBtf(e.to_string()))?;
         drop(layout);
-        let btf = kernel_btf().map_err(BlockError::NoBtf)?;
+        let btf = sysfs_btf().map_err(BlockError::NoBtf)?;
         let mut ebpf = Self::load(opts, cfg, "BLOCK_INFLIGHT")?;
         attach_btf(&mut ebpf, &btf, programs(&BTF_PROGRAMS, queue_time))?;
         Ok(Self {
             ebpf,
             queue_time,
-            hook: Tracepoints::Btf,
+            tracepoints: Tracepoints::Btf,
             fallback: None,
         })
     }
@@ -323,7 +323,7 @@ impl BlockCollector {
         Ok(Self {
             ebpf,
             queue_time,
-            hook: Tracepoints::Classic,
+            tracepoints: Tracepoints::Classic,
             fallback,
         })
     }
@@ -354,8 +354,8 @@ impl BlockCollector {
     }
 
     /// `Btf` or `Classic`: which programs are attached.
-    pub fn hook(&self) -> Tracepoints {
-        self.hook
+    pub fn tracepoints(&self) -> Tracepoints {
+        self.tracepoints
     }
 
     /// Why BTF tracepoints could not be used, when `auto` fell back to
@@ -415,7 +415,7 @@ impl BlockCollector {
     }
 
     fn programs(&self) -> &'static [(&'static str, &'static str); 3] {
-        match self.hook {
+        match self.tracepoints {
             Tracepoints::Btf => &BTF_PROGRAMS,
             _ => &CLASSIC_PROGRAMS,
         }
@@ -475,7 +475,7 @@ impl Collector for BlockCollector {
             series,
             counters: self.counters(timed)?,
             queue_time: self.queue_time,
-            hook: self.hook,
+            tracepoints: self.tracepoints,
         })
     }
 
@@ -495,7 +495,7 @@ mod tests {
 
     /// A kernel's BTF with the structs and tracepoints the BTF programs
     /// read; `complete_args` are the extra arguments of block_rq_complete.
-    fn kernel_btf(complete_args: &[u32]) -> Layout {
+    fn fake_kernel_btf(complete_args: &[u32]) -> Layout {
         let mut b = Builder::new();
         let u8_t = b.add("u8", INT, false, 0, 1, &[8]);
         let u32_t = b.add("unsigned int", INT, false, 0, 4, &[32]);
@@ -549,11 +549,11 @@ mod tests {
 
     #[test]
     fn btf_offsets_of_the_request_fields() {
-        let layout = kernel_btf(&[1, 4]);
+        let layout = fake_kernel_btf(&[1, 4]);
         let opts = BlockOptions {
             devices: vec![1],
             queue_time: true,
-            hook: Tracepoints::Btf,
+            tracepoints: Tracepoints::Btf,
         };
         let (cfg, queue_time) = btf_config(&layout, &opts).unwrap();
         let rq = cfg.rq;
@@ -570,7 +570,7 @@ mod tests {
 
     #[test]
     fn btf_tracepoint_of_another_shape_is_refused() {
-        let e = btf_config(&kernel_btf(&[1]), &BlockOptions::default()).unwrap_err();
+        let e = btf_config(&fake_kernel_btf(&[1]), &BlockOptions::default()).unwrap_err();
         let msg = e.to_string();
         assert!(
             msg.contains("block_rq_complete") && msg.contains("*struct request, u1"),

@@ -30,11 +30,11 @@ use perf_ebpf_common::{
 use super::{
     Collector, maps,
     tracepoints::{
-        AttachError, Tracepoints, attach_btf, attach_classic, check_args, choose, kernel_btf,
-        kernel_layout, offset,
+        AttachError, Tracepoints, attach_btf, attach_classic, check_args, choose, offset,
     },
 };
 use crate::{
+    btf::{sysfs_btf, sysfs_layout},
     btf_layout::{Layout, LayoutError},
     ebpf,
     histogram::Log2Hist,
@@ -67,7 +67,7 @@ pub struct TcpOptions {
     /// Only connections with one of these local or remote ports; empty means all.
     pub ports: Vec<u16>,
     /// BTF or classic tracepoints.
-    pub hook: Tracepoints,
+    pub tracepoints: Tracepoints,
 }
 
 /// Why the TCP collector could not start or read.
@@ -217,7 +217,7 @@ pub struct TcpSnapshot {
     /// What the kernel side counted.
     pub counters: TcpCounters,
     /// Which tracepoint programs measured it: `Btf` or `Classic`.
-    pub hook: Tracepoints,
+    pub tracepoints: Tracepoints,
 }
 
 /// The local ephemeral port range, from the text of ip_local_port_range.
@@ -380,14 +380,14 @@ pub fn peer_addr(key: &TcpKey) -> Option<IpAddr> {
 pub struct TcpCollector {
     ebpf: Ebpf,
     /// `Btf` or `Classic`: what is attached.
-    hook: Tracepoints,
+    tracepoints: Tracepoints,
     /// Why BTF tracepoints were not used, when `auto` fell back.
     fallback: Option<String>,
 }
 
 impl TcpCollector {
     /// Loads the programs and attaches them: BTF tracepoints where the
-    /// kernel has BTF (unless `opts.hook` says classic), else classic ones
+    /// kernel has BTF (unless `opts.tracepoints` says classic), else classic ones
     /// (mounting tracefs if needed).
     pub fn attach(opts: &TcpOptions) -> Result<Self, TcpError> {
         if opts.ports.len() > TCP_PORT_FILTER_ENTRIES as usize {
@@ -396,22 +396,22 @@ impl TcpCollector {
             )));
         }
         choose(
-            opts.hook,
+            opts.tracepoints,
             || Self::attach_btf(opts),
             |fallback| Self::attach_classic(opts, fallback),
         )
     }
 
     fn attach_btf(opts: &TcpOptions) -> Result<Self, TcpError> {
-        let layout = kernel_layout().map_err(TcpError::NoBtf)?;
+        let layout = sysfs_layout().map_err(TcpError::NoBtf)?;
         let cfg = btf_config(&layout, opts).map_err(|e| TcpError::NoBtf(e.to_string()))?;
         drop(layout);
-        let btf = kernel_btf().map_err(TcpError::NoBtf)?;
+        let btf = sysfs_btf().map_err(TcpError::NoBtf)?;
         let mut ebpf = Self::load(opts, cfg)?;
         attach_btf(&mut ebpf, &btf, BTF_PROGRAMS)?;
         Ok(Self {
             ebpf,
-            hook: Tracepoints::Btf,
+            tracepoints: Tracepoints::Btf,
             fallback: None,
         })
     }
@@ -423,7 +423,7 @@ impl TcpCollector {
         attach_classic(&mut ebpf, PROGRAMS.map(|(category, p)| (category, p, p)))?;
         Ok(Self {
             ebpf,
-            hook: Tracepoints::Classic,
+            tracepoints: Tracepoints::Classic,
             fallback,
         })
     }
@@ -448,8 +448,8 @@ impl TcpCollector {
     }
 
     /// `Btf` or `Classic`: which programs are attached.
-    pub fn hook(&self) -> Tracepoints {
-        self.hook
+    pub fn tracepoints(&self) -> Tracepoints {
+        self.tracepoints
     }
 
     /// Why BTF tracepoints could not be used, when `auto` fell back to
@@ -496,7 +496,7 @@ impl TcpCollector {
     /// The kernel's statistics of each program (run time needs
     /// kernel.bpf_stats_enabled=1).
     pub fn program_stats(&self) -> Vec<(&'static str, ProgStats)> {
-        let programs = match self.hook {
+        let programs = match self.tracepoints {
             Tracepoints::Btf => BTF_PROGRAMS,
             _ => PROGRAMS.map(|(_, p)| (p, p)),
         };
@@ -562,7 +562,7 @@ impl Collector for TcpCollector {
         Ok(TcpSnapshot {
             series,
             counters: self.counters(rtt_recorded)?,
-            hook: self.hook,
+            tracepoints: self.tracepoints,
         })
     }
 

@@ -51,17 +51,6 @@ impl Tracepoints {
     }
 }
 
-/// The running kernel's BTF, for the layouts the BTF programs read; the
-/// error says why there is none. Always the kernel's own (never a `--btf`
-/// file): tp_btf programs attach by the kernel's type ids, and a kernel
-/// without BTF cannot verify them at all.
-pub fn kernel_layout() -> Result<Layout, String> {
-    let data = std::fs::read(SYSFS_BTF).map_err(|e| {
-        format!("{SYSFS_BTF}: {e} (the kernel was built without CONFIG_DEBUG_INFO_BTF)")
-    })?;
-    Layout::parse(data).map_err(|e| e.to_string())
-}
-
 /// Checks that BTF tracepoint `tp` takes the arguments the program reads:
 /// `want` first (later ones are not read). `Ok(false)` when the kernel has
 /// no such tracepoint and `optional` says that is fine.
@@ -105,26 +94,28 @@ pub fn offset(layout: &Layout, strukt: &str, path: &str, size: u32) -> Result<u1
     })
 }
 
-/// The running kernel's BTF as aya loads BTF tracepoints with it.
-pub fn kernel_btf() -> Result<Btf, String> {
-    Btf::from_sys_fs().map_err(|e| format!("{SYSFS_BTF}: {e}"))
-}
-
-/// Attaches with `btf` unless `hook` says classic; under `auto`, when that
+/// Attaches with `btf` unless `tracepoints` says classic; under `auto`, when that
 /// fails, with `classic`, which is told why.
 pub fn choose<T, E: Display>(
-    hook: Tracepoints,
+    tracepoints: Tracepoints,
     btf: impl FnOnce() -> Result<T, E>,
     classic: impl FnOnce(Option<String>) -> Result<T, E>,
 ) -> Result<T, E> {
-    if hook == Tracepoints::Classic {
+    if tracepoints == Tracepoints::Classic {
         return classic(None);
     }
     match btf() {
         Ok(c) => Ok(c),
-        Err(e) if hook == Tracepoints::Btf => Err(e),
+        Err(e) if tracepoints == Tracepoints::Btf => Err(e),
         Err(e) => classic(Some(e.to_string())),
     }
+}
+
+/// `reason`, when `auto` fell back to the classic programs on a kernel that
+/// has BTF: worth a warning, since the BTF programs should have worked
+/// there. (On a kernel without BTF, falling back is the normal case.)
+pub fn unexpected_fallback(reason: Option<&str>) -> Option<&str> {
+    reason.filter(|_| std::path::Path::new(SYSFS_BTF).exists())
 }
 
 /// Why a program of the object could not be attached.

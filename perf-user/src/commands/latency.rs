@@ -14,6 +14,7 @@ use crate::{
         Collector as _,
         block::{BlockCollector, BlockOptions},
         tcp::{TcpCollector, TcpOptions},
+        tracepoints::unexpected_fallback,
     },
     latency::{self, BlockReport, LatencyReport, TcpReport},
     progress::Progress,
@@ -57,7 +58,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
             BlockCollector::attach(&BlockOptions {
                 devices,
                 queue_time: args.queued,
-                hook: args.tracepoints,
+                tracepoints: args.tracepoints,
             })
             .context("cannot start the block I/O latency collector")?,
         )
@@ -68,15 +69,13 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         Some(
             TcpCollector::attach(&TcpOptions {
                 ports: args.ports.clone(),
-                hook: args.tracepoints,
+                tracepoints: args.tracepoints,
             })
             .context("cannot start the TCP latency collector")?,
         )
     } else {
         None
     };
-    // A kernel with BTF whose BTF tracepoints did not work is worth a word
-    // (a kernel without BTF falling back is the normal case).
     let fell_back = [
         (
             "block I/O",
@@ -85,8 +84,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
         ("TCP", tcp.as_ref().and_then(TcpCollector::fallback_reason)),
     ];
     for (what, reason) in fell_back {
-        if let Some(reason) = reason
-            && std::path::Path::new(crate::btf::SYSFS_BTF).exists()
+        if let Some(reason) = unexpected_fallback(reason)
             && !args.quiet
         {
             eprintln!("note: {what}: classic tracepoints, as BTF tracepoints failed: {reason}");

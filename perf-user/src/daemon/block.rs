@@ -13,6 +13,7 @@ use crate::{
     collectors::{
         Collector as _,
         block::{BlockCollector, BlockCounters, BlockError, BlockOptions, BlockSnapshot},
+        tracepoints::unexpected_fallback,
     },
     config::BlockSection,
     histogram::Log2Hist,
@@ -44,8 +45,15 @@ impl BlockSource {
         let collector = BlockCollector::attach(&BlockOptions {
             devices,
             queue_time: cfg.queue_time,
-            hook: cfg.tracepoints,
+            tracepoints: cfg.tracepoints,
         })?;
+        if let Some(reason) = unexpected_fallback(collector.fallback_reason()) {
+            tracing::warn!(
+                collector = "block",
+                reason,
+                "classic tracepoints, as BTF tracepoints failed on a kernel with BTF"
+            );
+        }
         Ok(Self {
             collector: Mutex::new(collector),
         })

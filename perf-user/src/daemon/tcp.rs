@@ -14,6 +14,7 @@ use crate::{
     collectors::{
         Collector as _,
         tcp::{PortSide, TcpCollector, TcpCounters, TcpError, TcpKind, TcpOptions, TcpSnapshot},
+        tracepoints::unexpected_fallback,
     },
     config::TcpSection,
     histogram::Log2Hist,
@@ -77,8 +78,15 @@ impl TcpSource {
     pub fn start(cfg: &TcpSection) -> Result<Self, TcpError> {
         let collector = TcpCollector::attach(&TcpOptions {
             ports: cfg.ports.clone(),
-            hook: cfg.tracepoints,
+            tracepoints: cfg.tracepoints,
         })?;
+        if let Some(reason) = unexpected_fallback(collector.fallback_reason()) {
+            tracing::warn!(
+                collector = "tcp",
+                reason,
+                "classic tracepoints, as BTF tracepoints failed on a kernel with BTF"
+            );
+        }
         Ok(Self {
             collector: Mutex::new(collector),
             ports: Mutex::new(PortLabels::new(cfg.ports.clone(), cfg.max_ports as usize)),

@@ -166,7 +166,7 @@ impl BlockReport {
         Self {
             series,
             counters: snapshot.counters,
-            tracepoints: snapshot.hook.name(),
+            tracepoints: snapshot.tracepoints.name(),
         }
     }
 }
@@ -354,7 +354,7 @@ impl TcpReport {
                     .collect(),
             },
             counters: snapshot.counters,
-            tracepoints: snapshot.hook.name(),
+            tracepoints: snapshot.tracepoints.name(),
         }
     }
 }

@@ -20,7 +20,7 @@ use object::{
 };
 
 use crate::{
-    collectors::alloc::{FUNCTIONS, ProbeSite},
+    collectors::alloc::{FUNCTIONS, ProbeSite, has_return_probe},
     leaks::probe_site,
     procmaps::{Backing, ProcessMaps},
 };
@@ -203,13 +203,14 @@ impl Allocator {
                     function,
                     program,
                     offset,
-                    // Only free's probe has no return probe, so only it can move.
+                    // Only a function without a return probe can be probed
+                    // past its entry.
                     entry_offset: offset
-                        + if function == "free" {
+                        + if has_return_probe(function) {
+                            0
+                        } else {
                             let code = elf.code.get(function).map_or(&[][..], Vec::as_slice);
                             probe_site::entry_skip(elf.machine, code)
-                        } else {
-                            0
                         },
                 }),
                 None => missing.push(function),
@@ -350,6 +351,16 @@ mod tests {
         // Offsets are file offsets inside the file.
         let len = fs::metadata(&libc).unwrap().len();
         assert!(a.sites.iter().all(|s| s.offset > 0 && s.offset < len));
+        // Functions with a return probe are probed at their entry; free at
+        // most a few bytes in (leaks::probe_site).
+        for s in &a.sites {
+            let skip = s.entry_offset - s.offset;
+            if has_return_probe(s.function) {
+                assert_eq!(skip, 0, "{} moved", s.function);
+            } else {
+                assert!(skip <= 4, "{} moved by {skip}", s.function);
+            }
+        }
     }
 
     #[test]

@@ -114,27 +114,7 @@ t_latency_block() {
     expect '"device": "vda"' /tmp/block.json &&
         expect '"op": "write"' /tmp/block.json &&
         expect '"op": "read"' /tmp/block.json || return 1
-    # Which programs did it: BTF tracepoints where the kernel has BTF, the
-    # classic ones where it has none (builds before the choice say neither).
-    if [ -n "${BLOCK_TRACEPOINTS:-}" ] && grep -q '"tracepoints"' /tmp/block.json; then
-        expect "\"tracepoints\": \"$BLOCK_TRACEPOINTS\"" /tmp/block.json
-    fi
-}
-
-# $1: the tracepoints the report must name.
-t_latency_block_with() {
-    BLOCK_TRACEPOINTS=$1
-    t_latency_block
-    rc=$?
-    BLOCK_TRACEPOINTS=
-    return $rc
-}
-t_latency_block_btf() {
-    [ -e /sys/kernel/btf/vmlinux ] || { skip_because "this kernel has no BTF"; return 0; }
-    t_latency_block_with btf
-}
-t_latency_block_classic() {
-    t_latency_block_with classic
+    expect_tracepoints /tmp/block.json
 }
 
 t_latency_tcp() {
@@ -155,26 +135,34 @@ t_latency_tcp() {
     grep -q '"tcp"' /tmp/tcp.json ||
         { skip_because "this build's latency report has no TCP section yet"; return 0; }
     expect 7777 /tmp/tcp.json || return 1
-    if [ -n "${TCP_TRACEPOINTS:-}" ] && grep -q '"tracepoints"' /tmp/tcp.json; then
-        expect "\"tracepoints\": \"$TCP_TRACEPOINTS\"" /tmp/tcp.json
+    expect_tracepoints /tmp/tcp.json
+}
+
+# Which programs made the report $1: $TRACEPOINTS, when set (builds before
+# the choice name neither).
+expect_tracepoints() {
+    if [ -n "${TRACEPOINTS:-}" ] && grep -q '"tracepoints"' "$1"; then
+        expect "\"tracepoints\": \"$TRACEPOINTS\"" "$1"
     fi
 }
 
-# $1: the tracepoints the report must name.
-t_latency_tcp_with() {
-    TCP_TRACEPOINTS=$1
-    t_latency_tcp
+# with_tracepoints KIND TEST: runs TEST, whose report must name KIND (btf:
+# skipped on a kernel without BTF).
+with_tracepoints() {
+    if [ "$1" = btf ] && [ ! -e /sys/kernel/btf/vmlinux ]; then
+        skip_because "this kernel has no BTF"
+        return 0
+    fi
+    TRACEPOINTS=$1
+    "$2"
     rc=$?
-    TCP_TRACEPOINTS=
+    TRACEPOINTS=
     return $rc
 }
-t_latency_tcp_btf() {
-    [ -e /sys/kernel/btf/vmlinux ] || { skip_because "this kernel has no BTF"; return 0; }
-    t_latency_tcp_with btf
-}
-t_latency_tcp_classic() {
-    t_latency_tcp_with classic
-}
+t_latency_block_btf() { with_tracepoints btf t_latency_block; }
+t_latency_tcp_btf() { with_tracepoints btf t_latency_tcp; }
+t_latency_block_classic() { with_tracepoints classic t_latency_block; }
+t_latency_tcp_classic() { with_tracepoints classic t_latency_tcp; }
 
 t_leaks() {
     has_command leaks || { skip_because "no leaks command in this build"; return 0; }
