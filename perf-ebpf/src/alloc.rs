@@ -29,9 +29,9 @@ use aya_ebpf::{
     helpers::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user, generated::bpf_send_signal,
     },
-    macros::{map, tracepoint, uprobe, uretprobe},
+    macros::{map, raw_tracepoint, uprobe, uretprobe},
     maps::{Array, HashMap, LruHashMap, PerCpuArray, PerCpuHashMap, StackTrace},
-    programs::{ProbeContext, RetProbeContext, TracePointContext, tracing::StackIdContext as _},
+    programs::{ProbeContext, RawTracePointContext, RetProbeContext, tracing::StackIdContext as _},
 };
 use perf_ebpf_common::{
     STACK_EMPTY, STACK_LOST,
@@ -444,8 +444,10 @@ fn release(cfg: &AllocConfig, ptr: u64) {
 // ---------------------------------------------------------------------------
 // Process image changes.
 
-#[tracepoint]
-pub fn alloc_exec(_ctx: TracePointContext) -> u32 {
+// A raw tracepoint: it reads no arguments, and unlike a classic tracepoint it
+// needs neither tracefs (not mounted on a fresh host, and root-only) nor BTF.
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn alloc_exec(_ctx: RawTracePointContext) -> i32 {
     let cfg = config();
     if traced_tid(&cfg).is_some()
         && let Some(generation) = ALLOC_STATE.get_ptr_mut(state::GENERATION)

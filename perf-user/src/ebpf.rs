@@ -7,6 +7,12 @@ use perf_ebpf_common::{SampleConfig, block::BlockConfig, tcp::TcpConfig};
 /// The eBPF object built from perf-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-ebpf"));
 
+/// The embedded object's bytes, for loaders other than aya's (see
+/// `collectors::uprobe_multi`).
+pub fn object() -> &'static [u8] {
+    OBJECT
+}
+
 /// Globals to set before load; each collector fills in its own.
 #[derive(Clone, Debug, Default)]
 pub struct Globals {

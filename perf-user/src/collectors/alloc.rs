@@ -9,8 +9,9 @@
 //! runs execve().
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet},
     num::NonZeroU32,
+    os::fd::OwnedFd,
     path::{Path, PathBuf},
 };
 
@@ -18,7 +19,7 @@ use aya::{
     Ebpf, EbpfError,
     maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, StackTraceMap},
     programs::{
-        ProgramError, TracePoint, UProbe,
+        ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeLink, UProbeScope},
     },
 };
@@ -27,7 +28,10 @@ use perf_ebpf_common::alloc::{
     state,
 };
 
-use super::{Collector, maps};
+use super::{
+    Collector, maps,
+    uprobe_multi::{self, MultiPrograms, UprobeMultiError},
+};
 use crate::ebpf;
 
 /// The uretprobe shared by every allocation function.
@@ -118,12 +122,15 @@ pub enum AllocError {
         function: String,
         /// The file.
         path: PathBuf,
-        /// What went wrong (boxed: a ProgramError is large).
+        /// What went wrong.
         #[source]
-        source: Box<ProgramError>,
+        source: Box<dyn std::error::Error + Send + Sync>,
         /// What to do about it.
         hint: &'static str,
     },
+    /// The programs could not be loaded for uprobe_multi links.
+    #[error(transparent)]
+    Multi(#[from] UprobeMultiError),
     /// A map was missing or could not be read.
     #[error("reading the allocation tracer's map {map}: {source}")]
     Map {
@@ -228,8 +235,14 @@ pub struct RawAllocations {
 
 /// A loaded allocation tracer; dropping it detaches every probe.
 pub struct AllocCollector {
-    /// Every uprobe attached, owned here so that they can be detached at once.
+    /// Every uprobe attached as a perf event, owned here so that they can be
+    /// detached at once.
     links: Vec<UProbeLink>,
+    /// The programs loaded for uprobe_multi links, where the kernel has them
+    /// (then `links` stays empty).
+    multi: Option<MultiPrograms>,
+    /// Every uprobe_multi link; closing one detaches its probes.
+    multi_links: Vec<OwnedFd>,
     ebpf: Ebpf,
     tgid: NonZeroU32,
     /// Files whose allocation functions are probed.
@@ -242,8 +255,12 @@ impl Drop for AllocCollector {
         // of it under a global lock: ~100 ms per probe in a VM. One after the
         // other, the 19 probes took 2.0 s here; concurrently 1.3 s.
         let links = std::mem::take(&mut self.links);
+        let multi_links = std::mem::take(&mut self.multi_links);
         std::thread::scope(|s| {
             for link in links {
+                s.spawn(move || drop(link));
+            }
+            for link in multi_links {
                 s.spawn(move || drop(link));
             }
         });
@@ -280,15 +297,22 @@ impl AllocCollector {
             .map(|(_, p)| *p)
             .chain([RETURN_PROGRAM, STARTUP_PROGRAM])
             .collect();
-        for program in programs {
-            uprobe(&mut ebpf, program)?
-                .load()
-                .map_err(|source| AllocError::Program {
-                    program,
-                    source: Box::new(source),
-                })?;
-        }
-        let exec: &mut TracePoint = ebpf
+        // uprobe_multi links need only CAP_BPF + CAP_PERFMON; perf-event
+        // uprobes need CAP_SYS_ADMIN on Linux 6.16+ (see uprobe_multi.rs).
+        let multi = if uprobe_multi::supported() {
+            Some(MultiPrograms::load(ebpf::object(), &ebpf, &programs)?)
+        } else {
+            for program in programs {
+                uprobe(&mut ebpf, program)?
+                    .load()
+                    .map_err(|source| AllocError::Program {
+                        program,
+                        source: Box::new(source),
+                    })?;
+            }
+            None
+        };
+        let exec: &mut RawTracePoint = ebpf
             .program_mut(EXEC_PROGRAM)
             .ok_or_else(|| AllocError::Options(format!("program {EXEC_PROGRAM} missing")))?
             .try_into()
@@ -300,13 +324,15 @@ impl AllocCollector {
             program: EXEC_PROGRAM,
             source: Box::new(source),
         })?;
-        exec.attach("sched", "sched_process_exec")
+        exec.attach("sched_process_exec")
             .map_err(|source| AllocError::Program {
                 program: EXEC_PROGRAM,
                 source: Box::new(source),
             })?;
         Ok(Self {
             links: Vec::new(),
+            multi,
+            multi_links: Vec::new(),
             ebpf,
             tgid,
             attached: Vec::new(),
@@ -329,7 +355,6 @@ impl AllocCollector {
         if self.attached.iter().any(|p| p == path) {
             return Ok(());
         }
-        let scope = UProbeScope::OneProcess(self.tgid);
         let mut seen = HashSet::new();
         let distinct: Vec<&ProbeSite> = sites.iter().filter(|s| seen.insert(s.offset)).collect();
         let returns = distinct
@@ -338,10 +363,33 @@ impl AllocCollector {
             .map(|s| (RETURN_PROGRAM, *s));
         let returns = returns.map(|(program, s)| (program, s, s.offset));
         let entries = distinct.iter().map(|s| (s.program, *s, s.entry_offset));
-        for (program, site, offset) in returns.chain(entries) {
-            let link = attach_one(&mut self.ebpf, program, path, offset, scope)
-                .map_err(|source| attach_error(site.function, path, source))?;
-            self.links.push(link);
+        let probes: Vec<(&'static str, &ProbeSite, u64)> = returns.chain(entries).collect();
+        if let Some(multi) = &self.multi {
+            // One link per program, with all its offsets in this file.
+            let mut by_program: BTreeMap<(bool, &'static str), Vec<(&ProbeSite, u64)>> =
+                BTreeMap::new();
+            for (program, site, offset) in probes {
+                let is_return = program == RETURN_PROGRAM;
+                // `false < true`: the return probes go first, as above.
+                by_program
+                    .entry((!is_return, program))
+                    .or_default()
+                    .push((site, offset));
+            }
+            for ((not_return, program), sites) in by_program {
+                let offsets: Vec<u64> = sites.iter().map(|(_, o)| *o).collect();
+                let link = multi
+                    .attach(program, path, &offsets, self.tgid.get(), !not_return)
+                    .map_err(|e| multi_attach_error(sites[0].0.function, path, e))?;
+                self.multi_links.push(link);
+            }
+        } else {
+            let scope = UProbeScope::OneProcess(self.tgid);
+            for (program, site, offset) in probes {
+                let link = attach_one(&mut self.ebpf, program, path, offset, scope)
+                    .map_err(|source| attach_error(site.function, path, source))?;
+                self.links.push(link);
+            }
         }
         self.attached.push(path.to_path_buf());
         Ok(())
@@ -355,6 +403,19 @@ impl AllocCollector {
         interpreter: &Path,
         offset: u64,
     ) -> Result<(), AllocError> {
+        if let Some(multi) = &self.multi {
+            let link = multi
+                .attach(
+                    STARTUP_PROGRAM,
+                    interpreter,
+                    &[offset],
+                    self.tgid.get(),
+                    false,
+                )
+                .map_err(|e| multi_attach_error("_dl_debug_state", interpreter, e))?;
+            self.multi_links.push(link);
+            return Ok(());
+        }
         let scope = UProbeScope::OneProcess(self.tgid);
         let link = attach_one(&mut self.ebpf, STARTUP_PROGRAM, interpreter, offset, scope)
             .map_err(|source| attach_error("_dl_debug_state", interpreter, source))?;
@@ -540,13 +601,44 @@ fn attach_error(function: &str, path: &Path, source: ProgramError) -> AllocError
         ProgramError::SyscallError(s) => s.io_error.raw_os_error(),
         _ => None,
     };
-    let hint = match errno {
+    let hint = attach_hint(errno, false);
+    AllocError::Attach {
+        function: function.to_string(),
+        path: path.to_path_buf(),
+        source: Box::new(source),
+        hint,
+    }
+}
+
+fn multi_attach_error(function: &str, path: &Path, source: UprobeMultiError) -> AllocError {
+    let errno = match &source {
+        UprobeMultiError::Link(e) => e.raw_os_error(),
+        _ => None,
+    };
+    AllocError::Attach {
+        function: function.to_string(),
+        path: path.to_path_buf(),
+        source: Box::new(source),
+        hint: attach_hint(errno, true),
+    }
+}
+
+/// What to do about a failed attach, by errno; `multi` when it was a
+/// uprobe_multi link rather than a perf event.
+fn attach_hint(errno: Option<i32>, multi: bool) -> &'static str {
+    match errno {
         Some(libc::ESRCH) => "the process has exited",
         Some(libc::ENOENT) => {
             "the file is gone (replaced by an upgrade?) or the kernel has no uprobes (CONFIG_UPROBE_EVENTS)"
         }
+        Some(libc::EACCES) | Some(libc::EPERM) if multi => {
+            "not allowed: run as root, or grant CAP_BPF and CAP_PERFMON (and CAP_SYS_PTRACE for \
+             another user's process, CAP_DAC_READ_SEARCH for files you cannot read)"
+        }
         Some(libc::EACCES) | Some(libc::EPERM) => {
-            "not allowed: run as root, or grant CAP_BPF, CAP_PERFMON and CAP_SYS_PTRACE"
+            "not allowed: this kernel has no uprobe_multi links (Linux 6.6+), and perf-event \
+             uprobes need CAP_SYS_ADMIN on Linux 6.16+ and on stable kernels with the same fix: \
+             run as root or grant CAP_SYS_ADMIN"
         }
         Some(libc::EINVAL) => {
             "the kernel refused the probe address (is the file an ELF with code at that offset?)"
@@ -555,12 +647,6 @@ fn attach_error(function: &str, path: &Path, source: ProgramError) -> AllocError
             "out of file descriptors: raise the limit with `ulimit -n`"
         }
         _ => "uprobes may be unavailable on this kernel (CONFIG_UPROBE_EVENTS)",
-    };
-    AllocError::Attach {
-        function: function.to_string(),
-        path: path.to_path_buf(),
-        source: Box::new(source),
-        hint,
     }
 }
 

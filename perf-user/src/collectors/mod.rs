@@ -7,6 +7,7 @@ pub mod cpu;
 pub mod maps;
 pub mod tcp;
 pub mod tracepoints;
+pub mod uprobe_multi;
 
 /// What every collector can do once attached.
 pub trait Collector {
