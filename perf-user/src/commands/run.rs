@@ -28,7 +28,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         summary = %config.summary(),
         "perf-user daemon starting"
     );
-    let result = daemon::run(config, shutdown_signal()).await;
+    let path = args.config.clone();
+    let reload_from = daemon::ReloadFrom {
+        path,
+        // As at start-up: the file again, then the same flags on top.
+        load: Box::new(move || effective_config(&args)),
+    };
+    let result = daemon::run(config, reload_from, shutdown_signal()).await;
     match &result {
         Ok(()) => tracing::info!("perf-user daemon stopped"),
         Err(e) => tracing::error!(error = %e, "perf-user daemon failed"),

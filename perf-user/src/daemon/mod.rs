@@ -15,14 +15,16 @@ pub mod http;
 pub mod leaks;
 pub mod log;
 pub mod process_stats;
+pub mod reload;
 pub mod scrape;
 pub mod tcp;
 
-use std::{future::Future, sync::Arc, time::Duration};
+use std::{collections::BTreeMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
 use crate::config::Config;
 use exposition::{Family, Kind};
 use scrape::{Scraper, Source, SourceError};
+use tokio::sync::Notify;
 
 /// Why the daemon could not run.
 #[derive(Debug, thiserror::Error)]
@@ -76,103 +78,85 @@ impl Source for Info {
     }
 }
 
-/// Attaches the enabled collectors and returns the sources to scrape.
-/// A collector that fails to attach is logged and reported as down; the
-/// daemon goes on with the others, unless none started.
-pub fn start_sources(config: &Config) -> Result<Vec<Box<dyn Source>>, DaemonError> {
-    let mut sources: Vec<Box<dyn Source>> = Vec::new();
-    let mut up = Vec::new();
-    let mut failures = Vec::new();
-    // First, so the kernel counts run time from the programs' first run.
-    sources.push(Box::new(bpf_stats::BpfStats::new()));
-    let cpu = &config.collectors.cpu;
-    if cpu.enabled {
-        match cpu::CpuSource::start(cpu) {
-            Ok(source) => {
+/// Attached collectors by name.
+pub type Attached = BTreeMap<&'static str, Arc<dyn Source>>;
+
+/// Attaches collector `name` with its section of `config`, and logs the outcome.
+pub fn start_collector(name: &'static str, config: &Config) -> Result<Arc<dyn Source>, String> {
+    let c = &config.collectors;
+    let started: Result<Arc<dyn Source>, String> = match name {
+        "cpu" => cpu::CpuSource::start(&c.cpu)
+            .map(|source| {
                 tracing::info!(
                     collector = "cpu",
-                    frequency_hz = cpu.frequency_hz,
-                    window_seconds = cpu.window.as_secs_f64(),
-                    top = cpu.top,
+                    frequency_hz = c.cpu.frequency_hz,
+                    window_seconds = c.cpu.window.as_secs_f64(),
+                    top = c.cpu.top,
                     cpus = source.cpus(),
                     "collector attached"
                 );
-                sources.push(Box::new(source));
-                up.push(("cpu", true));
-            }
-            Err(e) => {
-                tracing::error!(collector = "cpu", error = %e, "collector failed to start");
-                failures.push(format!("cpu: {e}"));
-                up.push(("cpu", false));
-            }
-        }
-    }
-    let block = &config.collectors.block;
-    if block.enabled {
-        match block::BlockSource::start(block) {
-            Ok(source) => {
+                Arc::new(source) as Arc<dyn Source>
+            })
+            .map_err(|e| e.to_string()),
+        "block" => block::BlockSource::start(&c.block)
+            .map(|source| {
                 tracing::info!(
                     collector = "block",
-                    devices = ?block.devices,
-                    queue_time = block.queue_time,
+                    devices = ?c.block.devices,
+                    queue_time = c.block.queue_time,
                     "collector attached"
                 );
-                sources.push(Box::new(source));
-                up.push(("block", true));
-            }
-            Err(e) => {
-                tracing::error!(collector = "block", error = %e, "collector failed to start");
-                failures.push(format!("block: {e}"));
-                up.push(("block", false));
-            }
-        }
-    }
-    let tcp = &config.collectors.tcp;
-    if tcp.enabled {
-        match tcp::TcpSource::start(tcp) {
-            Ok(source) => {
+                Arc::new(source) as Arc<dyn Source>
+            })
+            .map_err(|e| e.to_string()),
+        "tcp" => tcp::TcpSource::start(&c.tcp)
+            .map(|source| {
                 tracing::info!(
                     collector = "tcp",
-                    ports = ?tcp.ports,
-                    max_ports = tcp.max_ports,
+                    ports = ?c.tcp.ports,
+                    max_ports = c.tcp.max_ports,
                     "collector attached"
                 );
-                sources.push(Box::new(source));
-                up.push(("tcp", true));
-            }
-            Err(e) => {
-                tracing::error!(collector = "tcp", error = %e, "collector failed to start");
-                failures.push(format!("tcp: {e}"));
-                up.push(("tcp", false));
-            }
-        }
-    }
-    let leaks = &config.collectors.leaks;
-    if leaks.enabled {
-        match leaks::LeaksSource::start(leaks) {
-            Ok(source) => {
+                Arc::new(source) as Arc<dyn Source>
+            })
+            .map_err(|e| e.to_string()),
+        "leaks" => leaks::LeaksSource::start(&c.leaks)
+            .map(|source| {
                 tracing::info!(
                     collector = "leaks",
-                    processes = ?leaks.processes,
-                    sample_every = leaks.sample_every,
+                    processes = ?c.leaks.processes,
+                    sample_every = c.leaks.sample_every,
                     "collector started; attaching to matching processes"
                 );
-                sources.push(Box::new(source));
-                up.push(("leaks", true));
+                Arc::new(source) as Arc<dyn Source>
+            })
+            .map_err(|e| e.to_string()),
+        other => Err(format!("unknown collector {other:?}")),
+    };
+    if let Err(e) = &started {
+        tracing::error!(collector = name, error = %e, "collector failed to start");
+    }
+    started
+}
+
+/// Attaches the enabled collectors. A collector that fails to attach is
+/// logged and reported as down (absent from the map); the daemon goes on
+/// with the others, unless none started.
+pub fn start_collectors(config: &Config) -> Result<Attached, DaemonError> {
+    let mut attached = Attached::new();
+    let mut failures = Vec::new();
+    for name in config.enabled_collectors() {
+        match start_collector(name, config) {
+            Ok(source) => {
+                attached.insert(name, source);
             }
-            Err(e) => {
-                tracing::error!(collector = "leaks", error = %e, "collector failed to start");
-                failures.push(format!("leaks: {e}"));
-                up.push(("leaks", false));
-            }
+            Err(e) => failures.push(format!("{name}: {e}")),
         }
     }
-    if up.iter().all(|(_, ok)| !ok) {
+    if attached.is_empty() {
         return Err(DaemonError::NoCollector(failures.join("; ")));
     }
-    sources.push(Box::new(process_stats::ProcessStats));
-    sources.push(Box::new(Info { up }));
-    Ok(sources)
+    Ok(attached)
 }
 
 /// The alert engine, unless `[alerts] enabled = false`.
@@ -206,48 +190,89 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
-/// Runs until `shutdown` completes; then detaches every collector.
+/// Where SIGHUP reads the configuration again.
+pub struct ReloadFrom {
+    /// The `--config` file, to name it in the log.
+    pub path: Option<PathBuf>,
+    /// Reads and checks it, with the command line's flags applied.
+    pub load: reload::Loader,
+}
+
+/// Runs until `shutdown` completes, reloading the configuration on SIGHUP;
+/// then detaches every collector.
 pub async fn run(
     config: Config,
+    reload_from: ReloadFrom,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    // Before anything slow: SIGHUP's default action would end the process.
+    let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot handle SIGHUP; configuration reloads need a restart");
+            None
+        }
+    };
     // Bind before loading anything, so a taken port fails at once.
     let listener = http::bind(config.exporter.listen).await?;
     crate::privileges::check().map_err(DaemonError::Privileges)?;
     if let Some(warning) = crate::ebpf::raise_memlock_limit() {
         tracing::warn!("{warning}");
     }
+    // First, so the kernel counts run time from the programs' first run.
+    let bpf_stats: Arc<dyn Source> = Arc::new(bpf_stats::BpfStats::new());
     // Loading the programs blocks for a moment; nothing else runs yet.
-    let mut sources = start_sources(&config)?;
+    let collectors = start_collectors(&config)?;
     let alerts = start_alerts(&config)?;
-    if let Some(service) = &alerts {
-        sources.push(Box::new(crate::alerts::service::AlertsSource(Arc::clone(
-            service,
-        ))));
-    }
-    let scraper = Arc::new(Scraper::new(sources));
+    // The set is filled in below, once the alert task can read it.
+    let scraper = Arc::new(Scraper::new(Vec::new()));
     // Loading the programs parsed the kernel's BTF and the object files
     // (about 20 MiB of heap, freed by now).
     release_freed_memory();
     // The rule engine reads every source as a scrape does, every interval.
-    let alert_task = alerts.map(|service| {
-        let reader = Arc::clone(&scraper);
-        tokio::spawn(service.run(move || reader.collect_all()))
-    });
+    let alerts = alerts.map(|service| reload::Alerts::spawn(service, &scraper));
+    let running = reload::Running {
+        config,
+        bpf_stats,
+        collectors,
+        alerts,
+        status: Arc::new(reload::ReloadStatus::new()),
+        scraper: Arc::clone(&scraper),
+    };
+    scraper.replace(running.sources());
     let health_scraper = Arc::clone(&scraper);
     let state = http::AppState {
         scraper: Arc::clone(&scraper),
         health: Arc::new(move || health_scraper.health()),
     };
+    drop(scraper);
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "serving /metrics and /healthz"
     );
+    let stop = Arc::new(Notify::new());
+    let reloads = tokio::spawn(reload::reload_loop(
+        running,
+        hangup,
+        reload_from.load,
+        reload_from.path,
+        Arc::clone(&stop),
+    ));
+    let stop_reloads = Arc::clone(&stop);
+    let shutdown = async move {
+        shutdown.await;
+        stop_reloads.notify_one();
+    };
     let served = http::serve(listener, state, shutdown).await;
-    if let Some(task) = alert_task {
-        task.abort();
-        let _ = task.await;
-    }
+    // Also when the server failed; a reload under way finishes first.
+    stop.notify_one();
+    let scraper = match reloads.await {
+        Ok(running) => running.shutdown().await,
+        Err(e) => {
+            tracing::error!(error = %e, "the reload task failed; the kernel detaches the programs when the process exits");
+            return served.map_err(Into::into);
+        }
+    };
     // Detach: the collectors are dropped with the last reference to the
     // scraper. In-flight scrapes hold one briefly; wait for them.
     let mut scraper = scraper;

@@ -8,7 +8,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::Arc,
+    sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
@@ -45,19 +45,38 @@ pub struct Rendered {
     pub family_count: usize,
 }
 
+/// The sources read at one scrape, in order. Shared, so a reload can keep
+/// the unchanged ones and a scrape in flight can finish with the set it
+/// started with.
+pub type SourceSet = Arc<[Arc<dyn Source>]>;
+
 /// All sources, and the render that concurrent requests share.
 pub struct Scraper {
-    sources: Vec<Box<dyn Source>>,
+    /// Replaced whole by [`Scraper::replace`] (a configuration reload).
+    sources: RwLock<SourceSet>,
     last: Mutex<Option<Arc<Rendered>>>,
 }
 
 impl Scraper {
     /// A scraper over `sources`, read in this order.
-    pub fn new(sources: Vec<Box<dyn Source>>) -> Self {
+    pub fn new(sources: Vec<Arc<dyn Source>>) -> Self {
         Self {
-            sources,
+            sources: RwLock::new(sources.into()),
             last: Mutex::new(None),
         }
+    }
+
+    /// The sources in force now.
+    pub fn sources(&self) -> SourceSet {
+        Arc::clone(&self.sources.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Puts `sources` in force and returns the set they replace. Scrapes
+    /// already reading go on with the old set, which lives (and keeps its
+    /// collectors attached) until the last of them finishes.
+    pub fn replace(&self, sources: Vec<Arc<dyn Source>>) -> SourceSet {
+        let mut current = self.sources.write().unwrap_or_else(|e| e.into_inner());
+        std::mem::replace(&mut *current, sources.into())
     }
 
     /// The exposition for a request that arrived at `arrived`.
@@ -79,7 +98,7 @@ impl Scraper {
     /// `Err` naming every source that has stopped working.
     pub fn health(&self) -> Result<(), String> {
         let bad: Vec<String> = self
-            .sources
+            .sources()
             .iter()
             .filter_map(|s| s.health().err().map(|e| format!("{}: {e}", s.name())))
             .collect();
@@ -120,7 +139,7 @@ impl Scraper {
             Kind::Gauge,
             "Time the collector took to read its kernel maps and /proc at this scrape.",
         );
-        for source in &self.sources {
+        for source in self.sources().iter() {
             let t = Instant::now();
             let result = source.collect();
             let took = t.elapsed();
@@ -185,9 +204,9 @@ mod tests {
     #[test]
     fn same_family_from_two_sources_is_merged_and_failures_are_reported() {
         let s = Scraper::new(vec![
-            Box::new(Fixed("a", true)),
-            Box::new(Fixed("b", true)),
-            Box::new(Fixed("c", false)),
+            Arc::new(Fixed("a", true)),
+            Arc::new(Fixed("b", true)),
+            Arc::new(Fixed("c", false)),
         ]);
         let text = String::from_utf8(s.render().unwrap().text.to_vec()).unwrap();
         assert_eq!(
@@ -212,7 +231,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_scrapes_share_a_render() {
-        let s = Arc::new(Scraper::new(vec![Box::new(Fixed("a", true))]));
+        let s = Arc::new(Scraper::new(vec![Arc::new(Fixed("a", true))]));
         let arrived = Instant::now();
         let first = s.scrape(arrived).await.unwrap();
         // A request that arrived before the last render started reuses it.
@@ -221,5 +240,16 @@ mod tests {
         // A later request gets a fresh one.
         let later = s.scrape(Instant::now()).await.unwrap();
         assert!(!Arc::ptr_eq(&first, &later));
+    }
+
+    #[test]
+    fn replaced_sources_are_read_from_the_next_scrape_on() {
+        let s = Scraper::new(vec![Arc::new(Fixed("a", true))]);
+        let old = s.replace(vec![Arc::new(Fixed("b", true))]);
+        assert_eq!(old.len(), 1);
+        assert_eq!(old[0].name(), "a");
+        let text = String::from_utf8(s.render().unwrap().text.to_vec()).unwrap();
+        assert!(text.contains("collector=\"b\""), "{text}");
+        assert!(!text.contains("collector=\"a\""), "{text}");
     }
 }
