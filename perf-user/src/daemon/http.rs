@@ -4,8 +4,9 @@ use std::{net::SocketAddr, sync::Arc, time::Instant};
 
 use axum::{
     Router,
-    extract::State,
+    extract::{Request, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
+    middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -63,6 +64,11 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
     })
 }
 
+/// Largest request head (names and values of all headers) answered; a
+/// scraper sends a few hundred bytes. hyper itself only refuses heads above
+/// its ~400 KiB read buffer.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// The routes.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -70,6 +76,25 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/", get(index))
         .with_state(state)
+        .layer(middleware::from_fn(limit_headers))
+}
+
+/// Refuses requests whose headers add up to more than [`MAX_HEADER_BYTES`]
+/// with 431, before any handler runs.
+async fn limit_headers(request: Request, next: Next) -> Response {
+    let size: usize = request
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if size > MAX_HEADER_BYTES {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("request headers of {size} bytes; at most {MAX_HEADER_BYTES} are accepted\n"),
+        )
+            .into_response();
+    }
+    next.run(request).await
 }
 
 /// Serves until `shutdown` completes, then finishes the requests in flight.
