@@ -41,14 +41,14 @@ const KNOWN_ALLOCATORS: &[&str] = &[
 /// Why no allocator could be found or read.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocatorError {
-    /// A file could not be read.
-    #[error("cannot read {}: {source}", path.display())]
+    /// A file could not be read. The OS error is part of the message, not
+    /// a source, so that `{:#}` prints it once.
+    #[error("cannot read {}: {cause}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A file is not a 64-bit ELF file.
     #[error("{} is not a 64-bit ELF file ({reason})", path.display())]
@@ -106,10 +106,15 @@ impl ElfSummary {
     /// Reads `path` and looks up `wanted` among its dynamic symbols, then its
     /// full symbol table.
     pub fn read(path: &Path, wanted: &[&str]) -> Result<Self, AllocatorError> {
-        let data = fs::read(path).map_err(|source| AllocatorError::Read {
+        let read_error = |cause| AllocatorError::Read {
             path: path.to_path_buf(),
-            source,
-        })?;
+            cause,
+        };
+        // A device or a FIFO (`--allocator /dev/zero`) would be read forever.
+        if !fs::metadata(path).map_err(read_error)?.is_file() {
+            return Err(read_error(std::io::Error::other("not a regular file")));
+        }
+        let data = fs::read(path).map_err(read_error)?;
         Self::parse(&data, wanted).map_err(|reason| AllocatorError::NotElf {
             path: path.to_path_buf(),
             reason,
