@@ -120,6 +120,17 @@ pub fn resolve_command(name: &OsStr) -> Result<PathBuf, LaunchError> {
 pub fn first_image(program: &Path) -> Result<FirstImage, LaunchError> {
     let mut path = program.to_path_buf();
     for _ in 0..5 {
+        // Opening a FIFO would wait for a writer forever; execve() refuses
+        // anything but a regular file anyway.
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(LaunchError::Unusable {
+                    path,
+                    reason: "it is not a regular file".into(),
+                });
+            }
+            _ => {} // a missing file is reported by the open below
+        }
         let mut head = [0u8; 256];
         let n = fs::File::open(&path)
             .and_then(|mut f| f.read(&mut head))
