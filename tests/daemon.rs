@@ -1117,3 +1117,190 @@ fn self_metrics_are_plausible() {
         "{ctx}"
     );
 }
+
+/// The daemon's BPF program ids per collector, by the programs' names in
+/// the kernel's list (the kernel keeps 15 bytes of a name).
+fn prog_ids_by_collector(pid: u32) -> std::collections::BTreeMap<&'static str, BTreeSet<u32>> {
+    let ours: HashSet<u32> = bpf_prog_ids(pid).into_iter().collect();
+    let mut out = std::collections::BTreeMap::<&'static str, BTreeSet<u32>>::new();
+    for p in aya::programs::loaded_programs().filter_map(Result::ok) {
+        if !ours.contains(&p.id()) {
+            continue;
+        }
+        let name = p.name_as_str().unwrap_or_default();
+        let collector = if name.starts_with("cpu_") {
+            "cpu"
+        } else if name.starts_with("tcp_") || name.starts_with("inet_sock") {
+            "tcp"
+        } else if name.starts_with("block_") {
+            "block"
+        } else {
+            "other"
+        };
+        out.entry(collector).or_default().insert(p.id());
+    }
+    out
+}
+
+/// SIGHUP reloads the configuration: the collector whose section did not
+/// change keeps its kernel programs, the changed one gets new ones, a newly
+/// enabled one starts; a broken file is refused and the old configuration
+/// stays in force.
+#[test]
+fn sighup_reload_keeps_unchanged_collectors() {
+    if !require_privileges("sighup_reload_keeps_unchanged_collectors") {
+        return;
+    }
+    let _guard = exclusive();
+    let config = test_dir("daemon_reload").join("reload.toml");
+    let write = |text: &str| std::fs::write(&config, text).unwrap();
+    write(
+        "[collectors.cpu]\nwindow = \"5s\"\n\
+         [collectors.block]\nenabled = false\n\
+         [collectors.tcp]\nmax_ports = 20\n",
+    );
+    let daemon = Daemon::start(&["--config", config.to_str().unwrap()]);
+    let pid = daemon.pid();
+    let before = prog_ids_by_collector(pid);
+    let s = daemon.scrape();
+    let ctx = truncate(&s, 6000).to_string();
+    assert_eq!(
+        sample_value(&s, "perf_user_config_last_reload_successful "),
+        Some(1.0),
+        "{ctx}"
+    );
+    let loaded_at = sample_value(
+        &s,
+        "perf_user_config_last_reload_success_timestamp_seconds ",
+    )
+    .unwrap_or_else(|| panic!("no reload timestamp\n{ctx}"));
+    assert!(loaded_at > 1.6e9, "{loaded_at}");
+    assert!(
+        before.contains_key("cpu") && before.contains_key("tcp") && !before.contains_key("block"),
+        "programs at start: {before:?}"
+    );
+
+    // Waits for a scrape that satisfies `done`.
+    let wait = |what: &str, done: &dyn Fn(&str) -> bool| -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = daemon.scrape();
+            if done(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within 60 s\n{}",
+                truncate(&s, 6000)
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
+    };
+
+    // One collector's setting changes, another is enabled.
+    thread::sleep(Duration::from_millis(50)); // a later timestamp
+    write(
+        "[collectors.cpu]\nwindow = \"5s\"\n\
+         [collectors.block]\nenabled = true\n\
+         [collectors.tcp]\nmax_ports = 30\n",
+    );
+    signal(pid, libc::SIGHUP);
+    let s = wait("the reload", &|s| {
+        sample_value(s, "perf_user_config_last_reload_success_timestamp_seconds ")
+            .is_some_and(|t| t > loaded_at)
+    });
+    let ctx = truncate(&s, 6000).to_string();
+    assert_eq!(
+        sample_value(&s, "perf_user_config_last_reload_successful "),
+        Some(1.0),
+        "{ctx}"
+    );
+    for c in ["cpu", "block", "tcp"] {
+        assert_eq!(
+            sample_value(&s, &format!("perf_user_collector_up{{collector=\"{c}\"}}")),
+            Some(1.0),
+            "{c}\n{ctx}"
+        );
+    }
+    let after = prog_ids_by_collector(pid);
+    assert_eq!(
+        after.get("cpu"),
+        before.get("cpu"),
+        "the unchanged CPU collector's programs were replaced: {before:?} -> {after:?}"
+    );
+    let (old_tcp, new_tcp) = (
+        &before["tcp"],
+        after.get("tcp").cloned().unwrap_or_default(),
+    );
+    assert!(
+        !new_tcp.is_empty() && new_tcp.is_disjoint(old_tcp),
+        "the changed TCP collector should run new programs: {before:?} -> {after:?}"
+    );
+    assert!(
+        after.get("block").is_some_and(|b| !b.is_empty()),
+        "the newly enabled block collector has no programs: {after:?}"
+    );
+    let reloaded_at = sample_value(
+        &s,
+        "perf_user_config_last_reload_success_timestamp_seconds ",
+    )
+    .unwrap();
+    eprintln!("BPF programs per collector: {before:?} before the reload, {after:?} after");
+
+    // A broken file is refused: the gauge goes to 0, nothing changes.
+    write("[collectors.tcp]\nmax_ports = \"many\"\n");
+    signal(pid, libc::SIGHUP);
+    let s = wait("the refusal", &|s| {
+        sample_value(s, "perf_user_config_last_reload_successful ") == Some(0.0)
+    });
+    let ctx = truncate(&s, 6000).to_string();
+    assert_eq!(
+        sample_value(
+            &s,
+            "perf_user_config_last_reload_success_timestamp_seconds "
+        ),
+        Some(reloaded_at),
+        "{ctx}"
+    );
+    assert_eq!(
+        prog_ids_by_collector(pid),
+        after,
+        "a refused reload changed the programs"
+    );
+    for c in ["cpu", "block", "tcp"] {
+        assert_eq!(
+            sample_value(&s, &format!("perf_user_collector_up{{collector=\"{c}\"}}")),
+            Some(1.0),
+            "{c}\n{ctx}"
+        );
+    }
+    let health = http_get(daemon.addr, "/healthz", &[]).expect("GET /healthz");
+    assert_eq!(health.status, 200, "{}", health.body);
+
+    let out = daemon.stop();
+    assert!(out.status.success(), "{}", out.describe());
+    let logs: Vec<Value> = out
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let find = |message: &str| {
+        logs.iter()
+            .find(|v| v["message"] == message)
+            .unwrap_or_else(|| panic!("no {message:?} log line\n{}", out.describe()))
+    };
+    let ok = find("configuration reloaded");
+    assert_eq!(ok["level"], "INFO", "{ok}");
+    let ok_text = ok.to_string();
+    assert!(
+        ok_text.contains("restarted") && ok_text.contains("tcp"),
+        "{ok}"
+    );
+    let failed = find("configuration reload failed");
+    assert_eq!(failed["level"], "ERROR", "{failed}");
+    let error = failed["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(config.to_str().unwrap()) && error.contains("collectors.tcp.max_ports"),
+        "the error should name the file and the field: {failed}"
+    );
+}
