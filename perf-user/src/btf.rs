@@ -50,6 +50,12 @@ pub enum BtfError {
         #[source]
         source: aya::BtfError,
     },
+    /// `--btf FILE` is a directory, device or FIFO.
+    #[error("--btf {}: not a regular file; give a BTF file", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+    },
     /// The kernel has no BTF and no `--btf` was given.
     #[error(
         "{feature} needs the kernel's BTF type information, but {SYSFS_BTF} does not exist \
@@ -79,6 +85,12 @@ pub enum BtfError {
 /// so that a wrong file is reported at start-up, not after a collection.
 /// The first call wins; later ones are ignored.
 pub fn use_file(path: &Path) -> Result<(), BtfError> {
+    // /dev/zero would be read until memory runs out, a FIFO waited on forever.
+    if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+        return Err(BtfError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let btf = Btf::parse_file(path, Endianness::default()).map_err(|source| BtfError::File {
         path: path.to_path_buf(),
         source,
