@@ -477,6 +477,10 @@ impl Actuator {
             path: self.state_file.display().to_string(),
             reason,
         };
+        // A device or a FIFO given as --state-file would be read forever.
+        if fs::metadata(&self.state_file).is_ok_and(|m| !m.is_file()) {
+            return Err(bad("not a regular file".into()));
+        }
         let text = match fs::read_to_string(&self.state_file) {
             Ok(t) => t,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
