@@ -66,6 +66,15 @@ pub enum Command {
     /// http://127.0.0.1:9464/metrics (and /healthz) until SIGINT or SIGTERM.
     /// Settings come from a TOML file (--config); flags override it.
     ///
+    /// SIGHUP reloads the configuration: the file is read and checked again
+    /// (flags still apply on top). Collectors whose section is unchanged stay
+    /// attached; changed ones are started again with the new settings, newly
+    /// enabled ones start, disabled ones detach; alert rules are reloaded.
+    /// A bad file, or a collector that cannot attach, is refused with its
+    /// error in the log and the old configuration stays in force
+    /// (perf_user_config_last_reload_successful 0). [exporter] and [log]
+    /// changes need a restart.
+    ///
     /// Examples:
     ///   perf-user run
     ///   perf-user run --config /etc/perf-user/perf-user.toml
