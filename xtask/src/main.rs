@@ -8,9 +8,11 @@ mod bench;
 mod build;
 mod cmd;
 mod cross;
+mod libtest;
 mod lint;
 mod run;
 mod setup;
+mod soak;
 mod test;
 mod vm_test;
 
@@ -37,7 +39,8 @@ enum Command {
     Build(build::Args),
     /// Build perf-user and run it (through `sudo -E` when not root).
     Run(run::Args),
-    /// Install what the tests need, then run `cargo test`.
+    /// Install what the tests need, then run every test suite (all to the end,
+    /// whatever fails) and print a summary ending in `N passed, M failed`.
     Test(test::Args),
     /// Check formatting and run clippy with warnings denied.
     Lint,
@@ -50,6 +53,9 @@ enum Command {
     /// Boot Debian kernels (aarch64, x86_64) under qemu and run perf-user's
     /// smoke tests inside, with the kernel's BTF hidden.
     VmTest(vm_test::Args),
+    /// Run the daemon with every collector for an hour under mixed load and
+    /// check that memory and BPF maps stay flat (root; writes target/soak/report.md).
+    Soak(soak::Args),
 }
 
 fn main() -> ExitCode {
@@ -58,11 +64,12 @@ fn main() -> ExitCode {
         Command::Setup(args) => setup::main(&args).map(|()| ExitCode::SUCCESS),
         Command::Build(args) => build::main(&args).map(|()| ExitCode::SUCCESS),
         Command::Run(args) => run::main(&args),
-        Command::Test(args) => test::main(&args).map(|()| ExitCode::SUCCESS),
+        Command::Test(args) => test::main(&args),
         Command::Lint => lint::main().map(|()| ExitCode::SUCCESS),
         Command::Bench(args) => bench::main(&args).map(|()| ExitCode::SUCCESS),
         Command::TestCross(args) => cross::test_main(&args).map(|()| ExitCode::SUCCESS),
         Command::VmTest(args) => vm_test::main(&args).map(|()| ExitCode::SUCCESS),
+        Command::Soak(args) => soak::main(&args),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err}");

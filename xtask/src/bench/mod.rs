@@ -12,12 +12,12 @@
 
 mod alloc;
 mod block;
-mod compare;
+pub(crate) mod compare;
 mod cpu;
-mod daemon;
-mod process;
+pub(crate) mod daemon;
+pub(crate) mod process;
 mod report;
-mod stats;
+pub(crate) mod stats;
 mod symbolize;
 mod tcp;
 
