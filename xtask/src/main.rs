@@ -9,6 +9,7 @@ mod build;
 mod cmd;
 mod cross;
 mod libtest;
+mod libtest;
 mod lint;
 mod run;
 mod setup;
