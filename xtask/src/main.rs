@@ -9,7 +9,6 @@ mod build;
 mod cmd;
 mod cross;
 mod libtest;
-mod libtest;
 mod lint;
 mod run;
 mod setup;
