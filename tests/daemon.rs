@@ -1197,6 +1197,25 @@ fn sighup_reload_keeps_unchanged_collectors() {
         }
     };
 
+    // Scrapes go on during the reloads, and every one is answered.
+    let stop_scraping = Arc::new(AtomicBool::new(false));
+    let scraper = {
+        let (stop, addr) = (Arc::clone(&stop_scraping), daemon.addr);
+        thread::spawn(move || {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                match http_get(addr, "/metrics", &[]) {
+                    Ok(r) if r.status == 200 && r.body.contains("perf_user_build_info") => ok += 1,
+                    Ok(r) => {
+                        failed.push(format!("status {}: {}", r.status, truncate(&r.body, 200)))
+                    }
+                    Err(e) => failed.push(e.to_string()),
+                }
+            }
+            (ok, failed)
+        })
+    };
+
     // One collector's setting changes, another is enabled.
     thread::sleep(Duration::from_millis(50)); // a later timestamp
     write(
@@ -1276,6 +1295,40 @@ fn sighup_reload_keeps_unchanged_collectors() {
     }
     let health = http_get(daemon.addr, "/healthz", &[]).expect("GET /healthz");
     assert_eq!(health.status, 200, "{}", health.body);
+    stop_scraping.store(true, Ordering::Relaxed);
+    let (answered, failed) = scraper.join().unwrap();
+    eprintln!(
+        "{answered} scrapes answered during the reloads, {} failed",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "scrapes failed during a reload: {failed:?}"
+    );
+    assert!(answered > 0, "no scrape was answered during the reloads");
+
+    // A good file again, with block disabled: it is detached, the others stay.
+    write(
+        "[collectors.cpu]\nwindow = \"5s\"\n\
+         [collectors.block]\nenabled = false\n\
+         [collectors.tcp]\nmax_ports = 30\n",
+    );
+    signal(pid, libc::SIGHUP);
+    let s = wait("the reload after the refusal", &|s| {
+        sample_value(s, "perf_user_config_last_reload_successful ") == Some(1.0)
+    });
+    assert!(
+        sample_value(&s, "perf_user_collector_up{collector=\"block\"}").is_none(),
+        "{}",
+        truncate(&s, 6000)
+    );
+    let last = prog_ids_by_collector(pid);
+    assert!(
+        !last.contains_key("block")
+            && last.get("cpu") == after.get("cpu")
+            && last.get("tcp") == after.get("tcp"),
+        "disabling block: {after:?} -> {last:?}"
+    );
 
     let out = daemon.stop();
     assert!(out.status.success(), "{}", out.describe());

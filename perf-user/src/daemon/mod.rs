@@ -236,7 +236,7 @@ pub async fn run(
         bpf_stats,
         collectors,
         alerts,
-        status: Arc::new(reload::ReloadStatus::new()),
+        status: reload::ReloadStatus::new(),
         scraper: Arc::clone(&scraper),
     };
     scraper.replace(running.sources());

@@ -12,10 +12,7 @@
 
 use std::{
     path::PathBuf,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::Arc,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -86,26 +83,29 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
 }
 
 /// The outcome of the last reload, exported like Prometheus's
-/// `prometheus_config_last_reload_*`.
+/// `prometheus_config_last_reload_*`. Each source set carries its own copy,
+/// so a scrape never shows a reload's outcome with the sources from before
+/// it.
+#[derive(Clone, Copy, Debug)]
 pub struct ReloadStatus {
-    successful: AtomicBool,
+    successful: bool,
     /// Unix time of the last successful load (start-up counts).
-    last_success: Mutex<f64>,
+    last_success: f64,
 }
 
 impl ReloadStatus {
     /// The configuration loaded at start-up, now.
     pub fn new() -> Self {
         Self {
-            successful: AtomicBool::new(true),
-            last_success: Mutex::new(unix_now()),
+            successful: true,
+            last_success: unix_now(),
         }
     }
 
-    fn record(&self, ok: bool) {
-        self.successful.store(ok, Ordering::Relaxed);
+    fn record(&mut self, ok: bool) {
+        self.successful = ok;
         if ok {
-            *self.last_success.lock().unwrap_or_else(|e| e.into_inner()) = unix_now();
+            self.last_success = unix_now();
         }
     }
 }
@@ -134,19 +134,13 @@ impl Source for ReloadStatus {
             Kind::Gauge,
             "1 if the last configuration reload (SIGHUP) succeeded, or none was asked for; 0 if it was refused and the previous configuration stays in force (the daemon log says why).",
         );
-        ok.push(
-            Vec::new(),
-            f64::from(u8::from(self.successful.load(Ordering::Relaxed))),
-        );
+        ok.push(Vec::new(), f64::from(u8::from(self.successful)));
         let mut at = Family::new(
             "perf_user_config_last_reload_success_timestamp_seconds",
             Kind::Gauge,
             "Unix time at which the configuration in force was loaded (start-up or the last successful reload).",
         );
-        at.push(
-            Vec::new(),
-            *self.last_success.lock().unwrap_or_else(|e| e.into_inner()),
-        );
+        at.push(Vec::new(), self.last_success);
         Ok(vec![ok, at])
     }
 }
@@ -184,7 +178,7 @@ pub struct Running {
     /// The alert engine, if enabled.
     pub alerts: Option<Alerts>,
     /// Exported reload outcome.
-    pub status: Arc<ReloadStatus>,
+    pub status: ReloadStatus,
     /// What `/metrics` and the alert engine read.
     pub scraper: Arc<Scraper>,
 }
@@ -205,7 +199,7 @@ impl Running {
         if let Some(a) = &self.alerts {
             out.push(Arc::new(AlertsSource(Arc::clone(&a.service))));
         }
-        out.push(Arc::clone(&self.status) as Arc<dyn Source>);
+        out.push(Arc::new(self.status));
         out
     }
 
@@ -221,8 +215,10 @@ impl Running {
         }
     }
 
-    fn refuse(&self, origin: &str, error: String) {
+    fn refuse(&mut self, origin: &str, error: String) {
         self.status.record(false);
+        // The same sources, with the new status.
+        drop(self.scraper.replace(self.sources()));
         tracing::error!(
             config = origin,
             error = %error,
@@ -280,6 +276,7 @@ impl Running {
             self.alerts = service.map(|s| Alerts::spawn(s, &self.scraper));
         }
         self.config = new;
+        self.status.record(true);
         let old_set = self.scraper.replace(self.sources());
         // Detach the retired collectors now unless a scrape still reads
         // them: then the last one to finish drops them.
@@ -288,7 +285,6 @@ impl Running {
             .await
             .map_err(|e| format!("detaching the old collectors failed: {e}"))?;
         super::release_freed_memory();
-        self.status.record(true);
         tracing::info!(
             kept = ?plan.keep,
             restarted = ?plan.restart,
@@ -422,7 +418,7 @@ mod tests {
 
     #[test]
     fn status_exports_success_and_time() {
-        let s = ReloadStatus::new();
+        let mut s = ReloadStatus::new();
         let text = |s: &ReloadStatus| {
             crate::daemon::exposition::to_prometheus_text(
                 &crate::daemon::exposition::encode_openmetrics(&s.collect().unwrap()).unwrap(),
@@ -437,10 +433,10 @@ mod tests {
             t.contains("perf_user_config_last_reload_success_timestamp_seconds 1"),
             "{t}"
         );
-        let before = *s.last_success.lock().unwrap();
+        let before = s.last_success;
         s.record(false);
         assert!(text(&s).contains("perf_user_config_last_reload_successful 0"));
-        assert_eq!(*s.last_success.lock().unwrap(), before);
+        assert_eq!(s.last_success, before);
         s.record(true);
         assert!(text(&s).contains("perf_user_config_last_reload_successful 1"));
     }
