@@ -1307,9 +1307,17 @@ fn sighup_reload_keeps_unchanged_collectors() {
     );
     assert!(answered > 0, "no scrape was answered during the reloads");
 
-    // A good file again, with block disabled: it is detached, the others stay.
+    // A good file again, with block disabled: it is detached, the others
+    // stay. One alert rule less; a log level change needs a restart.
+    assert!(
+        s.contains("perf_user_alerts{alertname=\"TcpRetransmitsHigh\""),
+        "{}",
+        truncate(&s, 6000)
+    );
     write(
-        "[collectors.cpu]\nwindow = \"5s\"\n\
+        "[log]\nlevel = \"debug\"\n\
+         [alerts]\ndisable = [\"TcpRetransmitsHigh\"]\n\
+         [collectors.cpu]\nwindow = \"5s\"\n\
          [collectors.block]\nenabled = false\n\
          [collectors.tcp]\nmax_ports = 30\n",
     );
@@ -1320,6 +1328,12 @@ fn sighup_reload_keeps_unchanged_collectors() {
     assert!(
         sample_value(&s, "perf_user_collector_up{collector=\"block\"}").is_none(),
         "{}",
+        truncate(&s, 6000)
+    );
+    assert!(
+        !s.contains("alertname=\"TcpRetransmitsHigh\"")
+            && s.contains("perf_user_alerts{alertname=\"TcpRttAnomaly\""),
+        "the alert rules were not reloaded\n{}",
         truncate(&s, 6000)
     );
     let last = prog_ids_by_collector(pid);
@@ -1348,6 +1362,20 @@ fn sighup_reload_keeps_unchanged_collectors() {
     assert!(
         ok_text.contains("restarted") && ok_text.contains("tcp"),
         "{ok}"
+    );
+    let log_warning = logs
+        .iter()
+        .find(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("the [log] settings changed"))
+        })
+        .unwrap_or_else(|| panic!("no warning about [log]\n{}", out.describe()));
+    assert_eq!(log_warning["level"], "WARN", "{log_warning}");
+    // Debug lines would show that the level changed after all.
+    assert!(
+        !logs.iter().any(|v| v["level"] == "DEBUG"),
+        "the log level changed without a restart"
     );
     let failed = find("configuration reload failed");
     assert_eq!(failed["level"], "ERROR", "{failed}");
