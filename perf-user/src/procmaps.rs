@@ -6,7 +6,7 @@ use std::{
     fs::File,
     io::{self, Read as _},
     os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
     sync::atomic::{AtomicBool, Ordering},
 };
 
@@ -63,8 +63,15 @@ impl ProcessMaps {
     /// a runtime has hundreds of data mappings for a dozen of code. Elsewhere
     /// it parses the text.
     pub fn read(pid: u32) -> io::Result<Self> {
-        let mut file = File::open(format!("/proc/{pid}/maps"))?;
-        if QUERY_SUPPORTED.load(Ordering::Relaxed) {
+        Self::read_in(Path::new("/proc"), pid)
+    }
+
+    /// [`ProcessMaps::read`] of `<proc_root>/PID/maps`: a test lays out a
+    /// directory like /proc. Only the real /proc is asked with the ioctl
+    /// (a plain file would answer ENOTTY and turn it off for every process).
+    pub fn read_in(proc_root: &Path, pid: u32) -> io::Result<Self> {
+        let mut file = File::open(proc_root.join(pid.to_string()).join("maps"))?;
+        if proc_root == Path::new("/proc") && QUERY_SUPPORTED.load(Ordering::Relaxed) {
             match query_executable(&file) {
                 Ok(maps) => return Ok(maps),
                 Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Err(e),
@@ -331,6 +338,87 @@ garbage line
             &m.backing,
             Backing::File(p) if p.file_name().is_some()
         )));
+    }
+
+    /// A directory laid out like /proc with one process, PID 42.
+    fn fake_proc(name: &str, maps: &[u8]) -> std::path::PathBuf {
+        let root =
+            std::env::temp_dir().join(format!("perf-user-procmaps-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(root.join("42")).unwrap();
+        std::fs::write(root.join("42/maps"), maps).unwrap();
+        root
+    }
+
+    #[test]
+    fn reads_maps_under_a_test_root() {
+        let root = fake_proc("root", MAPS.as_bytes());
+        assert_eq!(
+            ProcessMaps::read_in(&root, 42).unwrap(),
+            ProcessMaps::parse(MAPS)
+        );
+        assert!(ProcessMaps::read_in(&root, 43).is_err(), "no such process");
+        // Not UTF-8: an error, not a panic.
+        std::fs::write(root.join("42/maps"), b"1000-2000 r-xp 0 0 0 /\xff\n").unwrap();
+        assert!(ProcessMaps::read_in(&root, 42).is_err());
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+
+    /// A maps line with fields drawn from what a malformed or hostile file
+    /// could hold: huge and odd numbers, missing fields, spaces in names.
+    fn maps_line() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let hex = prop_oneof![
+            any::<u64>().prop_map(|v| format!("{v:x}")),
+            Just("ffffffffffffffffff".to_string()),
+            Just(String::new()),
+            "[0-9a-fA-Fx+-]{0,20}",
+        ];
+        (
+            hex.clone(),
+            hex.clone(),
+            "[rwxps-]{0,5}",
+            hex,
+            "[0-9a-f:]{0,6}",
+            "[0-9]{0,25}",
+            "\\PC{0,40}",
+            0usize..4,
+        )
+            .prop_map(|(start, end, perms, offset, dev, inode, path, seps)| {
+                let sep = [" ", "  ", "\t", ""][seps];
+                format!("{start}-{end}{sep}{perms}{sep}{offset}{sep}{dev}{sep}{inode}{sep}{path}")
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics_and_keeps_its_invariants(
+            lines in proptest::collection::vec(maps_line(), 0..20),
+            noise in "\\PC{0,200}",
+            probe in proptest::prelude::any::<u64>(),
+        ) {
+            let text = format!("{}\n{noise}", lines.join("\n"));
+            let maps = ProcessMaps::parse(&text);
+            for m in &maps.mappings {
+                proptest::prop_assert!(m.start < m.end);
+            }
+            proptest::prop_assert!(maps.mappings.windows(2).all(|w| w[0].start <= w[1].start));
+            if let Some(m) = maps.find(probe) {
+                proptest::prop_assert!(m.start <= probe && probe < m.end);
+            }
+            let _ = maps.mappings.iter().map(|m| m.backing.module_name()).count();
+            let mut merged = maps.clone();
+            merged.merge(ProcessMaps::parse(&noise));
+            proptest::prop_assert!(merged.mappings.windows(2).all(|w| w[0].start <= w[1].start));
+        }
+
+        #[test]
+        fn arbitrary_bytes_under_a_test_root_never_panic(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2000),
+        ) {
+            let root = fake_proc("bytes", &bytes);
+            let _ = ProcessMaps::read_in(&root, 42);
+            std::fs::remove_dir_all(&root).unwrap();
+        }
     }
 
     #[test]
