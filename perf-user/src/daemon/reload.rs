@@ -281,9 +281,11 @@ impl Running {
         // Detach the retired collectors now unless a scrape still reads
         // them: then the last one to finish drops them.
         drop(old_set);
-        tokio::task::spawn_blocking(move || drop(retired))
-            .await
-            .map_err(|e| format!("detaching the old collectors failed: {e}"))?;
+        // The new configuration is in force already: a failure here is
+        // logged, not a refusal.
+        if let Err(e) = tokio::task::spawn_blocking(move || drop(retired)).await {
+            tracing::warn!(error = %e, "detaching the old collectors failed; the kernel detaches them when the process exits");
+        }
         super::release_freed_memory();
         tracing::info!(
             kept = ?plan.keep,
