@@ -50,11 +50,13 @@ fn parse_stat(stat: &str, ticks: f64, page: u64) -> Option<ProcessFigures> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let field = |n: usize| f.get(n - 3)?.parse::<u64>().ok();
     Some(ProcessFigures {
-        cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+        // In floating point and saturating: a malformed stat with huge
+        // numbers overflowed u64 here (a panic in debug builds).
+        cpu_seconds: (field(14)? as f64 + field(15)? as f64) / ticks,
         threads: field(20)?,
         start_time_seconds: field(22)? as f64 / ticks,
         virtual_bytes: field(23)?,
-        rss_bytes: field(24)? * page,
+        rss_bytes: field(24)?.saturating_mul(page),
         open_fds: 0,
     })
 }
@@ -132,6 +134,34 @@ mod tests {
         assert_eq!(f.start_time_seconds, 10.0);
         assert_eq!(f.virtual_bytes, 10_485_760);
         assert_eq!(f.rss_bytes, 300 * 4096);
+    }
+
+    mod props {
+        use super::super::parse_stat;
+        use proptest::prelude::*;
+
+        proptest! {
+            #[test]
+            fn malformed_stat_never_panics(
+                name in "\\PC{0,20}",
+                fields in prop::collection::vec(
+                    prop_oneof![
+                        any::<u64>().prop_map(|v| v.to_string()),
+                        Just(u64::MAX.to_string()),
+                        "[-0-9a-zA-Z()]{0,8}",
+                    ],
+                    0..50,
+                ),
+                ticks in 0.0f64..1000.0,
+                page in any::<u64>(),
+            ) {
+                let stat = format!("1 ({name}) {}", fields.join(" "));
+                if let Some(f) = parse_stat(&stat, ticks.max(1.0), page) {
+                    prop_assert!(f.cpu_seconds >= 0.0);
+                }
+                let _ = parse_stat(&fields.join(" "), 100.0, 4096);
+            }
+        }
     }
 
     #[test]
