@@ -33,7 +33,7 @@ use crate::{
     apt,
     bench::{
         compare,
-        daemon::{free_port, http_get},
+        daemon::http_get,
         process::{self, Proc},
         stats,
     },
@@ -157,7 +157,8 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     };
     let leaker_bin = compile_leaker(&tmp)?;
 
-    let port = free_port()?;
+    let port = service_listener(20_000)?.local_addr()?.port();
+    let echo = service_listener(port + 1)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = out.join("soak.toml");
     write_config(&config, port, None)?;
@@ -234,7 +235,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         })?,
         spawn("soak-tcp", {
             let load = Arc::clone(&load);
-            move || tcp_client(&load)
+            move || tcp_client(echo, &load)
         })?,
         spawn("soak-burn", {
             let load = Arc::clone(&load);
@@ -592,16 +593,24 @@ fn disk_writer(path: &Path, load: &Load) {
     }
 }
 
+/// A loopback listener on the first free port from `from` up, below the
+/// ephemeral range, as real services listen: with both ends of a connection
+/// in the ephemeral range the TCP collector cannot tell the service's end
+/// and would label each connection by its client's port.
+fn service_listener(from: u16) -> Result<TcpListener> {
+    let ephemeral_lo = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    (from..ephemeral_lo)
+        .find_map(|p| TcpListener::bind(("127.0.0.1", p)).ok())
+        .ok_or_else(|| {
+            anyhow!("no free loopback port from {from} up to the ephemeral range ({ephemeral_lo})")
+        })
+}
+
 /// Loopback connections to our own echo server, one request each.
-fn tcp_client(load: &Load) {
-    let listener = match TcpListener::bind("127.0.0.1:0") {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("warning: cannot listen on loopback: {e}");
-            load.tcp_errors.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-    };
+fn tcp_client(listener: TcpListener, load: &Load) {
     let Ok(server) = listener.local_addr() else {
         return;
     };
@@ -961,9 +970,11 @@ struct Ids {
 #[derive(Debug, Clone, Serialize)]
 struct MapSample {
     kind: &'static str,
-    /// Summed over the maps of this name (each leak tracer has its own).
+    /// The largest of the maps of this name: every collector loads the whole
+    /// object, so each has its own copy of every map, and each leak tracer
+    /// its own set.
     capacity: u64,
-    /// Keys counted; None for maps whose size is fixed (arrays) or that
+    /// Keys counted, summed over the maps of this name; None for maps whose size is fixed (arrays) or that
     /// cannot be iterated (ring buffers).
     entries: Option<u64>,
     instances: u32,
@@ -1009,7 +1020,7 @@ fn take_sample(pid: i32, addr: SocketAddr, t: f64, ids: &mut Ids) -> Sample {
             entries: m.entries.map(|_| 0),
             instances: 0,
         });
-        e.capacity += u64::from(m.max_entries);
+        e.capacity = e.capacity.max(u64::from(m.max_entries));
         e.instances += 1;
         e.entries = e.entries.zip(m.entries).map(|(a, b)| a + b);
     }

@@ -260,7 +260,7 @@ fn has_flag(help: &str, flag: &str) -> bool {
         .any(|w| w == flag)
 }
 
-pub(crate) fn free_port() -> Result<u16> {
+fn free_port() -> Result<u16> {
     let l = TcpListener::bind("127.0.0.1:0")?;
     Ok(l.local_addr()?.port())
 }
