@@ -12,9 +12,12 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::Value;
 
-/// Probes `leaks` attaches for glibc: 8 entry points (memalign is
-/// aligned_alloc), 7 return probes, the exec tracepoint.
+/// Probes `leaks` attaches for glibc as perf events: 8 entry points
+/// (memalign is aligned_alloc), 7 return probes, the exec tracepoint.
 const GLIBC_PERF_EVENTS: usize = 16;
+/// The same as uprobe_multi links: one per program (7 entry programs, one
+/// return program, each with all its offsets in libc).
+const GLIBC_MULTI_LINKS: usize = 8;
 
 fn leaky(dir: &Path) -> PathBuf {
     compile_c("leaky", dir)
@@ -375,9 +378,10 @@ fn start_pid_tracer(dir: &Path, pid: u32, args: &[&str]) -> (Running, PathBuf) {
         .arg("--output")
         .arg(&out);
     let mut tracer = Running::start(cmd);
-    let attached = wait_for_perf_event_count(
+    let attached = wait_for_uprobes(
         tracer.child.id(),
         GLIBC_PERF_EVENTS,
+        GLIBC_MULTI_LINKS,
         Duration::from_secs(20),
     );
     assert!(

@@ -385,12 +385,51 @@ fn is_perf_event_fd(pid: u32, fd: &std::ffi::OsStr) -> bool {
     if target.contains("perf_event") {
         return true;
     }
-    target.contains("bpf_link")
-        && std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy()))
-            .is_ok_and(|info| {
-                info.lines()
-                    .any(|l| l.starts_with("link_type:") && l.contains("perf"))
-            })
+    target.contains("bpf_link") && link_type_is(pid, fd, "perf")
+}
+
+/// Whether fd `fd` of `pid` is a BPF link whose type contains `kind`.
+fn link_type_is(pid: u32, fd: &std::ffi::OsStr, kind: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{}", fd.to_string_lossy())).is_ok_and(
+        |info| {
+            info.lines()
+                .any(|l| l.starts_with("link_type:") && l.contains(kind))
+        },
+    )
+}
+
+/// How many fds of `pid` pass `is`.
+fn count_fds(pid: u32, is: impl Fn(&std::ffi::OsStr) -> bool) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter(|e| is(&e.file_name()))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the allocation tracer `pid` has attached its uprobes: at
+/// least `perf_events` perf-event uprobes, or, on kernels with uprobe_multi
+/// links (6.6+, which `leaks` prefers), at least `multi_links` of those
+/// (link types `uprobe_multi` and `uretprobe_multi`).
+/// Returns whether it saw them before `timeout`.
+pub fn wait_for_uprobes(
+    pid: u32,
+    perf_events: usize,
+    multi_links: usize,
+    timeout: Duration,
+) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if count_fds(pid, |fd| is_perf_event_fd(pid, fd)) >= perf_events
+            || count_fds(pid, |fd| link_type_is(pid, fd, "probe_multi")) >= multi_links
+        {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Waits until the process `pid` holds at least one perf event (or BPF link
@@ -408,14 +447,7 @@ pub fn wait_for_perf_events(pid: u32, timeout: Duration) -> bool {
 pub fn wait_for_perf_event_count(pid: u32, n: usize, timeout: Duration) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        let count = std::fs::read_dir(format!("/proc/{pid}/fd"))
-            .map(|dir| {
-                dir.filter_map(Result::ok)
-                    .filter(|e| is_perf_event_fd(pid, &e.file_name()))
-                    .count()
-            })
-            .unwrap_or(0);
-        if count >= n {
+        if count_fds(pid, |fd| is_perf_event_fd(pid, fd)) >= n {
             return true;
         }
         thread::sleep(Duration::from_millis(20));
