@@ -12,6 +12,7 @@ mod libtest;
 mod lint;
 mod run;
 mod setup;
+mod smoke;
 mod soak;
 mod test;
 mod vm_test;
@@ -56,6 +57,10 @@ enum Command {
     /// Run the daemon with every collector for an hour under mixed load and
     /// check that memory and BPF maps stay flat (root; writes target/soak/report.md).
     Soak(soak::Args),
+    /// Run each command of the release binary as an unprivileged user with
+    /// only the documented capabilities, tracefs/debugfs/bpffs unmounted
+    /// (root; creates the user perf-user-smoke). PASS/FAIL per command.
+    SmokeNonroot(smoke::Args),
 }
 
 fn main() -> ExitCode {
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::TestCross(args) => cross::test_main(&args).map(|()| ExitCode::SUCCESS),
         Command::VmTest(args) => vm_test::main(&args).map(|()| ExitCode::SUCCESS),
         Command::Soak(args) => soak::main(&args),
+        Command::SmokeNonroot(args) => smoke::main(&args),
     };
     result.unwrap_or_else(|err| {
         eprintln!("error: {err}");
