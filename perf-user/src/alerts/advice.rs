@@ -197,9 +197,10 @@ fn disk(e: &BlockEvidence, root: &Path) -> Advice {
         device: dev.clone(),
         attribute,
     };
-    let in_flight = inflight.map_or(0, |(r, w)| r + w);
+    // Saturating: a malformed inflight file with huge counts overflowed.
+    let in_flight = inflight.map_or(0, |(r, w)| r.saturating_add(w));
     if let Some(nr) = nr_requests.filter(|&n| n > 32)
-        && (ratio >= 4.0 || in_flight * 2 >= nr)
+        && (ratio >= 4.0 || in_flight.saturating_mul(2) >= nr)
     {
         let to = (nr / 2).max(32);
         a.suggest(
@@ -509,7 +510,8 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
             rest.split_whitespace().next()?.parse().ok()
         })
     };
-    let available = meminfo_kib("MemAvailable").map(|k| k * 1024);
+    // Saturating: a malformed meminfo or status with a huge kB figure overflowed.
+    let available = meminfo_kib("MemAvailable").map(|k| k.saturating_mul(1024));
     // The process itself, or the first traced one of that name.
     let pid = e.pid.or_else(|| {
         crate::daemon::leaks::find(std::slice::from_ref(&e.process))
@@ -521,7 +523,7 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
             s.lines()
                 .find_map(|l| l.strip_prefix("VmRSS:"))
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .map(|k| k * 1024)
+                .map(|k| k.saturating_mul(1024))
         })
     });
     // cgroup v2: "0::/system.slice/app.service".
@@ -1068,5 +1070,91 @@ mod tests {
         assert_eq!(human_duration(3.0 * 3600.0 + 720.0), "3 h 12 min");
         assert_eq!(human_duration(90_000.0), "1 d 1 h");
         assert_eq!(human_duration(f64::INFINITY), "never");
+    }
+    /// Malformed /proc and /sys files under a test root: advice is still
+    /// given, without a panic.
+    mod props {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// What a kernel file could hold when it is not what we expect.
+        fn content() -> impl Strategy<Value = String> {
+            prop_oneof![
+                any::<u64>().prop_map(|v| v.to_string()),
+                Just(u64::MAX.to_string()),
+                Just(format!("{} {}", u64::MAX, u64::MAX)),
+                Just(format!(
+                    "MemAvailable: {} kB\nVmRSS: {} kB",
+                    u64::MAX,
+                    u64::MAX
+                )),
+                Just("0::/../../../../etc".to_string()),
+                "\\PC{0,40}",
+                "[0-9 \t:a-zA-Z]{0,40}",
+            ]
+        }
+
+        const FILES: &[&str] = &[
+            "proc/meminfo",
+            "proc/42/status",
+            "proc/42/cgroup",
+            "sys/fs/cgroup/app/memory.max",
+            "sys/fs/cgroup/app/memory.current",
+            "sys/block/loop3/inflight",
+            "sys/block/loop3/queue/nr_requests",
+            "sys/block/loop3/queue/scheduler",
+            "sys/block/loop3/queue/read_ahead_kb",
+            "sys/block/loop3/queue/rotational",
+            "sys/block/loop3/mq/0/nr_tags",
+            "proc/sys/net/ipv4/tcp_rmem",
+            "proc/sys/net/ipv4/tcp_wmem",
+            "proc/sys/net/ipv4/tcp_available_congestion_control",
+        ];
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn malformed_kernel_files_never_panic(
+                contents in prop::collection::vec(content(), FILES.len()),
+                cgroup_app in any::<bool>(),
+            ) {
+                let root = fake_root("advice-props");
+                for (file, text) in FILES.iter().zip(&contents) {
+                    let path = root.join(file);
+                    fs::create_dir_all(path.parent().unwrap()).unwrap();
+                    fs::write(&path, text).unwrap();
+                }
+                if cgroup_app {
+                    fs::write(root.join("proc/42/cgroup"), "0::/app\n").unwrap();
+                }
+                let leak = Evidence::Leak(LeakEvidence {
+                    pid: Some(42),
+                    process: "leaky".into(),
+                    bytes: Some(50 << 20),
+                    allocations: 5000,
+                    function: Some("malloc".into()),
+                    stack: vec!["main".into()],
+                });
+                let tcp = Evidence::Tcp(TcpEvidence {
+                    peer: Some("10.0.0.2".into()),
+                    port: Some("5001".into()),
+                    side: Some("local".into()),
+                    rtt_samples: 900,
+                    rtt_p50_secs: 0.1,
+                    rtt_p99_secs: 0.25,
+                    retransmits: 80,
+                    window_secs: 10.0,
+                });
+                for alert in [
+                    alert("rate", Signal::LeakOutstandingBytes, 1e6, leak),
+                    alert("threshold", Signal::BlockLatencyP99, 0.4, block_evidence("read", 0.01, 0.4, 4096.0)),
+                    alert("baseline", Signal::TcpRttP99, 0.25, tcp),
+                ] {
+                    let _ = advise(&alert, &root);
+                }
+                fs::remove_dir_all(&root).unwrap();
+            }
+        }
     }
 }
