@@ -400,12 +400,12 @@ garbage line
             let maps = ProcessMaps::parse(&text);
             for m in &maps.mappings {
                 proptest::prop_assert!(m.start < m.end);
+                proptest::prop_assert!(!m.backing.module_name().is_empty());
             }
             proptest::prop_assert!(maps.mappings.windows(2).all(|w| w[0].start <= w[1].start));
             if let Some(m) = maps.find(probe) {
                 proptest::prop_assert!(m.start <= probe && probe < m.end);
             }
-            let _ = maps.mappings.iter().map(|m| m.backing.module_name()).count();
             let mut merged = maps.clone();
             merged.merge(ProcessMaps::parse(&noise));
             proptest::prop_assert!(merged.mappings.windows(2).all(|w| w[0].start <= w[1].start));
