@@ -388,6 +388,42 @@ impl Source for BpfStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::parse_fdinfo;
+
+        proptest! {
+            #[test]
+            fn malformed_fdinfo_never_panics(
+                lines in prop::collection::vec(
+                    (
+                        prop_oneof![
+                            Just("prog_id"), Just("map_id"), Just("map_type"),
+                            Just("key_size"), Just("max_entries"), Just("run_time_ns"),
+                            Just("run_cnt"), Just(""), Just("::"),
+                        ],
+                        prop_oneof![
+                            any::<u64>().prop_map(|v| v.to_string()),
+                            Just(u64::MAX.to_string()),
+                            "\\PC{0,20}",
+                        ],
+                    ),
+                    0..12,
+                ),
+                fd in any::<i32>(),
+            ) {
+                let text: String = lines.iter().map(|(k, v)| format!("{k}:\t{v}\n")).collect();
+                let (prog, map) = parse_fdinfo(fd, &text);
+                if let Some(p) = prog {
+                    prop_assert_eq!(p.fd, fd);
+                }
+                if let Some(m) = map {
+                    prop_assert_eq!(m.fd, fd);
+                }
+            }
+        }
+    }
 
     #[test]
     fn parses_prog_and_map_fdinfo() {
