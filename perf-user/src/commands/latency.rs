@@ -76,6 +76,7 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     } else {
         None
     };
+    super::drop_privileges(crate::privileges::Stage::Latency);
     let fell_back = [
         (
             "block I/O",

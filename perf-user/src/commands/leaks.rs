@@ -77,6 +77,9 @@ pub async fn run(args: LeaksArgs) -> anyhow::Result<()> {
     let mut out = super::open_output(args.output.as_deref())?;
 
     let mut tracer = Tracer::start(&args, chosen, plan)?;
+    // It attaches again after the process runs execve(): it keeps what
+    // attaching needs and gives up the rest.
+    super::drop_privileges(crate::privileges::Stage::Attaching);
     let start_wall = SystemTime::now();
     let started = Instant::now();
     let mut progress = Progress::new(args.quiet);

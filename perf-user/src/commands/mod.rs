@@ -31,6 +31,15 @@ fn ready_for_ebpf() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Once the programs are attached: gives up the capabilities the rest of
+/// the command does not need (a failure only warns: it changes nothing the
+/// user asked for).
+fn drop_privileges(stage: crate::privileges::Stage) {
+    if let Err(e) = crate::privileges::drop_after_attach(stage) {
+        eprintln!("warning: {e}; the command keeps its capabilities");
+    }
+}
+
 /// Where a report goes: the `--output` file, created now so that a bad path
 /// fails before the wait rather than after it, or standard output.
 fn open_output(path: Option<&std::path::Path>) -> anyhow::Result<Box<dyn std::io::Write>> {

@@ -55,6 +55,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         include_idle: args.include_idle,
     };
     let mut collector = CpuCollector::attach(&opts).context("cannot start the CPU profiler")?;
+    super::drop_privileges(crate::privileges::Stage::Profile);
     let start_wall = SystemTime::now();
     let started = Instant::now();
     let cpus = collector.cpus().len() as u32;

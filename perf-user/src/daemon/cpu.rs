@@ -215,6 +215,11 @@ fn wait(new_pids: &OwnedFd, stop: &OwnedFd, timeout: Duration) -> bool {
 }
 
 fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
+    // Capabilities are per thread: this one only reads maps and names
+    // frames, so it keeps only what that needs, whatever its parent holds.
+    if let Err(e) = crate::privileges::drop_after_attach(crate::privileges::Stage::Profile) {
+        tracing::warn!(error = %e, "the CPU window thread keeps its capabilities");
+    }
     let mut procs = ProcessTable::default();
     let mut window_start = Instant::now();
     loop {

@@ -198,6 +198,27 @@ pub struct ReloadFrom {
     pub load: reload::Loader,
 }
 
+/// Gives up the capabilities that attaching (now and on reloads) does not
+/// need, and logs the effective set, with a warning when another thread,
+/// started earlier, still holds more (capabilities are per thread).
+fn log_capabilities() {
+    match crate::privileges::drop_after_attach(crate::privileges::Stage::Attaching) {
+        Ok(d) => tracing::info!(
+            effective = %d.kept.join(","),
+            dropped = %d.dropped.join(","),
+            "capabilities after attaching"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            effective = %crate::privileges::effective_names().join(","),
+            "could not drop capabilities"
+        ),
+    }
+    if let Some(extra) = crate::privileges::threads_with_more() {
+        tracing::warn!(threads = %extra, "threads started before the drop keep their capabilities");
+    }
+}
+
 /// Runs until `shutdown` completes, reloading the configuration on SIGHUP;
 /// then detaches every collector.
 pub async fn run(
@@ -246,6 +267,7 @@ pub async fn run(
         health: Arc::new(move || health_scraper.health()),
     };
     drop(scraper);
+    log_capabilities();
     tracing::info!(
         listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
         "serving /metrics and /healthz"
