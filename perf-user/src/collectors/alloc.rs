@@ -299,7 +299,10 @@ impl AllocCollector {
             .collect();
         // uprobe_multi links need only CAP_BPF + CAP_PERFMON; perf-event
         // uprobes need CAP_SYS_ADMIN on Linux 6.16+ (see uprobe_multi.rs).
-        let multi = if uprobe_multi::supported() {
+        // PERF_USER_NO_UPROBE_MULTI=1 forces perf-event uprobes, to compare
+        // the two or to work around a kernel whose uprobe_multi misbehaves.
+        let forced_off = std::env::var_os("PERF_USER_NO_UPROBE_MULTI").is_some_and(|v| v == "1");
+        let multi = if uprobe_multi::supported() && !forced_off {
             Some(MultiPrograms::load(ebpf::object(), &ebpf, &programs)?)
         } else {
             for program in programs {
