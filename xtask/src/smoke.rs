@@ -293,7 +293,7 @@ fn build_workload(dir: &Path) -> Result<PathBuf> {
     let binary = dir.join("smoke_workload");
     cmd::output(
         Command::new("gcc")
-            .args(["-O1", "-g", "-fno-omit-frame-pointer", "-o"])
+            .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
             .arg(&binary)
             .arg(&source),
     )
@@ -543,7 +543,8 @@ fn smoke_latency(runner: &Runner) -> Result<String> {
 }
 
 /// `leaks -d 3s -- smoke_workload leak`: exactly 100 blocks of 100 bytes
-/// outstanding from smoke_leak_strings (strdup).
+/// outstanding from one stack through strdup (glibc's strdup has no frame
+/// pointer, so a frame-pointer walk may not reach smoke_leak_strings).
 fn smoke_leaks(runner: &Runner, workload: &Path) -> Result<String> {
     let workload = workload.to_str().context("workload path is not UTF-8")?;
     let out = runner.run(
@@ -554,27 +555,43 @@ fn smoke_leaks(runner: &Runner, workload: &Path) -> Result<String> {
     )?;
     let doc = json(&out, "leaks")?;
     let stacks = doc["stacks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
-    let leak = stacks.iter().find(|s| {
-        s["frames"]
+    let frames = |stack: &Value| -> Vec<String> {
+        stack["frames"]
             .as_array()
-            .is_some_and(|f| f.iter().any(|f| f["function"] == "smoke_leak_strings"))
+            .map(|f| {
+                f.iter()
+                    .map(|f| f["function"].as_str().unwrap_or("?").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let leak = stacks.iter().find(|s| {
+        frames(s)
+            .iter()
+            .any(|f| f == "smoke_leak_strings" || f.contains("strdup"))
     });
     let Some(leak) = leak else {
         bail!(
-            "no stack through smoke_leak_strings (100 x strdup of 100 bytes); {} stacks, \
-             {} bytes outstanding",
+            "no stack through strdup or smoke_leak_strings (100 x strdup of 100 bytes); \
+             {} stacks, {} bytes outstanding: {}",
             stacks.len(),
-            doc["outstanding_bytes"]
+            doc["outstanding_bytes"],
+            stacks
+                .iter()
+                .map(|s| format!("{} bytes from [{}]", s["bytes"], frames(s).join(" > ")))
+                .collect::<Vec<_>>()
+                .join("; ")
         );
     };
+    let stack = frames(leak).join(" > ");
     ensure!(
         leak["bytes"] == 10_000 && leak["allocations"] == 100,
-        "smoke_leak_strings: {} bytes in {} allocations outstanding, expected 10000 in 100",
+        "{} bytes in {} allocations outstanding from [{stack}], expected 10000 in 100",
         leak["bytes"],
         leak["allocations"]
     );
     Ok(format!(
-        "10000 bytes in 100 allocations from smoke_leak_strings ({})",
+        "10000 bytes in 100 allocations outstanding from {} in [{stack}]",
         leak["function"].as_str().unwrap_or("?")
     ))
 }
@@ -648,7 +665,7 @@ fn smoke_daemon(runner: &Runner, workload: &Path) -> Result<String> {
     let mut problems = Vec::new();
     for collector in ["cpu", "block", "tcp", "leaks"] {
         match up.iter().find(|(name, _)| name == collector) {
-            Some((_, value)) if value == "1" => {}
+            Some((_, value)) if is_one(value) => {}
             Some((_, value)) => problems.push(format!(
                 "perf_user_collector_up{{collector=\"{collector}\"}} is {value}"
             )),
@@ -656,7 +673,7 @@ fn smoke_daemon(runner: &Runner, workload: &Path) -> Result<String> {
         }
     }
     for (name, value) in &up {
-        if value != "1" && !problems.iter().any(|p| p.contains(&format!("\"{name}\""))) {
+        if !is_one(value) && !problems.iter().any(|p| p.contains(&format!("\"{name}\""))) {
             problems.push(format!(
                 "perf_user_collector_up{{collector=\"{name}\"}} is {value}"
             ));
@@ -673,6 +690,11 @@ fn smoke_daemon(runner: &Runner, workload: &Path) -> Result<String> {
             .collect::<Vec<_>>()
             .join(", ")
     ))
+}
+
+/// Prometheus text writes 1 as "1" or "1.0".
+fn is_one(value: &str) -> bool {
+    value.parse::<f64>().is_ok_and(|v| v == 1.0)
 }
 
 /// (collector, value) of each perf_user_collector_up sample.
@@ -757,10 +779,16 @@ mod tests {
         let body = "# HELP perf_user_collector_up ...\n\
                     perf_user_collector_up{collector=\"cpu\"} 1\n\
                     perf_user_collector_up{collector=\"leaks\"} 0\n\
+                    perf_user_collector_up{collector=\"tcp\"} 1.0\n\
                     perf_user_collector_upper 3\n";
         assert_eq!(
             collector_up(body),
-            [("cpu".into(), "1".into()), ("leaks".into(), "0".into())]
+            [
+                ("cpu".into(), "1".into()),
+                ("leaks".into(), "0".into()),
+                ("tcp".into(), "1.0".into())
+            ]
         );
+        assert!(is_one("1") && is_one("1.0") && !is_one("0") && !is_one("NaN"));
     }
 }

@@ -18,7 +18,8 @@
 #define LEAKS 100
 #define LEAK_SIZE 100 /* strlen + 1 */
 
-static char *kept[LEAKS];
+/* Global, so that the compiler cannot drop the never-read allocations. */
+char *kept[LEAKS];
 volatile unsigned long sink;
 
 __attribute__((noinline)) void smoke_spin_hot(double seconds)
