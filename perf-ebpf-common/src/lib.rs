@@ -8,6 +8,7 @@ pub mod alloc;
 pub mod block;
 pub mod hist;
 pub mod tcp;
+pub mod unwind;
 
 /// Length of `task_struct::comm`, NUL included.
 pub const TASK_COMM_LEN: usize = 16;

@@ -24,3 +24,4 @@ pub mod progress;
 pub mod progstats;
 pub mod symbolize;
 pub mod tracefs;
+pub mod unwind;
