@@ -593,7 +593,26 @@ fn catalogue() -> Vec<Case> {
         cli(
             "run config is a directory",
             &["run", "--check-config", "--config", "{dir}"],
-            Error(1, &["cannot read the configuration file"]),
+            Error(
+                1,
+                &[
+                    "cannot read the configuration file",
+                    "it is a directory, not a regular file",
+                ],
+            ),
+        ),
+        cli(
+            "run config is /dev/zero",
+            &["run", "--check-config", "--config", "/dev/zero"],
+            Error(
+                1,
+                &["/dev/zero: it is a character device, not a regular file"],
+            ),
+        ),
+        cli(
+            "run config is a FIFO",
+            &["run", "--check-config", "--config", "{dir}/fifo"],
+            Error(1, &["fifo: it is a FIFO, not a regular file"]),
         ),
         cli(
             "advise duration 0",
@@ -804,6 +823,14 @@ fn catalogue() -> Vec<Case> {
         config(
             "config 10 MiB of comments",
             || "# comment\n".repeat(1 << 20).into_bytes(),
+            Error(
+                1,
+                &["it is 10485760 bytes, larger than the 1 MiB a configuration file may be"],
+            ),
+        ),
+        config(
+            "config of exactly 1 MiB",
+            || "#".repeat(1 << 20).into_bytes(),
             Ignored(&["configuration OK"]),
         ),
         // --- PIDs that vanish ---------------------------------------------

@@ -269,17 +269,22 @@ pub enum StackKind {
     Both,
 }
 
+/// Largest configuration file read: the example with every key and comment
+/// is a few KiB, and a bound keeps a wrong `--config` (a log file, a disk
+/// image) from being read into memory whole.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 /// Why a configuration was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read the configuration file {}: {source}", path.display())]
+    /// The file could not be read, is not a regular file, or is too large.
+    #[error("cannot read the configuration file {}: {reason}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
+        /// What the OS said, or why the file was not read. A string, not a
+        /// source, so that a chain printed whole says it once.
+        reason: String,
     },
     /// A value, key or the syntax is wrong; `line` and `column` are 1-based.
     #[error("{}:{line}:{column}: {}{message}\n    {line} | {text}", path.display(), field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default())]
@@ -310,9 +315,9 @@ pub enum ConfigError {
 impl Config {
     /// Reads and checks `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = read_file(path).map_err(|reason| ConfigError::Read {
             path: path.to_path_buf(),
-            source,
+            reason,
         })?;
         Self::parse(&text, path)
     }
@@ -467,6 +472,69 @@ impl Config {
             self.exporter.listen
         )
     }
+}
+
+/// Reads a configuration file: a regular file of at most
+/// [`MAX_CONFIG_BYTES`], in UTF-8. A device such as /dev/zero would be read
+/// until memory runs out, and a FIFO waited on forever: both are refused
+/// from the open file's own type (opened non-blocking, so that opening a
+/// FIFO does not wait for a writer), not from a check of the path before.
+fn read_file(path: &Path) -> Result<String, String> {
+    use std::{io::Read as _, os::unix::fs::OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        use std::os::unix::fs::FileTypeExt as _;
+        let t = meta.file_type();
+        let what = if t.is_dir() {
+            "a directory"
+        } else if t.is_fifo() {
+            "a FIFO"
+        } else if t.is_char_device() {
+            "a character device"
+        } else if t.is_block_device() {
+            "a block device"
+        } else if t.is_socket() {
+            "a socket"
+        } else {
+            "not a file"
+        };
+        return Err(format!(
+            "it is {what}, not a regular file; give a TOML file"
+        ));
+    }
+    let too_large = |size: String| {
+        format!(
+            "it is {size} bytes, larger than the {} MiB a configuration file may be",
+            MAX_CONFIG_BYTES >> 20
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(meta.len().to_string()));
+    }
+    // Files in /proc report size 0, and a file may grow while read: read at
+    // most one byte more than the limit, whatever the size said.
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(format!("more than {MAX_CONFIG_BYTES}")));
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let (line, column, _) = locate_bytes(e.as_bytes(), e.utf8_error().valid_up_to());
+        format!("it is not UTF-8 text (invalid byte at line {line}, column {column})")
+    })
+}
+
+/// [`locate`] for bytes that are UTF-8 up to `offset`.
+fn locate_bytes(bytes: &[u8], offset: usize) -> (usize, usize, String) {
+    let valid = std::str::from_utf8(&bytes[..offset]).unwrap_or_default();
+    locate(valid, Some(offset))
 }
 
 /// Rewrites serde's generic messages where a clearer one exists.
@@ -788,6 +856,42 @@ ports = [443, 5432]
             .to_string();
         assert!(e.contains("/nonexistent/perf-user.toml"), "{e}");
         assert!(e.contains("No such file"), "{e}");
+    }
+
+    #[test]
+    fn devices_fifos_and_large_files_are_refused_unread() {
+        let e = Config::load(Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/dev/zero: it is a character device, not a regular file"),
+            "{e}"
+        );
+        let dir = std::env::temp_dir().join(format!("perf-user-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let fifo = dir.join("fifo");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) };
+        let e = Config::load(&fifo).unwrap_err().to_string();
+        assert!(e.contains("it is a FIFO, not a regular file"), "{e}");
+        let big = dir.join("big.toml");
+        std::fs::write(&big, "#".repeat(MAX_CONFIG_BYTES as usize + 1)).unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(
+            e.contains("big.toml: it is 1048577 bytes, larger than the 1 MiB"),
+            "{e}"
+        );
+        std::fs::write(&big, "#".repeat(MAX_CONFIG_BYTES as usize)).unwrap();
+        assert!(Config::load(&big).is_ok());
+        std::fs::write(&big, b"# ok\n\xff").unwrap();
+        let e = Config::load(&big).unwrap_err().to_string();
+        assert!(
+            e.ends_with("it is not UTF-8 text (invalid byte at line 2, column 1)"),
+            "{e}"
+        );
+        assert_eq!(e.matches("UTF-8").count(), 1, "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
