@@ -984,6 +984,9 @@ struct MapSample {
 struct Sample {
     t: f64,
     rss_kib: Option<u64>,
+    /// Its anonymous part (the heap); the rest is mapped files (the binary,
+    /// symbol files), page cache the kernel can reclaim.
+    rss_anon_kib: Option<u64>,
     /// Kernel memory charged for the daemon's maps.
     map_memlock_kib: u64,
     maps: BTreeMap<String, MapSample>,
@@ -1032,6 +1035,7 @@ fn take_sample(pid: i32, addr: SocketAddr, t: f64, ids: &mut Ids) -> Sample {
     Sample {
         t,
         rss_kib,
+        rss_anon_kib: process::status_kib(pid, "RssAnon"),
         map_memlock_kib: held.map_memlock / 1024,
         maps,
         scraped,
@@ -2011,6 +2015,14 @@ impl Report {
                 mib(self.rss_kib_start),
                 mib(self.rss_kib_end),
                 mib(self.rss_kib_max)
+            ),
+        );
+        row(
+            "RssAnon (heap) start / end",
+            format!(
+                "{} / {}",
+                mib(self.samples.first().and_then(|s| s.rss_anon_kib)),
+                mib(self.samples.last().and_then(|s| s.rss_anon_kib))
             ),
         );
         row(
