@@ -61,6 +61,7 @@ fn run() -> Result<(), String> {
                 backing: Backing::File(path.clone()),
             })
             .collect(),
+        process: None,
     };
     let first = addresses(&segments, count, 1);
     let second = addresses(&segments, count, 2);

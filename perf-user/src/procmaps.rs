@@ -2,12 +2,19 @@
 //! process lives so that its stacks can be symbolized after it exits.
 
 use std::{
+    collections::HashMap,
     ffi::OsStr,
     fs::File,
     io::{self, Read as _},
-    os::{fd::AsRawFd as _, unix::ffi::OsStrExt as _},
+    os::{
+        fd::AsRawFd as _,
+        unix::{ffi::OsStrExt as _, fs::MetadataExt as _},
+    },
     path::{Path, PathBuf},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        Arc, Mutex, OnceLock,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
 };
 
 /// One executable mapping.
@@ -52,6 +59,203 @@ impl Backing {
 pub struct ProcessMaps {
     /// Mappings sorted by `start`.
     pub mappings: Vec<Mapping>,
+    /// The process they were read from (None for maps not read from /proc):
+    /// where its files and its perf map are to be opened from.
+    pub process: Option<Arc<ProcessRoot>>,
+}
+
+/// How to reach a process's files from here.
+///
+/// A process in another mount namespace (a container, a chroot) names its
+/// files by paths that may not exist here: they are opened through
+/// `/proc/PID/root` (which needs ptrace access to it, `CAP_SYS_PTRACE` for
+/// other users' processes; no `CAP_SYS_ADMIN` as `/proc/PID/map_files`
+/// would), and kept open from when its maps are read, so that a process
+/// that exits before the report is still named.
+#[derive(Debug)]
+pub struct ProcessRoot {
+    /// Its PID here.
+    pub pid: u32,
+    /// Its PID in its own PID namespace, which names its perf map.
+    pub ns_pid: u32,
+    /// True when it is in another mount namespace than perf-user.
+    pub foreign: bool,
+    /// Files opened while it lived, by the path it sees (foreign only).
+    files: Mutex<HashMap<PathBuf, Arc<File>>>,
+}
+
+impl PartialEq for ProcessRoot {
+    fn eq(&self, other: &Self) -> bool {
+        (self.pid, self.ns_pid, self.foreign) == (other.pid, other.ns_pid, other.foreign)
+    }
+}
+impl Eq for ProcessRoot {}
+
+/// Files kept open for processes in other mount namespaces, all processes
+/// together; past [`MAX_KEPT_FILES`] they are opened by path at report time
+/// instead (which works while the process lives).
+static KEPT_FILES: AtomicUsize = AtomicUsize::new(0);
+/// See [`KEPT_FILES`]: well below the usual 1024 descriptors per process.
+pub const MAX_KEPT_FILES: usize = 256;
+
+impl Drop for ProcessRoot {
+    fn drop(&mut self) {
+        let n = self.files.get_mut().map(|f| f.len()).unwrap_or(0);
+        KEPT_FILES.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Where one mapped file is read from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileRef {
+    /// Names the file for caches: its path, under `/proc/PID/root` for a
+    /// process in another mount namespace.
+    pub key: PathBuf,
+    /// The path to open now (a kept descriptor's `/proc/self/fd/N`, or `key`).
+    pub open: PathBuf,
+    /// The directory the process's own paths are relative to (`/` here).
+    pub root: PathBuf,
+    /// Its path as the process saw it.
+    pub seen: PathBuf,
+}
+
+/// Identity of a namespace of ours, or of a process (`ns` is `mnt` or `pid`).
+fn ns_inode(pid: &str, ns: &str) -> Option<(u64, u64)> {
+    let m = std::fs::metadata(format!("/proc/{pid}/ns/{ns}")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+fn own_ns(ns: &'static str) -> Option<(u64, u64)> {
+    static MNT: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+    static PID: OnceLock<Option<(u64, u64)>> = OnceLock::new();
+    let cell = if ns == "mnt" { &MNT } else { &PID };
+    *cell.get_or_init(|| ns_inode("self", ns))
+}
+
+impl ProcessRoot {
+    /// Finds out where `pid` lives and, in another mount namespace, opens
+    /// the files of its mappings while they can be reached.
+    fn probe(pid: u32, mappings: &[Mapping]) -> Self {
+        let id = pid.to_string();
+        let differs = |ns: &'static str| {
+            let theirs = ns_inode(&id, ns);
+            theirs.is_some() && theirs != own_ns(ns)
+        };
+        let foreign = differs("mnt");
+        let ns_pid = if differs("pid") {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .ok()
+                .and_then(|s| {
+                    let line = s.lines().find(|l| l.starts_with("NStgid:"))?;
+                    line.split_whitespace().last()?.parse().ok()
+                })
+                .unwrap_or(pid)
+        } else {
+            pid
+        };
+        let root = Self {
+            pid,
+            ns_pid,
+            foreign,
+            files: Mutex::new(HashMap::new()),
+        };
+        if foreign {
+            root.open_files(mappings);
+        }
+        root
+    }
+
+    fn open_files(&self, mappings: &[Mapping]) {
+        let mut files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        for m in mappings {
+            let Backing::File(path) = &m.backing else {
+                continue;
+            };
+            if files.contains_key(path) {
+                continue;
+            }
+            if KEPT_FILES.fetch_add(1, Ordering::Relaxed) >= MAX_KEPT_FILES {
+                KEPT_FILES.fetch_sub(1, Ordering::Relaxed);
+                return;
+            }
+            match File::open(self.under_root(path)) {
+                Ok(f) => {
+                    files.insert(path.clone(), Arc::new(f));
+                }
+                Err(_) => {
+                    KEPT_FILES.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// `path` as reached through the process's root directory.
+    fn under_root(&self, path: &Path) -> PathBuf {
+        let rel = path.strip_prefix("/").unwrap_or(path);
+        Path::new(&format!("/proc/{}/root", self.pid)).join(rel)
+    }
+
+    /// Where to read `path` (as the process sees it) from.
+    pub fn file_ref(&self, path: &Path) -> FileRef {
+        if !self.foreign {
+            return FileRef::local(path);
+        }
+        let key = self.under_root(path);
+        let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        let open = match files.get(path) {
+            Some(f) => PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd())),
+            None => key.clone(),
+        };
+        FileRef {
+            key,
+            open,
+            root: PathBuf::from(format!("/proc/{}/root", self.pid)),
+            seen: path.to_path_buf(),
+        }
+    }
+
+    /// Where its perf map is, if it wrote one: `/tmp/perf-PID.map` with its
+    /// own PID, inside its root.
+    pub fn perf_map_path(&self) -> PathBuf {
+        let name = format!("tmp/perf-{}.map", self.ns_pid);
+        if self.foreign || self.ns_pid != self.pid {
+            Path::new(&format!("/proc/{}/root", self.pid)).join(name)
+        } else {
+            Path::new("/").join(name)
+        }
+    }
+
+    /// Takes over the files another read of the same process kept.
+    fn adopt(&self, older: &ProcessRoot) {
+        if std::ptr::eq(self, older) {
+            return;
+        }
+        let mut old = older.files.lock().unwrap_or_else(|e| e.into_inner());
+        let mut new = self.files.lock().unwrap_or_else(|e| e.into_inner());
+        for (path, f) in old.drain() {
+            // Each kept file is counted once, whichever root holds it.
+            match new.entry(path) {
+                std::collections::hash_map::Entry::Occupied(_) => {
+                    KEPT_FILES.fetch_sub(1, Ordering::Relaxed);
+                }
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(f);
+                }
+            }
+        }
+    }
+}
+
+impl FileRef {
+    /// A file of a process that shares our mount namespace.
+    pub fn local(path: &Path) -> Self {
+        Self {
+            key: path.to_path_buf(),
+            open: path.to_path_buf(),
+            root: PathBuf::from("/"),
+            seen: path.to_path_buf(),
+        }
+    }
 }
 
 impl ProcessMaps {
@@ -70,6 +274,22 @@ impl ProcessMaps {
     /// directory like /proc. Only the real /proc is asked with the ioctl
     /// (a plain file would answer ENOTTY and turn it off for every process).
     pub fn read_in(proc_root: &Path, pid: u32) -> io::Result<Self> {
+        let mut maps = Self::read_mappings(proc_root, pid)?;
+        if proc_root == Path::new("/proc") {
+            maps.process = Some(Arc::new(ProcessRoot::probe(pid, &maps.mappings)));
+        }
+        Ok(maps)
+    }
+
+    /// Where to read a mapped file from (see [`ProcessRoot`]).
+    pub fn file_ref(&self, path: &Path) -> FileRef {
+        match &self.process {
+            Some(p) => p.file_ref(path),
+            None => FileRef::local(path),
+        }
+    }
+
+    fn read_mappings(proc_root: &Path, pid: u32) -> io::Result<Self> {
         let mut file = File::open(proc_root.join(pid.to_string()).join("maps"))?;
         if proc_root == Path::new("/proc") && QUERY_SUPPORTED.load(Ordering::Relaxed) {
             match query_executable(&file) {
@@ -95,7 +315,10 @@ impl ProcessMaps {
     pub fn parse(text: &str) -> Self {
         let mut mappings: Vec<Mapping> = text.lines().filter_map(parse_line).collect();
         mappings.sort_by_key(|m| m.start);
-        Self { mappings }
+        Self {
+            mappings,
+            process: None,
+        }
     }
 
     /// Adds what a later read of the same process shows: its mappings win
@@ -103,6 +326,14 @@ impl ProcessMaps {
     /// and older ones elsewhere are kept, since a stack sampled before a
     /// `dlclose` may still point into them.
     pub fn merge(&mut self, newer: ProcessMaps) {
+        match (&self.process, newer.process) {
+            (Some(old), Some(new)) => {
+                new.adopt(old);
+                self.process = Some(new);
+            }
+            (None, Some(new)) => self.process = Some(new),
+            _ => {}
+        }
         let mut kept: Vec<Mapping> = std::mem::take(&mut self.mappings)
             .into_iter()
             .filter(|old| {
@@ -245,7 +476,10 @@ fn query_executable(file: &File) -> io::Result<ProcessMaps> {
         }
         addr = q.vma_end;
     }
-    Ok(ProcessMaps { mappings })
+    Ok(ProcessMaps {
+        mappings,
+        process: None,
+    })
 }
 
 #[cfg(test)]

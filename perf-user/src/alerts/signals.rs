@@ -802,6 +802,7 @@ mod tests {
             module: module.into(),
             offset: 0,
             address: 0,
+            function_start: None,
             file: None,
             line: None,
             kernel: false,

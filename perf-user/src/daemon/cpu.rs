@@ -473,6 +473,7 @@ mod tests {
                     module: "app".into(),
                     offset: 0,
                     address: 0,
+                    function_start: None,
                     file: None,
                     line: None,
                     kernel: false,

@@ -79,7 +79,10 @@ pub fn merge(old: &ProcessMaps, new: ProcessMaps) -> ProcessMaps {
         .collect();
     mappings.extend(kept);
     mappings.sort_by_key(|m| m.start);
-    ProcessMaps { mappings }
+    ProcessMaps {
+        mappings,
+        process: new.process.or_else(|| old.process.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -100,9 +103,11 @@ mod tests {
     fn unloaded_libraries_stay_and_newer_mappings_win() {
         let old = ProcessMaps {
             mappings: vec![m(0x1000, 0x2000, "/a"), m(0x5000, 0x6000, "/gone")],
+            ..Default::default()
         };
         let new = ProcessMaps {
             mappings: vec![m(0x1000, 0x2000, "/a"), m(0x5800, 0x7000, "/new")],
+            ..Default::default()
         };
         let merged = merge(&old, new);
         let names: Vec<String> = merged
@@ -113,6 +118,7 @@ mod tests {
         assert_eq!(names, ["a", "new"]);
         let old = ProcessMaps {
             mappings: vec![m(0x9000, 0xa000, "/gone")],
+            ..Default::default()
         };
         let merged = merge(&old, ProcessMaps::default());
         assert_eq!(merged.mappings.len(), 1);

@@ -203,6 +203,7 @@ mod tests {
                 module: "leaky".into(),
                 offset: 0x1234,
                 address: 0x5555_0000_1234,
+                function_start: None,
                 file: Some("/src/leaky.c".into()),
                 line: Some(42),
                 kernel: false,

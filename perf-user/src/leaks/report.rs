@@ -246,6 +246,7 @@ mod tests {
             module: module.into(),
             offset: address,
             address,
+            function_start: None,
             file: None,
             line: None,
             kernel: false,

@@ -52,6 +52,7 @@ mod tests {
             module: if kernel { "[kernel]" } else { "app" }.into(),
             offset: 0x10,
             address: 0x10,
+            function_start: None,
             file: None,
             line: None,
             kernel,

@@ -437,6 +437,7 @@ mod tests {
             } else {
                 0x5500_0000_0000 + offset
             },
+            function_start: None,
             file: None,
             line: None,
             kernel,

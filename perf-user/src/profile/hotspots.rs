@@ -80,6 +80,7 @@ mod tests {
             module: "bin".into(),
             offset: 0,
             address: 0,
+            function_start: None,
             file: None,
             line: None,
             kernel: false,

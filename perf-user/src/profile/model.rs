@@ -17,6 +17,11 @@ pub struct Frame {
     pub offset: u64,
     /// The sampled address (a return address for all but the leaf frame).
     pub address: u64,
+    /// For a user frame with no name: the file offset in `module` where its
+    /// function starts (from `.eh_frame` or the symbol tables), so that every
+    /// sample in one unnamed function is shown, and aggregated, as one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function_start: Option<u64>,
     /// Source file, when debug info has it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
@@ -28,12 +33,14 @@ pub struct Frame {
 }
 
 impl Frame {
-    /// The function's name, or `module+0xoffset` when it has none: never a
-    /// guessed neighbouring symbol.
+    /// The function's name; without one, `module+0xSTART` (the unnamed
+    /// function's start) or, when not even that is known, `module+0xoffset`:
+    /// never a guessed neighbouring symbol.
     pub fn name(&self) -> String {
-        match &self.function {
-            Some(f) => f.clone(),
-            None => format!("{}+{:#x}", self.module, self.offset),
+        match (&self.function, self.function_start) {
+            (Some(f), _) => f.clone(),
+            (None, Some(start)) => format!("{}+{start:#x}", self.module),
+            (None, None) => format!("{}+{:#x}", self.module, self.offset),
         }
     }
 }

@@ -5,6 +5,22 @@
 //! is symbolized the same way as a live one. Results are cached per
 //! (file, offset) and per kernel address; blazesym itself caches each parsed
 //! ELF file, so a binary shared by many processes is read once.
+//!
+//! Where a name comes from, first found wins (docs/symbolization.md):
+//! 1. a separate debug file, when the binary lacks DWARF (or, names only,
+//!    a `.symtab`): `/usr/lib/debug/.build-id/`, then its `.gnu_debuglink`
+//!    ([`debugfile`]), then, for stripped binaries and only when
+//!    `DEBUGINFOD_URLS` is set, a debuginfod server ([`debuginfod`]);
+//! 2. the binary's own DWARF and symbol tables (blazesym);
+//! 3. for anonymous executable memory, the process's perf map ([`perfmap`]);
+//! 4. otherwise no name: the frame is shown as its function's start,
+//!    `module+0xSTART`, from `.eh_frame` FDEs and sized symbols ([`elf`]),
+//!    or as `module+0xoffset` when no range holds it. Never a neighbour's name.
+
+pub mod debugfile;
+pub mod debuginfod;
+pub mod elf;
+pub mod perfmap;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,8 +34,14 @@ use blazesym::symbolize::{
 };
 
 use crate::{
-    procmaps::{Backing, ProcessMaps},
+    procmaps::{Backing, FileRef, ProcessMaps},
     profile::Frame,
+};
+
+use self::{
+    debuginfod::Debuginfod,
+    elf::{ElfFacts, FunctionRanges},
+    perfmap::PerfMap,
 };
 
 /// Module name shown for kernel frames.
@@ -33,13 +55,23 @@ struct SymInfo {
     name: Option<String>,
     file: Option<String>,
     line: Option<u32>,
+    /// Without a name: the file offset where its function starts.
+    start: Option<u64>,
 }
 
 /// One user address, resolved to the place it should be looked up.
 #[derive(Clone, Debug)]
 enum UserSite {
     File {
-        path: PathBuf,
+        file: FileRef,
+        module: String,
+        offset: u64,
+    },
+    /// Anonymous executable memory (or an address in no mapping read):
+    /// named, if at all, by the process's perf map.
+    Jit {
+        pid: u32,
+        addr: u64,
         module: String,
         offset: u64,
     },
@@ -49,13 +81,36 @@ enum UserSite {
     },
 }
 
+/// A module whose frames could not be named, and what would name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MissingSymbols {
+    /// Its path as its process saw it.
+    pub path: PathBuf,
+    /// Its build ID (hex), which debug files and debuginfod are found by.
+    pub build_id: Option<String>,
+    /// Why debuginfod did not give it, when it was asked.
+    pub debuginfod: Option<String>,
+}
+
 /// Symbolizes stacks; keep one for a whole report.
 pub struct StackSymbolizer {
     blaze: Symbolizer,
     kernel: HashMap<u64, SymInfo>,
     user: HashMap<(PathBuf, u64), SymInfo>,
+    /// Names from perf maps, per (PID, address).
+    jit: HashMap<(u32, u64), String>,
+    /// Perf maps read, per PID (None: it had none).
+    perf_maps: HashMap<u32, Option<PerfMap>>,
     /// Files that could not be read, with the reason; reported once each.
     failures: HashMap<PathBuf, String>,
+    /// Stripped modules with unnamed frames and no debug file, by key.
+    missing: HashMap<PathBuf, MissingSymbols>,
+    /// Debug files used, by the path of the binary they describe.
+    debug_files: HashMap<PathBuf, PathBuf>,
+    /// Why debuginfod had no debug file, by the key of the binary.
+    debuginfod_failures: HashMap<PathBuf, String>,
+    /// The debuginfod client, when `DEBUGINFOD_URLS` is set.
+    debuginfod: Option<Debuginfod>,
     /// Names only, from the ELF symbol tables, and no file kept parsed
     /// after its batch (see `names_only`).
     names_only: bool,
@@ -74,7 +129,13 @@ impl StackSymbolizer {
             blaze: blaze(false),
             kernel: HashMap::new(),
             user: HashMap::new(),
+            jit: HashMap::new(),
+            perf_maps: HashMap::new(),
             failures: HashMap::new(),
+            missing: HashMap::new(),
+            debug_files: HashMap::new(),
+            debuginfod_failures: HashMap::new(),
+            debuginfod: Debuginfod::from_env(),
             names_only: false,
         }
     }
@@ -83,9 +144,9 @@ impl StackSymbolizer {
     /// small: names come from the ELF symbol tables alone (parsing the DWARF
     /// of every sampled binary, hundreds of MiB for a compiler, would cost
     /// memory for nothing), and each file is forgotten once its batch is
-    /// named, so at most one file's symbols are held at a time. Stripped
-    /// binaries whose names live only in a separate debug file are then
-    /// named by their dynamic symbols, or not at all.
+    /// named, so at most one file's symbols are held at a time. A stripped
+    /// binary is named from the symbol table of its separate debug file
+    /// (its DWARF is not read).
     pub fn names_only() -> Self {
         Self {
             blaze: blaze(true),
@@ -97,6 +158,31 @@ impl StackSymbolizer {
     /// Files whose symbols could not be read, and why.
     pub fn failures(&self) -> &HashMap<PathBuf, String> {
         &self.failures
+    }
+
+    /// Stripped modules some frames of which stayed unnamed for want of a
+    /// debug file, sorted by path.
+    pub fn missing_symbols(&self) -> Vec<MissingSymbols> {
+        let mut v: Vec<MissingSymbols> = self.missing.values().cloned().collect();
+        v.sort_by(|a, b| a.path.cmp(&b.path));
+        v.dedup_by(|a, b| a.path == b.path && a.build_id == b.build_id);
+        v
+    }
+
+    /// Separate debug files used: (binary as its process saw it, debug file).
+    pub fn debug_files_used(&self) -> Vec<(PathBuf, PathBuf)> {
+        let mut v: Vec<_> = self
+            .debug_files
+            .iter()
+            .map(|(k, d)| (k.clone(), d.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// True when a debuginfod server is asked for missing debug files.
+    pub fn debuginfod_enabled(&self) -> bool {
+        self.debuginfod.is_some()
     }
 
     /// Looks up every address of these kernel stacks (leaf first) in one
@@ -123,33 +209,199 @@ impl StackSymbolizer {
         self.forget_files();
     }
 
-    /// Looks up every (file, offset) of these user stacks in one batch per file.
+    /// Looks up every (file, offset) of these user stacks in one batch per
+    /// file, and every anonymous-memory address in its process's perf map.
     pub fn prepare_user<'a>(
         &mut self,
         stacks: impl IntoIterator<Item = (Option<&'a ProcessMaps>, &'a [u64])>,
     ) {
-        let mut todo: HashMap<PathBuf, HashSet<u64>> = HashMap::new();
+        let mut todo: HashMap<PathBuf, (FileRef, HashSet<u64>)> = HashMap::new();
+        let mut jit: HashMap<u32, (PathBuf, HashSet<u64>)> = HashMap::new();
         for (maps, addrs) in stacks {
             for (i, &addr) in addrs.iter().enumerate() {
-                if let UserSite::File { path, offset, .. } = user_site(maps, lookup_addr(i, addr))
-                    && !self.user.contains_key(&(path.clone(), offset))
-                {
-                    todo.entry(path).or_default().insert(offset);
+                match user_site(maps, lookup_addr(i, addr)) {
+                    UserSite::File { file, offset, .. } => {
+                        if !self.user.contains_key(&(file.key.clone(), offset)) {
+                            todo.entry(file.key.clone())
+                                .or_insert_with(|| (file, HashSet::new()))
+                                .1
+                                .insert(offset);
+                        }
+                    }
+                    UserSite::Jit { pid, addr, .. } => {
+                        if !self.jit.contains_key(&(pid, addr))
+                            && let Some(p) = maps.and_then(|m| m.process.as_ref())
+                        {
+                            jit.entry(pid)
+                                .or_insert_with(|| (p.perf_map_path(), HashSet::new()))
+                                .1
+                                .insert(addr);
+                        }
+                    }
+                    UserSite::Unnamed { .. } => {}
                 }
             }
         }
-        for (path, offsets) in todo {
+        for (pid, (path, addrs)) in jit {
+            let map = self
+                .perf_maps
+                .entry(pid)
+                .or_insert_with(|| PerfMap::read(&path).ok());
+            if let Some(map) = map {
+                for a in addrs {
+                    if let Some(name) = map.find(a) {
+                        self.jit.insert((pid, a), name.to_string());
+                    }
+                }
+            }
+        }
+        let files = self.find_debug_files(todo.values().map(|(f, _)| f));
+        for (key, (file, offsets)) in todo {
             let offsets: Vec<u64> = offsets.into_iter().collect();
-            let src = Source::Elf(Elf {
-                debug_syms: !self.names_only,
-                ..Elf::new(path.clone())
-            });
-            let infos = self.lookup(&src, Input::FileOffset(&offsets), &path);
+            let (facts, debug) = match files.get(&key) {
+                Some((facts, debug)) => (facts.as_ref(), debug.as_deref()),
+                None => (None, None),
+            };
+            let infos = self.symbolize_file(&file, facts, debug, &offsets);
             for (offset, info) in offsets.into_iter().zip(infos) {
-                self.user.insert((path.clone(), offset), info);
+                self.user.insert((key.clone(), offset), info);
             }
             self.forget_files();
         }
+    }
+
+    /// Reads each file's facts and finds the debug files of those that
+    /// need one: on this machine first, then all at once from debuginfod.
+    #[allow(clippy::type_complexity)]
+    fn find_debug_files<'f>(
+        &mut self,
+        files: impl Iterator<Item = &'f FileRef>,
+    ) -> HashMap<PathBuf, (Option<ElfFacts>, Option<PathBuf>)> {
+        let mut out = HashMap::new();
+        let mut remote: Vec<(PathBuf, PathBuf, String)> = Vec::new();
+        for file in files {
+            let Ok(facts) = ElfFacts::read(&file.open) else {
+                out.insert(file.key.clone(), (None, None));
+                continue;
+            };
+            // Names only (the daemon) needs just a symbol table; a report
+            // also wants DWARF's source lines and inlined functions.
+            let wanted = if self.names_only {
+                !facts.has_symtab
+            } else {
+                !facts.has_dwarf
+            };
+            let mut debug = None;
+            if wanted {
+                debug = debugfile::find(&facts, &file.open, &file.root, &file.seen);
+                // Over the network only for names: a stripped binary.
+                if debug.is_none()
+                    && !facts.has_symtab
+                    && self.debuginfod.is_some()
+                    && let Some(id) = facts.build_id_hex()
+                {
+                    remote.push((file.key.clone(), file.seen.clone(), id));
+                }
+            }
+            if let Some(d) = &debug {
+                self.debug_files.insert(file.seen.clone(), d.clone());
+            }
+            out.insert(file.key.clone(), (Some(facts), debug));
+        }
+        if let (Some(client), false) = (&self.debuginfod, remote.is_empty()) {
+            let ids: Vec<String> = remote.iter().map(|(_, _, id)| id.clone()).collect();
+            let got = client.fetch(&ids);
+            for (key, seen, id) in remote {
+                let Some(entry) = out.get_mut(&key) else {
+                    continue;
+                };
+                match got.get(&id) {
+                    Some(Ok(path)) => {
+                        if let Some(facts) = &entry.0
+                            && debugfile::belongs(facts, Path::new("/"), path, None)
+                        {
+                            entry.1 = Some(path.clone());
+                            self.debug_files.insert(seen, path.clone());
+                        }
+                    }
+                    Some(Err(why)) => {
+                        self.debuginfod_failures.insert(key, why.clone());
+                    }
+                    None => {}
+                }
+            }
+        }
+        out
+    }
+
+    /// Names the offsets of one file: from its debug file, then from the
+    /// file itself; what stays unnamed gets its function's start.
+    fn symbolize_file(
+        &mut self,
+        file: &FileRef,
+        facts: Option<&ElfFacts>,
+        debug: Option<&Path>,
+        offsets: &[u64],
+    ) -> Vec<SymInfo> {
+        let mut infos = vec![SymInfo::default(); offsets.len()];
+        if let (Some(facts), Some(debug)) = (facts, debug) {
+            // A debug file has the binary's addresses but not its contents:
+            // look up virtual addresses, not file offsets.
+            let (idx, vaddrs): (Vec<usize>, Vec<u64>) = offsets
+                .iter()
+                .enumerate()
+                .filter_map(|(i, &o)| Some((i, facts.file_to_virt(o)?)))
+                .unzip();
+            let src = Source::Elf(Elf {
+                debug_syms: !self.names_only,
+                ..Elf::new(debug)
+            });
+            let found = self.lookup(&src, Input::VirtOffset(&vaddrs), debug);
+            for (i, info) in idx.into_iter().zip(found) {
+                infos[i] = info;
+            }
+        }
+        let left: Vec<usize> = (0..offsets.len())
+            .filter(|&i| infos[i].name.is_none())
+            .collect();
+        if !left.is_empty() {
+            let src = Source::Elf(Elf {
+                debug_syms: !self.names_only,
+                ..Elf::new(file.open.clone())
+            });
+            let want: Vec<u64> = left.iter().map(|&i| offsets[i]).collect();
+            let found = self.lookup(&src, Input::FileOffset(&want), &file.key);
+            for (i, info) in left.into_iter().zip(found) {
+                infos[i] = info;
+            }
+        }
+        let unnamed: Vec<usize> = (0..offsets.len())
+            .filter(|&i| infos[i].name.is_none())
+            .collect();
+        if unnamed.is_empty() {
+            return infos;
+        }
+        if let Some(facts) = facts {
+            if let Ok(ranges) = FunctionRanges::read(&file.open) {
+                for &i in &unnamed {
+                    infos[i].start = facts
+                        .file_to_virt(offsets[i])
+                        .and_then(|v| ranges.start_of(v))
+                        .and_then(|s| facts.virt_to_file(s));
+                }
+            }
+            if !facts.has_symtab && debug.is_none() {
+                self.missing.insert(
+                    file.key.clone(),
+                    MissingSymbols {
+                        path: file.seen.clone(),
+                        build_id: facts.build_id_hex(),
+                        debuginfod: self.debuginfod_failures.get(&file.key).cloned(),
+                    },
+                );
+            }
+        }
+        infos
     }
 
     /// In names-only mode, drops what blazesym has parsed and mapped (a new
@@ -178,6 +430,7 @@ impl StackSymbolizer {
                     module: KERNEL_MODULE.into(),
                     offset: addr,
                     address: addr,
+                    function_start: None,
                     file: info.file,
                     line: info.line,
                     kernel: true,
@@ -195,11 +448,27 @@ impl StackSymbolizer {
             .map(|(i, &addr)| {
                 let (module, offset, info) = match user_site(maps, lookup_addr(i, addr)) {
                     UserSite::File {
-                        path,
+                        file,
                         module,
                         offset,
                     } => {
-                        let info = self.user.get(&(path, offset)).cloned().unwrap_or_default();
+                        let info = self
+                            .user
+                            .get(&(file.key, offset))
+                            .cloned()
+                            .unwrap_or_default();
+                        (module, offset, info)
+                    }
+                    UserSite::Jit {
+                        pid,
+                        addr,
+                        module,
+                        offset,
+                    } => {
+                        let info = SymInfo {
+                            name: self.jit.get(&(pid, addr)).cloned(),
+                            ..SymInfo::default()
+                        };
                         (module, offset, info)
                     }
                     UserSite::Unnamed { module, offset } => (module, offset, SymInfo::default()),
@@ -211,6 +480,7 @@ impl StackSymbolizer {
                     module,
                     offset,
                     address: addr,
+                    function_start: info.start,
                     file: info.file,
                     line: info.line,
                     kernel: false,
@@ -252,22 +522,44 @@ fn lookup_addr(index: usize, addr: u64) -> u64 {
 }
 
 fn user_site(maps: Option<&ProcessMaps>, addr: u64) -> UserSite {
+    let pid = maps.and_then(|m| m.process.as_ref()).map(|p| p.pid);
     let Some(m) = maps.and_then(|m| m.find(addr)) else {
-        return UserSite::Unnamed {
-            module: UNKNOWN_MODULE.into(),
-            offset: addr,
+        // Code mapped after the maps were read (a JIT's new region) may
+        // still be in its perf map.
+        return match pid {
+            Some(pid) => UserSite::Jit {
+                pid,
+                addr,
+                module: UNKNOWN_MODULE.into(),
+                offset: addr,
+            },
+            None => UserSite::Unnamed {
+                module: UNKNOWN_MODULE.into(),
+                offset: addr,
+            },
         };
     };
     let offset = addr - m.start + m.offset;
     match &m.backing {
         Backing::File(path) | Backing::DeletedFile(path) => UserSite::File {
-            path: path.clone(),
+            file: maps.map_or_else(|| FileRef::local(path), |ms| ms.file_ref(path)),
             module: m.backing.module_name(),
             offset,
         },
-        Backing::Pseudo(name) => UserSite::Unnamed {
-            module: name.clone(),
-            offset,
+        Backing::Pseudo(name) => match pid {
+            // The kernel's own pages are no JIT's.
+            Some(pid) if !matches!(name.as_str(), "[vdso]" | "[vsyscall]" | "[uprobes]") => {
+                UserSite::Jit {
+                    pid,
+                    addr,
+                    module: name.clone(),
+                    offset,
+                }
+            }
+            _ => UserSite::Unnamed {
+                module: name.clone(),
+                offset,
+            },
         },
     }
 }
@@ -283,6 +575,7 @@ fn sym_info(s: Symbolized<'_>) -> SymInfo {
                 name: Some(sym.name.into_owned()),
                 file,
                 line,
+                start: None,
             }
         }
         Symbolized::Unknown(_) => SymInfo::default(),
