@@ -812,7 +812,26 @@ fn catalogue() -> Vec<Case> {
         config(
             "config invalid UTF-8",
             || b"\xff\xfe[exporter]\n".to_vec(),
-            Error(1, &["UTF-8"]),
+            Error(
+                1,
+                &["it is not UTF-8 text (invalid byte at line 1, column 1)"],
+            ),
+        ),
+        config(
+            "config string of 500 KB",
+            || format!("[collectors.cpu]\nstacks = \"{}\"\n", "a".repeat(500_000)).into_bytes(),
+            Error(1, &["aaaa…`, expected one of `user`", "stacks = \"aaaa"]),
+        ),
+        config(
+            "config process name of 500 KB",
+            || {
+                format!(
+                    "[collectors.leaks]\nenabled = true\nprocesses = [\"{}\"]\n",
+                    "a".repeat(500_000)
+                )
+                .into_bytes()
+            },
+            Error(1, &["aaaa…\" cannot be a process name"]),
         ),
         config(
             "config NUL bytes",
@@ -1362,6 +1381,33 @@ impl Case {
     }
 }
 
+/// The longest error a case may print, from its `error:` line on: a value
+/// echoed whole (a 500 KB string in a configuration file) is far longer.
+const MAX_ERROR_BYTES: usize = 2000;
+
+/// Why the `error:` output in `stderr` is not one short message saying each
+/// cause once (an error chain that repeats its source, as "failed: X: X").
+fn error_is_clear(stderr: &str) -> Result<(), String> {
+    let Some(at) = stderr.find("error:") else {
+        return Ok(());
+    };
+    let error = &stderr[at..];
+    if error.len() > MAX_ERROR_BYTES {
+        return Err(format!(
+            "the error is {} bytes long (at most {MAX_ERROR_BYTES})",
+            error.len()
+        ));
+    }
+    let line = error.lines().next().unwrap_or_default();
+    let mut seen = std::collections::HashSet::new();
+    for part in line.split(": ").map(str::trim) {
+        if part.len() >= 12 && !seen.insert(part) {
+            return Err(format!("the error says {part:?} twice"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks a finished command against `expect`.
 fn check_exit(expect: &Expect, out: &CmdOutput) -> Result<(), String> {
     let fail = |why: &str| Err(format!("{why}\n{}", out.describe()));
@@ -1370,6 +1416,9 @@ fn check_exit(expect: &Expect, out: &CmdOutput) -> Result<(), String> {
     }
     if out.stderr.contains("panicked") {
         return fail("panicked");
+    }
+    if let Err(why) = error_is_clear(&out.stderr) {
+        return fail(&why);
     }
     let all = format!("{}{}", out.stdout, out.stderr);
     let error_lines = out

@@ -330,9 +330,9 @@ impl Config {
                 path: path.to_path_buf(),
                 line,
                 column,
-                field,
-                message,
-                text: line_text,
+                field: field.map(|f| cut_values(&f)),
+                message: cut_values(&message),
+                text: excerpt(&line_text, column),
             }
         };
         let de = toml::de::Deserializer::parse(text)
@@ -352,7 +352,7 @@ impl Config {
     pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
         let conflict = |message: String| ConfigError::Conflict {
             path: path.to_path_buf(),
-            message,
+            message: cut_values(&message),
         };
         if !self.exporter.listen.ip().is_loopback() && !self.exporter.allow_non_loopback {
             return Err(conflict(format!(
@@ -578,6 +578,78 @@ fn locate(text: &str, offset: Option<usize>) -> (usize, usize, String) {
         .unwrap_or_default()
         .to_string();
     (line, column, line_text)
+}
+
+/// Longest value quoted whole in a message: a 5 MB string given for a
+/// key would otherwise be echoed whole, twice (in the message and the line).
+pub const MAX_QUOTED_CHARS: usize = 80;
+
+/// Longest message: a safety net for long values that no quotes delimit.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// `s` cut to `max` characters, with "…" when something was left out.
+fn cut(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
+/// `message` with every value between backquotes or double quotes (as
+/// serde, toml and `{:?}` quote them) cut to [`MAX_QUOTED_CHARS`], and the
+/// whole to [`MAX_MESSAGE_CHARS`].
+pub(crate) fn cut_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(2 * MAX_MESSAGE_CHARS));
+    let mut rest = message;
+    while let Some(open) = rest.find(['`', '"']) {
+        let quote = rest.as_bytes()[open] as char;
+        out.push_str(&rest[..=open]);
+        let inner = &rest[open + 1..];
+        // The closing quote; inside "...", a backslash escapes the next char.
+        let mut close = None;
+        let mut escaped = false;
+        for (i, c) in inner.char_indices() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' && quote == '"' {
+                escaped = true;
+            } else if c == quote {
+                close = Some(i);
+                break;
+            }
+        }
+        let Some(close) = close else {
+            // Unbalanced: the rest is the value.
+            out.push_str(&cut(inner, MAX_QUOTED_CHARS));
+            rest = "";
+            break;
+        };
+        out.push_str(&cut(&inner[..close], MAX_QUOTED_CHARS));
+        out.push(quote);
+        rest = &inner[close + 1..];
+    }
+    out.push_str(rest);
+    cut(&out, MAX_MESSAGE_CHARS)
+}
+
+/// At most [`MAX_QUOTED_CHARS`] characters of `line` around 1-based
+/// `column`, with "…" where it was cut.
+fn excerpt(line: &str, column: usize) -> String {
+    let chars = line.chars().count();
+    if chars <= MAX_QUOTED_CHARS {
+        return line.to_string();
+    }
+    let start = column
+        .saturating_sub(1 + MAX_QUOTED_CHARS / 4)
+        .min(chars - MAX_QUOTED_CHARS);
+    let shown: String = line.chars().skip(start).take(MAX_QUOTED_CHARS).collect();
+    let before = if start > 0 { "…" } else { "" };
+    let after = if start + MAX_QUOTED_CHARS < chars {
+        "…"
+    } else {
+        ""
+    };
+    format!("{before}{shown}{after}")
 }
 
 /// An integer in `range`, or a message naming the range and what was given.
@@ -892,6 +964,35 @@ ports = [443, 5432]
         );
         assert_eq!(e.matches("UTF-8").count(), 1, "{e}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let long = "a".repeat(5_000_000);
+        let e = error(&format!("[collectors.cpu]\nstacks = \"{long}\"\n"));
+        assert!(e.len() < 1000, "{} bytes", e.len());
+        assert!(
+            e.contains(&format!("unknown variant `{}…`", &long[..80])),
+            "{e}"
+        );
+        assert!(
+            e.contains("expected one of `user`, `kernel`, `both`"),
+            "{e}"
+        );
+        assert!(
+            e.contains(&format!("    2 | stacks = \"{}…", &long[..70])),
+            "{e}"
+        );
+        let e = error(&format!(
+            "[collectors.leaks]\nenabled = true\nprocesses = [\"{long}\"]\n"
+        ));
+        assert!(e.len() < 1000, "{} bytes", e.len());
+        assert!(e.contains("…\" cannot be a process name"), "{e}");
+        // Escaped quotes inside a value do not end it; short values are whole.
+        assert_eq!(cut_values(r#"a "b\"c" `d`"#), r#"a "b\"c" `d`"#);
+        assert_eq!(cut_values("x `unbalanced"), "x `unbalanced");
+        assert_eq!(excerpt(&"b".repeat(200), 100).chars().count(), 82);
+        assert_eq!(excerpt(&"b".repeat(200), 190).chars().count(), 81);
     }
 
     #[test]
