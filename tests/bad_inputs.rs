@@ -731,6 +731,27 @@ fn catalogue() -> Vec<Case> {
             Error(1, &["positive and finite"]),
         ),
         config(
+            "config device path traversal",
+            || b"[collectors.block]\ndevices = [\"../../etc\"]\n".to_vec(),
+            Error(
+                1,
+                &[":2:11: collectors.block.devices: \"../../etc\" contains '/'"],
+            ),
+        ),
+        config(
+            "config device empty",
+            || b"[collectors.block]\ndevices = [\"vda\", \"\"]\n".to_vec(),
+            Error(1, &["collectors.block.devices: \"\" is empty"]),
+        ),
+        config(
+            "config device dot-dot",
+            || b"[collectors.block]\ndevices = [\"..\"]\n".to_vec(),
+            Error(
+                1,
+                &["collectors.block.devices: \"..\" is a directory reference"],
+            ),
+        ),
+        config(
             "config duplicate key",
             || b"[collectors.cpu]\ntop = 1\ntop = 2\n".to_vec(),
             Error(1, &[":3:1:", "duplicate key"]),

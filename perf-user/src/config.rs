@@ -176,6 +176,7 @@ pub struct BlockSection {
     pub enabled: bool,
     /// Only these disks, by name as `lsblk` shows them (a partition selects
     /// its disk); empty means every disk.
+    #[serde(deserialize_with = "device_names")]
     pub devices: Vec<String>,
     /// Also measure the time requests wait before issue (Linux 6.5+): one
     /// more program run per I/O, so off by default.
@@ -721,6 +722,37 @@ fn max_ports<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     bounded_int(d, "the number of labelled ports", 1, 200).map(|v| v as u32)
 }
 
+/// Block device names, as in /sys/class/block (or `/dev/NAME`): each is
+/// looked up as a directory there, so a path ("../../etc"), an empty name,
+/// "." or ".." would name something else, or nothing.
+fn device_names<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let names = Vec::<String>::deserialize(d)?;
+    for name in &names {
+        check_device_name(name).map_err(de::Error::custom)?;
+    }
+    Ok(names)
+}
+
+/// Why `name` cannot be a block device's name.
+pub fn check_device_name(name: &str) -> Result<(), String> {
+    let bare = name.strip_prefix("/dev/").unwrap_or(name);
+    let why = if bare.is_empty() {
+        "is empty"
+    } else if bare.contains('/') {
+        "contains '/'"
+    } else if bare == "." || bare == ".." {
+        "is a directory reference"
+    } else if bare.chars().any(char::is_control) {
+        "contains a control character"
+    } else {
+        return Ok(());
+    };
+    Err(format!(
+        "{name:?} {why}: give a block device's name as in /sys/class/block or `lsblk` \
+         (e.g. vda, sda, nvme0n1)"
+    ))
+}
+
 fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = parse_str(d, "a duration such as \"30s\" or \"2m\"")?;
     let window = duration::parse(&s).map_err(de::Error::custom)?;
@@ -993,6 +1025,28 @@ ports = [443, 5432]
         assert_eq!(cut_values("x `unbalanced"), "x `unbalanced");
         assert_eq!(excerpt(&"b".repeat(200), 100).chars().count(), 82);
         assert_eq!(excerpt(&"b".repeat(200), 190).chars().count(), 81);
+    }
+
+    #[test]
+    fn device_names_are_plain_names() {
+        for bad in [
+            "../../etc",
+            "",
+            ".",
+            "..",
+            "a/b",
+            "/dev/",
+            "/dev/../sda",
+            "sd\\u0000a",
+        ] {
+            let e = error(&format!(
+                "[collectors.block]\ndevices = [\"vda\", \"{bad}\"]\n"
+            ));
+            assert!(e.contains("collectors.block.devices: "), "{bad:?}: {e}");
+            assert!(e.contains("give a block device's name"), "{bad:?}: {e}");
+        }
+        let c = parse("[collectors.block]\ndevices = [\"vda\", \"/dev/nvme0n1p1\", \"dm-0\"]\n");
+        assert_eq!(c.unwrap().collectors.block.devices.len(), 3);
     }
 
     #[test]
