@@ -3,6 +3,7 @@
 
 pub mod alerts;
 pub mod blockdev;
+mod bpf_sys;
 pub mod btf;
 pub mod btf_layout;
 pub mod cli;

@@ -29,9 +29,9 @@ use std::{
 
 use aya::{Ebpf, maps::Map};
 
-/// bpf(2) commands and constants (include/uapi/linux/bpf.h).
-const BPF_PROG_LOAD: libc::c_long = 5;
-const BPF_LINK_CREATE: libc::c_long = 28;
+use crate::bpf_sys::{bpf, cmd};
+
+/// bpf(2) constants (include/uapi/linux/bpf.h).
 const BPF_PROG_TYPE_KPROBE: u32 = 2;
 const BPF_TRACE_UPROBE_MULTI: u32 = 48;
 const BPF_F_UPROBE_MULTI_RETURN: u32 = 1;
@@ -99,25 +99,6 @@ pub enum UprobeMultiError {
     Link(#[source] io::Error),
 }
 
-fn bpf<T>(cmd: libc::c_long, attr: &mut T) -> io::Result<RawFd> {
-    // SAFETY: `attr` is a valid, initialised repr(C) prefix of union bpf_attr
-    // whose size is passed along; pointers inside it point to memory that the
-    // caller keeps alive for the call.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd,
-            attr as *mut T as *mut libc::c_void,
-            size_of::<T>(),
-        )
-    };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret as RawFd)
-    }
-}
-
 fn owned(fd: RawFd) -> OwnedFd {
     // SAFETY: `fd` was just returned by bpf(2) and nothing else owns it.
     unsafe { OwnedFd::from_raw_fd(fd) }
@@ -165,7 +146,7 @@ fn load_insns(
         attr.log_size = buf.len() as u32;
         attr.log_buf = buf.as_mut_ptr() as u64;
     }
-    bpf(BPF_PROG_LOAD, &mut attr).map(owned)
+    bpf(cmd::PROG_LOAD, &mut attr).map(owned)
 }
 
 fn create_link(
@@ -189,7 +170,7 @@ fn create_link(
         pid,
         ..LinkCreateAttr::default()
     };
-    bpf(BPF_LINK_CREATE, &mut attr).map(owned)
+    bpf(cmd::LINK_CREATE, &mut attr).map(owned)
 }
 
 /// The fd of a map aya created, whatever its kind.

@@ -19,10 +19,6 @@ use super::{
     scrape::{Source, SourceError},
 };
 
-/// bpf(2) commands used here.
-const BPF_MAP_GET_NEXT_KEY: libc::c_long = 4;
-const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
-
 /// Hash-like map types, whose fill can be counted and matters: a full one
 /// drops data. (Arrays are always "full"; ring buffers are not keyed.)
 const HASH_TYPES: &[u32] = &[
@@ -148,49 +144,6 @@ struct MapInfo {
     name: [u8; 16],
 }
 
-/// `union bpf_attr` for BPF_OBJ_GET_INFO_BY_FD.
-#[repr(C)]
-struct InfoAttr {
-    bpf_fd: u32,
-    info_len: u32,
-    info: u64,
-}
-
-/// `union bpf_attr` for BPF_MAP_GET_NEXT_KEY.
-#[repr(C)]
-struct NextKeyAttr {
-    map_fd: u32,
-    _pad: u32,
-    key: u64,
-    next_key: u64,
-}
-
-fn bpf(cmd: libc::c_long, attr: *mut libc::c_void, size: usize) -> io::Result<()> {
-    // SAFETY: every caller passes a pointer to a live, initialised attr
-    // struct of `size` bytes whose embedded pointers (if any) point to live
-    // buffers of the sizes the attr states. The fd inside is a plain number:
-    // if it was closed meanwhile the kernel returns EBADF, nothing worse.
-    let ret = unsafe { libc::syscall(libc::SYS_bpf, cmd, attr, size as u32) };
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-fn info_by_fd<T>(fd: i32, info: &mut T) -> io::Result<()> {
-    let mut attr = InfoAttr {
-        bpf_fd: fd as u32,
-        info_len: std::mem::size_of::<T>() as u32,
-        info: info as *mut T as u64,
-    };
-    bpf(
-        BPF_OBJ_GET_INFO_BY_FD,
-        (&mut attr as *mut InfoAttr).cast(),
-        std::mem::size_of::<InfoAttr>(),
-    )
-}
-
 fn c_name(name: &[u8]) -> String {
     let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
     String::from_utf8_lossy(&name[..end]).into_owned()
@@ -199,7 +152,7 @@ fn c_name(name: &[u8]) -> String {
 /// A program's name and the ids of the maps it uses.
 fn prog_name_and_maps(fd: i32, id: u32) -> io::Result<(String, Vec<u32>)> {
     let mut info = ProgInfo::default();
-    info_by_fd(fd, &mut info)?;
+    crate::bpf_sys::info_by_fd(fd, &mut info)?;
     if info.id != id {
         // The fd was closed and reused since it was listed.
         return Err(io::Error::from_raw_os_error(libc::EBADF));
@@ -212,7 +165,7 @@ fn prog_name_and_maps(fd: i32, id: u32) -> io::Result<(String, Vec<u32>)> {
             map_ids: ids.as_mut_ptr() as u64,
             ..ProgInfo::default()
         };
-        info_by_fd(fd, &mut again)?;
+        crate::bpf_sys::info_by_fd(fd, &mut again)?;
         ids.truncate(again.nr_map_ids as usize);
     }
     Ok((name, ids))
@@ -220,7 +173,7 @@ fn prog_name_and_maps(fd: i32, id: u32) -> io::Result<(String, Vec<u32>)> {
 
 fn map_name(fd: i32, id: u32) -> io::Result<String> {
     let mut info = MapInfo::default();
-    info_by_fd(fd, &mut info)?;
+    crate::bpf_sys::info_by_fd(fd, &mut info)?;
     if info.id != id {
         return Err(io::Error::from_raw_os_error(libc::EBADF));
     }
@@ -237,26 +190,13 @@ fn count_entries(fd: i32, key_size: usize) -> io::Result<u64> {
     let mut n = 0u64;
     let mut first = true;
     loop {
-        let mut attr = NextKeyAttr {
-            map_fd: fd as u32,
-            _pad: 0,
-            // A null key asks for the first one.
-            key: if first { 0 } else { key.as_ptr() as u64 },
-            next_key: next.as_mut_ptr() as u64,
-        };
-        match bpf(
-            BPF_MAP_GET_NEXT_KEY,
-            (&mut attr as *mut NextKeyAttr).cast(),
-            std::mem::size_of::<NextKeyAttr>(),
-        ) {
-            Ok(()) => {
-                n += 1;
-                first = false;
-                key[..key_size].copy_from_slice(&next[..key_size]);
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(n),
-            Err(e) => return Err(e),
+        let prev = (!first).then_some(&key[..key_size]);
+        if !crate::bpf_sys::next_key(fd, prev, &mut next)? {
+            return Ok(n);
         }
+        n += 1;
+        first = false;
+        key[..key_size].copy_from_slice(&next[..key_size]);
         // A map whose keys change faster than we walk it could loop; its
         // capacity bounds any honest count.
         if n > (1 << 24) {
