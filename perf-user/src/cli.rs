@@ -298,8 +298,9 @@ pub struct LeaksArgs {
     #[arg(long, value_name = "PATH")]
     pub allocator: Option<PathBuf>,
 
-    /// Most outstanding allocations tracked at once; more are counted as lost.
-    #[arg(long, value_name = "N", default_value_t = perf_ebpf_common::alloc::ALLOC_OUTSTANDING_ENTRIES)]
+    /// Most outstanding allocations tracked at once (1 to 16 Mi); more are
+    /// counted as lost.
+    #[arg(long, value_name = "N", default_value_t = perf_ebpf_common::alloc::ALLOC_OUTSTANDING_ENTRIES, value_parser = max_allocations)]
     pub max_allocations: u32,
 
     /// Output format.
@@ -321,4 +322,16 @@ pub struct LeaksArgs {
     /// The command to start and trace, after `--` (e.g. `-- python3 app.py`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<std::ffi::OsString>,
+}
+
+/// `--max-allocations`: from 1 to [`crate::collectors::alloc::MAX_ALLOCATIONS`],
+/// checked here rather than by the kernel when it creates the map.
+fn max_allocations(s: &str) -> Result<u32, String> {
+    let n: u64 = s
+        .parse()
+        .map_err(|e| format!("{e}; give a whole number of allocations"))?;
+    u32::try_from(n)
+        .ok()
+        .filter(|n| (1..=crate::collectors::alloc::MAX_ALLOCATIONS).contains(n))
+        .ok_or_else(|| crate::collectors::alloc::max_allocations_range(n))
 }

@@ -62,6 +62,14 @@ pub fn has_return_probe(function: &str) -> bool {
     function != "free"
 }
 
+/// Largest `--max-allocations`. The kernel refuses a hash map of more than
+/// 2^27 entries (E2BIG: its bucket array, 16 bytes per entry, must fit in
+/// 4 GiB), and allocates that array when the map is created, even without
+/// preallocation: 2^27 reserved 2 GiB at once. 16 Mi entries reserve
+/// 256 MiB, and when full hold ~1.6 GiB (~100 bytes per tracked
+/// allocation); past that, `--sample` is the better tool.
+pub const MAX_ALLOCATIONS: u32 = 1 << 24;
+
 /// How to trace.
 #[derive(Clone, Debug)]
 pub struct AllocOptions {
@@ -98,33 +106,34 @@ pub struct ProbeSite {
     pub entry_offset: u64,
 }
 
-/// Why the allocation tracer could not start or read.
+/// Why the allocation tracer could not start or read. The causes are part
+/// of each message, said once (see [`error_chain`]), not sources: printed
+/// as a chain, a message that quotes its source would say it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum AllocError {
     /// The eBPF object could not be loaded (maps creation failed).
     #[error(
-        "loading the eBPF object failed: {0}; this needs root or CAP_BPF+CAP_PERFMON and a kernel with BPF enabled"
+        "loading the eBPF object failed: {}; this needs root or CAP_BPF+CAP_PERFMON and a kernel with BPF enabled",
+        error_chain(.0)
     )]
-    Load(#[from] EbpfError),
+    Load(EbpfError),
     /// The verifier or the kernel refused a program.
-    #[error("the kernel refused the eBPF program {program}: {source}")]
+    #[error("the kernel refused the eBPF program {program}: {}", error_chain(cause.as_ref()))]
     Program {
         /// The program's name.
         program: &'static str,
         /// What went wrong (boxed: a ProgramError is large).
-        #[source]
-        source: Box<ProgramError>,
+        cause: Box<ProgramError>,
     },
     /// A probe could not be attached.
-    #[error("attaching to {function} in {} failed: {source}; {hint}", path.display())]
+    #[error("attaching to {function} in {} failed: {}; {hint}", path.display(), error_chain(cause.as_ref()))]
     Attach {
         /// The probed function.
         function: String,
         /// The file.
         path: PathBuf,
         /// What went wrong.
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
         /// What to do about it.
         hint: &'static str,
     },
@@ -132,26 +141,47 @@ pub enum AllocError {
     #[error(transparent)]
     Multi(#[from] UprobeMultiError),
     /// A map was missing or could not be read.
-    #[error("reading the allocation tracer's map {map}: {source}")]
+    #[error("reading the allocation tracer's map {map}: {}", error_chain(cause))]
     Map {
         /// The map's name.
         map: &'static str,
         /// What went wrong.
-        #[source]
-        source: MapError,
+        cause: MapError,
     },
     /// Bad options.
     #[error("{0}")]
     Options(String),
 }
 
+impl From<EbpfError> for AllocError {
+    fn from(e: EbpfError) -> Self {
+        AllocError::Load(e)
+    }
+}
+
 impl From<super::maps::MapAccessError> for AllocError {
     fn from(e: super::maps::MapAccessError) -> Self {
         AllocError::Map {
             map: e.map,
-            source: e.source,
+            cause: e.source,
         }
     }
+}
+
+/// `e` and its causes on one line, each said once: a cause whose text the
+/// line already holds (a message that quotes its source) is left out.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+        cause = c.source();
+    }
+    line
 }
 
 /// Losses and activity, as the kernel programs counted them.
@@ -278,10 +308,10 @@ impl AllocCollector {
                 "--sample must be at least 1 (1 tracks every allocation)".into(),
             ));
         }
-        if opts.max_allocations == 0 {
-            return Err(AllocError::Options(
-                "--max-allocations must be at least 1".into(),
-            ));
+        if !(1..=MAX_ALLOCATIONS).contains(&opts.max_allocations) {
+            return Err(AllocError::Options(max_allocations_range(
+                opts.max_allocations.into(),
+            )));
         }
         let config = AllocConfig {
             tgid: opts.tgid,
@@ -310,7 +340,7 @@ impl AllocCollector {
                     .load()
                     .map_err(|source| AllocError::Program {
                         program,
-                        source: Box::new(source),
+                        cause: Box::new(source),
                     })?;
             }
             None
@@ -321,16 +351,16 @@ impl AllocCollector {
             .try_into()
             .map_err(|source| AllocError::Program {
                 program: EXEC_PROGRAM,
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         exec.load().map_err(|source| AllocError::Program {
             program: EXEC_PROGRAM,
-            source: Box::new(source),
+            cause: Box::new(source),
         })?;
         exec.attach("sched_process_exec")
             .map_err(|source| AllocError::Program {
                 program: EXEC_PROGRAM,
-                source: Box::new(source),
+                cause: Box::new(source),
             })?;
         Ok(Self {
             links: Vec::new(),
@@ -579,7 +609,7 @@ fn uprobe<'a>(ebpf: &'a mut Ebpf, program: &'static str) -> Result<&'a mut UProb
         .try_into()
         .map_err(|source| AllocError::Program {
             program,
-            source: Box::new(source),
+            cause: Box::new(source),
         })
 }
 
@@ -608,7 +638,7 @@ fn attach_error(function: &str, path: &Path, source: ProgramError) -> AllocError
     AllocError::Attach {
         function: function.to_string(),
         path: path.to_path_buf(),
-        source: Box::new(source),
+        cause: Box::new(source),
         hint,
     }
 }
@@ -621,9 +651,17 @@ fn multi_attach_error(function: &str, path: &Path, source: UprobeMultiError) -> 
     AllocError::Attach {
         function: function.to_string(),
         path: path.to_path_buf(),
-        source: Box::new(source),
+        cause: Box::new(source),
         hint: attach_hint(errno, true),
     }
+}
+
+/// Why `n` is not a valid `--max-allocations`.
+pub fn max_allocations_range(n: u64) -> String {
+    format!(
+        "--max-allocations must be from 1 to {MAX_ALLOCATIONS} (16 Mi), not {n}: the kernel \
+         reserves 16 bytes per slot when the map is created; use --sample N to trace more"
+    )
 }
 
 /// What to do about a failed attach, by errno; `multi` when it was a
