@@ -1092,6 +1092,16 @@ fn catalogue() -> Vec<Case> {
             expect: Status(&[200]),
         },
         Case {
+            name: "http stalled request is closed after the header timeout",
+            input: Input::Scenario(stalled_request),
+            expect: Status(&[NO_RESPONSE, 408]),
+        },
+        Case {
+            name: "http connections above the bound are closed",
+            input: Input::Scenario(too_many_connections),
+            expect: Status(&[200]),
+        },
+        Case {
             name: "http half a request then close",
             input: Input::Scenario(half_request),
             expect: Status(&[200]),
@@ -1387,6 +1397,92 @@ fn slowloris(f: &mut Fixtures) -> Outcome {
         );
     }
     Outcome::Http(result.0, result.1)
+}
+
+/// The daemon's header read timeout (`HEADER_READ_TIMEOUT` in
+/// perf-user/src/daemon/http.rs).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Half a request's headers, then nothing: the daemon closes the connection
+/// once the header read timeout has passed (not before, not much after).
+/// A status outside the case's list (1) reports that it did not.
+fn stalled_request(f: &mut Fixtures) -> Outcome {
+    let addr = f.daemon().addr;
+    let Ok(mut s) = TcpStream::connect(addr) else {
+        return Outcome::Http(Some(1), "cannot connect".into());
+    };
+    let start = Instant::now();
+    let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    s.set_read_timeout(Some(HEADER_READ_TIMEOUT * 2)).unwrap();
+    let mut raw = Vec::new();
+    let read = s.read_to_end(&mut raw);
+    let took = start.elapsed();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.")
+        .and_then(|s| s.get(2..5))
+        .and_then(|s| s.parse().ok());
+    let closed = match read {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    if !closed {
+        return Outcome::Http(Some(1), format!("still open after {took:?}"));
+    }
+    if took < HEADER_READ_TIMEOUT - Duration::from_secs(1)
+        || took > HEADER_READ_TIMEOUT + Duration::from_secs(5)
+    {
+        return Outcome::Http(
+            Some(1),
+            format!("closed after {took:?}, not after about {HEADER_READ_TIMEOUT:?}"),
+        );
+    }
+    Outcome::Http(status, text)
+}
+
+/// The daemon's bound on open connections (`MAX_CONNECTIONS` in
+/// perf-user/src/daemon/http.rs).
+const MAX_CONNECTIONS: usize = 256;
+
+/// 20 connections more than the bound, all stalled: the extra ones are
+/// closed at once; once the others go away, scrapes are answered again.
+fn too_many_connections(f: &mut Fixtures) -> Outcome {
+    let addr = f.daemon().addr;
+    let mut open = Vec::new();
+    for _ in 0..MAX_CONNECTIONS + 20 {
+        match TcpStream::connect(addr) {
+            Ok(mut s) => {
+                let _ = s.write_all(b"GET /metrics HTTP/1.1\r\n");
+                open.push(s);
+            }
+            Err(e) => return Outcome::Http(Some(1), format!("connect: {e}")),
+        }
+    }
+    thread::sleep(Duration::from_millis(500));
+    let mut closed = 0;
+    for s in &mut open {
+        s.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 64];
+        match s.read(&mut buf) {
+            Ok(0) => closed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => closed += 1,
+            _ => {}
+        }
+    }
+    drop(open);
+    if closed < 20 {
+        return Outcome::Http(
+            Some(1),
+            format!(
+                "{closed} of {} connections closed, wanted at least 20",
+                MAX_CONNECTIONS + 20
+            ),
+        );
+    }
+    // The daemon notices the closed ones and frees their slots.
+    thread::sleep(Duration::from_millis(500));
+    let (status, body) = exchange(addr, &get("/metrics", ""), Duration::from_secs(10));
+    Outcome::Http(status, body)
 }
 
 /// Half a request, then the client goes away; the next scrape is answered.

@@ -1,6 +1,11 @@
 //! The HTTP endpoint: `/metrics`, `/healthz`, and an index page at `/`.
 
-use std::{net::SocketAddr, sync::Arc, time::Instant};
+use std::{
+    net::SocketAddr,
+    pin::pin,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
@@ -10,7 +15,11 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use tokio::net::TcpListener;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    service::TowerToHyperService,
+};
+use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
 use super::{
     exposition::{OPENMETRICS_TEXT, PROMETHEUS_TEXT},
@@ -97,16 +106,111 @@ async fn limit_headers(request: Request, next: Next) -> Response {
     next.run(request).await
 }
 
-/// Serves until `shutdown` completes, then finishes the requests in flight.
+/// How long a client may take to send a request's line and headers, from
+/// its first byte (or from the connection, for the first request): a
+/// scraper sends them at once, and a client that stalls ("slowloris") would
+/// otherwise hold its connection, and a file descriptor, forever.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Most connections open at once; more are closed as soon as accepted. A few
+/// Prometheus servers keep one each; this bounds the file descriptors that
+/// clients can hold (each stalled one at most [`HEADER_READ_TIMEOUT`]).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// After the stop signal: how long requests in flight may take to finish
+/// before their connections are dropped. A scrape takes well under a
+/// second; a client stalled in its headers would otherwise delay the stop
+/// by up to [`HEADER_READ_TIMEOUT`].
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` completes, then finishes the requests in flight
+/// (for at most [`SHUTDOWN_GRACE`]). Each connection is served by hyper with
+/// a [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HttpError::Serve)
+    let service = TowerToHyperService::new(router(state));
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let http1 = Arc::new(http1);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Connections watch this to start their graceful shutdown.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    accept_failed(&e).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::debug!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing");
+            drop(stream);
+            continue;
+        };
+        let http1 = Arc::clone(&http1);
+        let service = service.clone();
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            let mut conn = pin!(http1.serve_connection(TokioIo::new(stream), service));
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = async {
+                    // The guard it returns is not Send: drop it at once.
+                    let _ = stopping.wait_for(|s| *s).await;
+                } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result {
+                tracing::trace!(%peer, error = %e, "connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    let _ = stop.send(true);
+    let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::info!(
+            connections = connections.len(),
+            "connections still open {} s after the stop (a request in flight, or a client \
+             stalled in its headers); closing them",
+            SHUTDOWN_GRACE.as_secs()
+        );
+        connections.shutdown().await;
+    }
+    Ok(())
+}
+
+/// After a failed accept(2): errors of one connection (it was reset before
+/// being accepted) are skipped; others (out of file descriptors) are logged
+/// and retried after a pause, so that the loop does not spin.
+async fn accept_failed(e: &std::io::Error) {
+    use std::io::ErrorKind::*;
+    if matches!(
+        e.kind(),
+        ConnectionRefused | ConnectionAborted | ConnectionReset | Interrupted
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accept failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// True when the client asked for OpenMetrics (Prometheus does).
