@@ -32,6 +32,27 @@ pub enum TracefsError {
         /// Why the fallback failed.
         debugfs_err: io::Error,
     },
+    /// Not mounted, and this process may not mount it.
+    #[error(
+        "tracefs is not mounted at {tracefs}, and mounting it needs CAP_SYS_ADMIN, which this process \
+         lacks. Mount it once as root (`mount -t tracefs nodev {tracefs}`, or add it to /etc/fstab), \
+         or, on a kernel with BTF, use BTF tracepoints, which need no tracefs (`--tracepoints btf`; \
+         `auto` picks them where /sys/kernel/btf/vmlinux exists)"
+    )]
+    MountNotPermitted {
+        /// The preferred mount point.
+        tracefs: &'static str,
+    },
+    /// Mounted, but this process may not read it.
+    #[error(
+        "tracefs at {path} is readable by root only (mode 0700). Grant CAP_DAC_READ_SEARCH \
+         (`setcap cap_dac_read_search+ep`, or AmbientCapabilities= in the unit), or, on a kernel with \
+         BTF, use BTF tracepoints, which need no tracefs (`--tracepoints btf`)"
+    )]
+    NotReadable {
+        /// The mount point or file.
+        path: String,
+    },
     /// The tracepoint does not exist on this kernel.
     #[error(
         "tracepoint {category}:{name} not found ({path}: {source}); the kernel may be too old or built without it"
@@ -252,6 +273,15 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
     if let Some(p) = find() {
         return Ok(p);
     }
+    // Mounted but hidden from us (root-only): mounting again cannot help.
+    if let Some(p) = [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .find(|p| is_tracefs(p))
+    {
+        return Err(TracefsError::NotReadable {
+            path: p.to_string(),
+        });
+    }
     let tracefs_err = match mount("nodev", TRACEFS, "tracefs") {
         Ok(()) if has_events(Path::new(TRACEFS)) => return Ok(PathBuf::from(TRACEFS)),
         Ok(()) => io::Error::other("mounted, but it has no events directory"),
@@ -267,6 +297,10 @@ pub fn ensure_mounted() -> Result<PathBuf, TracefsError> {
         Ok(()) => io::Error::other("debugfs mounted, but it has no tracing/events"),
         Err(e) => e,
     };
+    let eperm = |e: &io::Error| e.raw_os_error() == Some(libc::EPERM);
+    if eperm(&tracefs_err) && eperm(&debugfs_err) {
+        return Err(TracefsError::MountNotPermitted { tracefs: TRACEFS });
+    }
     Err(TracefsError::NotMounted {
         tracefs: TRACEFS,
         tracefs_err,
@@ -281,6 +315,21 @@ pub fn find() -> Option<PathBuf> {
         .into_iter()
         .map(PathBuf::from)
         .find(|p| has_events(p))
+}
+
+/// Whether `path` is the root of a tracefs mount (statfs magic), readable
+/// or not.
+fn is_tracefs(path: &str) -> bool {
+    const TRACEFS_MAGIC: i64 = 0x7472_6163;
+    let Ok(c) = CString::new(path) else {
+        return false;
+    };
+    // SAFETY: statfs writes only into `buf`, a zeroed statfs struct, and
+    // reads the NUL-terminated path.
+    unsafe {
+        let mut buf: libc::statfs = std::mem::zeroed();
+        libc::statfs(c.as_ptr(), &mut buf) == 0 && buf.f_type as i64 == TRACEFS_MAGIC
+    }
 }
 
 fn has_events(dir: &Path) -> bool {
@@ -310,11 +359,18 @@ fn mount(source: &str, target: &str, fstype: &str) -> io::Result<()> {
 /// Reads and parses the format of `category:name` under the tracefs `root`.
 pub fn read_format(root: &Path, category: &str, name: &str) -> Result<Format, TracefsError> {
     let path = root.join("events").join(category).join(name).join("format");
-    let text = std::fs::read_to_string(&path).map_err(|source| TracefsError::NoTracepoint {
-        category: category.to_string(),
-        name: name.to_string(),
-        path: path.display().to_string(),
-        source,
+    let text = std::fs::read_to_string(&path).map_err(|source| {
+        if source.kind() == io::ErrorKind::PermissionDenied {
+            return TracefsError::NotReadable {
+                path: path.display().to_string(),
+            };
+        }
+        TracefsError::NoTracepoint {
+            category: category.to_string(),
+            name: name.to_string(),
+            path: path.display().to_string(),
+            source,
+        }
     })?;
     Ok(Format::parse(&format!("{category}:{name}"), &text))
 }
