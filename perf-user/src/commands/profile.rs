@@ -25,8 +25,9 @@ use crate::{
 const REDRAW: Duration = Duration::from_millis(250);
 /// Least time between two wake-ups for re-reads: each captured process has
 /// its own due times, and waking for each would cost more than the re-reads
-/// when processes start by the hundred per second.
-const REREAD_BATCH: Duration = Duration::from_millis(100);
+/// when processes start by the hundred per second. Short enough that the
+/// first re-read (10 ms after capture) finds a 35 ms process alive.
+const REREAD_BATCH: Duration = Duration::from_millis(10);
 
 /// Runs `profile`.
 pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
@@ -96,6 +97,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         eprintln!("{reason}");
     }
     warn_unreadable(sym.failures());
+    note_missing_symbols(&sym);
     let title = match &args.comm {
         Some(c) => format!("CPU profile of {c}"),
         None if !args.pids.is_empty() => format!(
@@ -231,5 +233,49 @@ fn warn_unreadable(failures: &std::collections::HashMap<std::path::PathBuf, Stri
             rest.len() + 1,
             path.display()
         ),
+    }
+}
+
+/// Names the stripped modules whose frames stayed unnamed for want of a
+/// debug file, and how to get their names.
+fn note_missing_symbols(sym: &StackSymbolizer) {
+    let missing = sym.missing_symbols();
+    if missing.is_empty() {
+        return;
+    }
+    let list: Vec<String> = missing
+        .iter()
+        .take(8)
+        .map(|m| match &m.build_id {
+            Some(id) => format!("{} (build ID {id})", m.path.display()),
+            None => m.path.display().to_string(),
+        })
+        .collect();
+    let more = missing.len().saturating_sub(list.len());
+    eprintln!(
+        "note: no symbols for {} stripped module{}: {}{}; their frames show as module+0xSTART of each function.",
+        missing.len(),
+        if missing.len() == 1 { "" } else { "s" },
+        list.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        },
+    );
+    if let Some(why) = missing.iter().find_map(|m| m.debuginfod.as_deref()) {
+        eprintln!("  debuginfod had no debug file: {why}");
+    }
+    if sym.debuginfod_enabled() {
+        eprintln!(
+            "  Install their debug files (Debian/Ubuntu: the package's -dbgsym, or -dbg, package; Fedora: `dnf debuginfo-install PACKAGE`), \
+             which go under {}/.build-id/.",
+            crate::symbolize::debugfile::DEBUG_DIR
+        );
+    } else {
+        eprintln!(
+            "  Install their debug files (Debian/Ubuntu: the package's -dbgsym, or -dbg, package; Fedora: `dnf debuginfo-install PACKAGE`), \
+             or let perf-user fetch them from a debuginfod server: DEBUGINFOD_URLS=https://debuginfod.debian.net (Ubuntu: https://debuginfod.ubuntu.com, Fedora: https://debuginfod.fedoraproject.org)."
+        );
     }
 }

@@ -13,6 +13,7 @@
 //!    `DEBUGINFOD_URLS` is set, a debuginfod server ([`debuginfod`]);
 //! 2. the binary's own DWARF and symbol tables (blazesym);
 //! 3. for anonymous executable memory, the process's perf map ([`perfmap`]);
+//!    for the `[vdso]`, our own copy of it ([`vdso`]);
 //! 4. otherwise no name: the frame is shown as its function's start,
 //!    `module+0xSTART`, from `.eh_frame` FDEs and sized symbols ([`elf`]),
 //!    or as `module+0xoffset` when no range holds it. Never a neighbour's name.
@@ -21,6 +22,7 @@ pub mod debugfile;
 pub mod debuginfod;
 pub mod elf;
 pub mod perfmap;
+pub mod vdso;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -42,6 +44,7 @@ use self::{
     debuginfod::Debuginfod,
     elf::{ElfFacts, FunctionRanges},
     perfmap::PerfMap,
+    vdso::Vdso,
 };
 
 /// Module name shown for kernel frames.
@@ -75,6 +78,11 @@ enum UserSite {
         module: String,
         offset: u64,
     },
+    /// The kernel's vDSO, named from our own copy.
+    Vdso {
+        module: String,
+        offset: u64,
+    },
     Unnamed {
         module: String,
         offset: u64,
@@ -101,6 +109,8 @@ pub struct StackSymbolizer {
     jit: HashMap<(u32, u64), String>,
     /// Perf maps read, per PID (None: it had none).
     perf_maps: HashMap<u32, Option<PerfMap>>,
+    /// The vDSO's names, read on first need.
+    vdso: Option<Vdso>,
     /// Files that could not be read, with the reason; reported once each.
     failures: HashMap<PathBuf, String>,
     /// Stripped modules with unnamed frames and no debug file, by key.
@@ -131,6 +141,7 @@ impl StackSymbolizer {
             user: HashMap::new(),
             jit: HashMap::new(),
             perf_maps: HashMap::new(),
+            vdso: None,
             failures: HashMap::new(),
             missing: HashMap::new(),
             debug_files: HashMap::new(),
@@ -236,6 +247,11 @@ impl StackSymbolizer {
                                 .or_insert_with(|| (p.perf_map_path(), HashSet::new()))
                                 .1
                                 .insert(addr);
+                        }
+                    }
+                    UserSite::Vdso { .. } => {
+                        if self.vdso.is_none() {
+                            self.vdso = Some(Vdso::ours());
                         }
                     }
                     UserSite::Unnamed { .. } => {}
@@ -471,6 +487,17 @@ impl StackSymbolizer {
                         };
                         (module, offset, info)
                     }
+                    UserSite::Vdso { module, offset } => {
+                        let info = SymInfo {
+                            name: self
+                                .vdso
+                                .as_ref()
+                                .and_then(|v| v.find(offset))
+                                .map(str::to_string),
+                            ..SymInfo::default()
+                        };
+                        (module, offset, info)
+                    }
                     UserSite::Unnamed { module, offset } => (module, offset, SymInfo::default()),
                 };
                 // Show the offset of the sampled address itself, not the adjusted one.
@@ -544,6 +571,10 @@ fn user_site(maps: Option<&ProcessMaps>, addr: u64) -> UserSite {
         Backing::File(path) | Backing::DeletedFile(path) => UserSite::File {
             file: maps.map_or_else(|| FileRef::local(path), |ms| ms.file_ref(path)),
             module: m.backing.module_name(),
+            offset,
+        },
+        Backing::Pseudo(name) if name == "[vdso]" => UserSite::Vdso {
+            module: name.clone(),
             offset,
         },
         Backing::Pseudo(name) => match pid {
