@@ -1102,6 +1102,11 @@ fn catalogue() -> Vec<Case> {
             expect: Status(&[200]),
         },
         Case {
+            name: "http rejected requests are counted",
+            input: Input::Scenario(rejections_counted),
+            expect: Status(&[200]),
+        },
+        Case {
             name: "http half a request then close",
             input: Input::Scenario(half_request),
             expect: Status(&[200]),
@@ -1408,6 +1413,7 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A status outside the case's list (1) reports that it did not.
 fn stalled_request(f: &mut Fixtures) -> Outcome {
     let addr = f.daemon().addr;
+    let timeouts = rejected(addr, "header_timeout").unwrap_or(0);
     let Ok(mut s) = TcpStream::connect(addr) else {
         return Outcome::Http(Some(1), "cannot connect".into());
     };
@@ -1437,6 +1443,13 @@ fn stalled_request(f: &mut Fixtures) -> Outcome {
             format!("closed after {took:?}, not after about {HEADER_READ_TIMEOUT:?}"),
         );
     }
+    let counted = rejected(addr, "header_timeout").unwrap_or(0);
+    if counted <= timeouts {
+        return Outcome::Http(
+            Some(1),
+            format!("header_timeout rejections: {timeouts} before, {counted} after"),
+        );
+    }
     Outcome::Http(status, text)
 }
 
@@ -1448,6 +1461,7 @@ const MAX_CONNECTIONS: usize = 256;
 /// closed at once; once the others go away, scrapes are answered again.
 fn too_many_connections(f: &mut Fixtures) -> Outcome {
     let addr = f.daemon().addr;
+    let refused = rejected(addr, "too_many_connections").unwrap_or(0);
     let mut open = Vec::new();
     for _ in 0..MAX_CONNECTIONS + 20 {
         match TcpStream::connect(addr) {
@@ -1481,6 +1495,59 @@ fn too_many_connections(f: &mut Fixtures) -> Outcome {
     }
     // The daemon notices the closed ones and frees their slots.
     thread::sleep(Duration::from_millis(500));
+    let counted = rejected(addr, "too_many_connections").unwrap_or(0);
+    if counted < refused + closed {
+        return Outcome::Http(
+            Some(1),
+            format!("{closed} closed, too_many_connections went from {refused} to {counted}"),
+        );
+    }
+    let (status, body) = exchange(addr, &get("/metrics", ""), Duration::from_secs(10));
+    Outcome::Http(status, body)
+}
+
+/// `perf_user_http_requests_rejected_total{reason}` from a scrape.
+fn rejected(addr: SocketAddr, reason: &str) -> Option<u64> {
+    let (_, body) = exchange(addr, &get("/metrics", ""), Duration::from_secs(10));
+    let series = format!("perf_user_http_requests_rejected_total{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series.as_str()))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
+}
+
+/// A 400, a 414 and a 431 each add one to their reason's count.
+fn rejections_counted(f: &mut Fixtures) -> Outcome {
+    let addr = f.daemon().addr;
+    let requests: [(&str, u16, Vec<u8>); 3] = [
+        ("bad_request", 400, b"GARBAGE\r\n\r\n".to_vec()),
+        (
+            "uri_too_long",
+            414,
+            get(&format!("/{}", "a".repeat(100_000)), ""),
+        ),
+        (
+            "headers_too_large",
+            431,
+            get("/metrics", &format!("X-Big: {}\r\n", "a".repeat(100 << 10))),
+        ),
+    ];
+    for (reason, status, request) in requests {
+        let Some(before) = rejected(addr, reason) else {
+            return Outcome::Http(Some(1), format!("no {reason} series in /metrics"));
+        };
+        let (got, _) = exchange(addr, &request, Duration::from_secs(10));
+        if got != Some(status) {
+            return Outcome::Http(Some(1), format!("{reason}: got {got:?}, not {status}"));
+        }
+        let after = rejected(addr, reason).unwrap_or(0);
+        if after != before + 1 {
+            return Outcome::Http(
+                Some(1),
+                format!("{reason}: the count went from {before} to {after}, not up by 1"),
+            );
+        }
+    }
     let (status, body) = exchange(addr, &get("/metrics", ""), Duration::from_secs(10));
     Outcome::Http(status, body)
 }

@@ -3,7 +3,10 @@
 use std::{
     net::SocketAddr,
     pin::pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     time::{Duration, Instant},
 };
 
@@ -22,9 +25,97 @@ use hyper_util::{
 use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
 
 use super::{
-    exposition::{OPENMETRICS_TEXT, PROMETHEUS_TEXT},
-    scrape::Scraper,
+    exposition::{Family, Kind, OPENMETRICS_TEXT, PROMETHEUS_TEXT},
+    scrape::{Scraper, Source, SourceError},
 };
+
+/// Why a request or connection was refused before any handler ran: the
+/// `reason` label of `perf_user_http_requests_rejected_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejected {
+    /// 400: a request line or header hyper could not parse.
+    BadRequest,
+    /// 414: a path and query above hyper's limit.
+    UriTooLong,
+    /// 431: headers above [`MAX_HEADER_BYTES`], or above hyper's buffer.
+    HeadersTooLarge,
+    /// Closed unanswered: the headers did not arrive within [`HEADER_READ_TIMEOUT`].
+    HeaderTimeout,
+    /// Closed when accepted: [`MAX_CONNECTIONS`] were open.
+    TooManyConnections,
+}
+
+impl Rejected {
+    const ALL: [Rejected; 5] = [
+        Rejected::BadRequest,
+        Rejected::UriTooLong,
+        Rejected::HeadersTooLarge,
+        Rejected::HeaderTimeout,
+        Rejected::TooManyConnections,
+    ];
+
+    /// The label value.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Rejected::BadRequest => "bad_request",
+            Rejected::UriTooLong => "uri_too_long",
+            Rejected::HeadersTooLarge => "headers_too_large",
+            Rejected::HeaderTimeout => "header_timeout",
+            Rejected::TooManyConnections => "too_many_connections",
+        }
+    }
+
+    /// What a connection's error says about its request, if it was refused.
+    fn of(e: &hyper::Error) -> Option<Rejected> {
+        if e.is_timeout() {
+            Some(Rejected::HeaderTimeout)
+        } else if e.is_parse_too_large() {
+            // hyper tells the two apart only in its message.
+            if e.to_string().contains("URI too long") {
+                Some(Rejected::UriTooLong)
+            } else {
+                Some(Rejected::HeadersTooLarge)
+            }
+        } else if e.is_parse() {
+            Some(Rejected::BadRequest)
+        } else {
+            None
+        }
+    }
+
+    fn count(self) {
+        REJECTED[self as usize].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Rejections since start, by [`Rejected`]: process-wide, as the server is.
+static REJECTED: [AtomicU64; Rejected::ALL.len()] =
+    [const { AtomicU64::new(0) }; Rejected::ALL.len()];
+
+/// Exports the rejection counts.
+#[derive(Debug, Default)]
+pub struct HttpStats;
+
+impl Source for HttpStats {
+    fn name(&self) -> &'static str {
+        "http"
+    }
+
+    fn collect(&self) -> Result<Vec<Family>, SourceError> {
+        let mut rejected = Family::new(
+            "perf_user_http_requests_rejected_total",
+            Kind::Counter,
+            "HTTP requests or connections refused before any handler ran, by reason.",
+        );
+        for r in Rejected::ALL {
+            rejected.push(
+                vec![("reason", r.reason().to_string())],
+                REJECTED[r as usize].load(Ordering::Relaxed) as f64,
+            );
+        }
+        Ok(vec![rejected])
+    }
+}
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -97,6 +188,7 @@ async fn limit_headers(request: Request, next: Next) -> Response {
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
     if size > MAX_HEADER_BYTES {
+        Rejected::HeadersTooLarge.count();
         return (
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("request headers of {size} bytes; at most {MAX_HEADER_BYTES} are accepted\n"),
@@ -155,6 +247,7 @@ pub async fn serve(
             },
         };
         let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            Rejected::TooManyConnections.count();
             tracing::debug!(%peer, limit = MAX_CONNECTIONS, "too many connections; closing");
             drop(stream);
             continue;
@@ -176,6 +269,9 @@ pub async fn serve(
             };
             if let Err(e) = result {
                 tracing::trace!(%peer, error = %e, "connection ended with an error");
+                if let Some(r) = Rejected::of(&e) {
+                    r.count();
+                }
             }
             drop(slot);
         });

@@ -195,6 +195,7 @@ impl Running {
             out.extend(source.cloned());
         }
         out.push(Arc::new(super::process_stats::ProcessStats));
+        out.push(Arc::new(super::http::HttpStats));
         out.push(Arc::new(Info { up }));
         if let Some(a) = &self.alerts {
             out.push(Arc::new(AlertsSource(Arc::clone(&a.service))));
