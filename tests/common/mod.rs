@@ -458,14 +458,18 @@ pub fn wait_for_perf_event_count(pid: u32, n: usize, timeout: Duration) -> bool 
 // ---------------------------------------------------------------------------
 // Reading the JSON document.
 
-/// The name a user reads for a frame: its function, or `module+0xoffset`.
+/// The name a user reads for a frame: its function, or `module+0xSTART`
+/// (its function's start), or `module+0xoffset`.
 pub fn frame_name(frame: &Value) -> String {
     match frame["function"].as_str() {
         Some(f) => f.to_string(),
         None => format!(
             "{}+{:#x}",
             frame["module"].as_str().unwrap_or("?"),
-            frame["offset"].as_u64().unwrap_or(0)
+            frame["function_start"]
+                .as_u64()
+                .or_else(|| frame["offset"].as_u64())
+                .unwrap_or(0)
         ),
     }
 }

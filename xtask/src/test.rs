@@ -40,6 +40,13 @@ pub const PACKAGES: &[&str] = &[
     "python3",
     "prometheus",
     "prometheus-alertmanager",
+    // tests/symbols.rs: a real debuginfod server, node --perf-basic-prof,
+    // objcopy/strip for the stripped program, libc's own debug file (names
+    // of libc's internal frames, such as __libc_start_call_main).
+    "debuginfod",
+    "nodejs",
+    "binutils",
+    "libc6-dbg",
 ];
 
 #[derive(clap::Args)]
