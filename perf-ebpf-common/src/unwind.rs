@@ -67,10 +67,131 @@ impl UnwindRow {
     }
 }
 
+/// Executable mappings of one process that the unwinder knows.
+pub const UNWIND_MAX_MAPPINGS: usize = 32;
+/// Frames the unwinder walks per stack.
+pub const UNWIND_MAX_FRAMES: usize = 64;
+/// Rows searched per page at most (the binary search is bounded by it).
+pub const UNWIND_MAX_PAGE_ROWS: u32 = 1 << 14;
+
+/// One executable mapping: `[start, end)` of file `file_id`, whose file
+/// address is `pc - bias`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct UnwindMapping {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+    /// Subtracted from a pc to get the address in the file's table.
+    pub bias: u64,
+    /// The file's table; 0 when the file has none (frame pointer there).
+    pub file_id: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// A process's mappings, sorted by `start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnwindProcess {
+    /// Used entries of `mappings`.
+    pub count: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The mappings.
+    pub mappings: [UnwindMapping; UNWIND_MAX_MAPPINGS],
+}
+
+/// Key of the page index: rows of file `file_id` for addresses
+/// `[page << 16, (page + 1) << 16)`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UnwindPageKey {
+    /// The file.
+    pub file_id: u32,
+    /// `address >> 16`.
+    pub page: u32,
+}
+
+/// Where a page's rows are in the row array.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnwindPage {
+    /// Index of the first row.
+    pub first: u32,
+    /// Rows.
+    pub count: u32,
+}
+
+/// Why a walk ended.
+pub mod end {
+    /// The outermost frame was reached.
+    pub const COMPLETE: u32 = 0;
+    /// A pc in no known mapping.
+    pub const NO_MAPPING: u32 = 1;
+    /// No row for the pc, and no frame pointer to fall back on.
+    pub const NO_ROW: u32 = 2;
+    /// An unsupported rule, and no frame pointer to fall back on.
+    pub const UNSUPPORTED: u32 = 3;
+    /// `UNWIND_MAX_FRAMES` frames walked.
+    pub const DEPTH: u32 = 4;
+    /// Reading the stack failed.
+    pub const READ_FAULT: u32 = 5;
+    /// The process's tables are not loaded (yet).
+    pub const NOT_LOADED: u32 = 6;
+    /// The sample interrupted the kernel (user registers not at hand).
+    pub const KERNEL_MODE: u32 = 7;
+    /// Number of reasons.
+    pub const LEN: u32 = 8;
+}
+
+/// An unwound user stack.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct UnwindStack {
+    /// Frames in `pcs`.
+    pub len: u32,
+    /// One of [`end`].
+    pub end: u32,
+    /// Return addresses, innermost first (the first is the sampled pc).
+    pub pcs: [u64; UNWIND_MAX_FRAMES],
+}
+
+/// Configuration of the experimental unwinding sampler.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct UnwindConfig {
+    /// The process whose samples are unwound.
+    pub tgid: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+impl UnwindConfig {
+    /// All zero, for the kernel side's static.
+    pub const fn zeroed() -> Self {
+        Self { tgid: 0, _pad: 0 }
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: repr(C), only integer fields, no padding (pinned by the test).
+    // SAFETY: every type here is repr(C), Copy, integers and arrays of them,
+    // with explicit padding (pinned by the layout test).
     unsafe impl aya::Pod for super::UnwindRow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindMapping {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindProcess {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindPageKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindPage {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindStack {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::UnwindConfig {}
 }
 
 #[cfg(test)]
@@ -84,5 +205,12 @@ mod tests {
         assert_eq!(core::mem::offset_of!(UnwindRow, cfa_type), 4);
         assert_eq!(core::mem::offset_of!(UnwindRow, cfa_offset), 6);
         assert_eq!(core::mem::offset_of!(UnwindRow, ra_offset), 10);
+        assert_eq!(core::mem::size_of::<UnwindMapping>(), 32);
+        assert_eq!(core::mem::size_of::<UnwindProcess>(), 8 + 32 * 32);
+        assert_eq!(
+            core::mem::size_of::<UnwindStack>(),
+            8 + 8 * UNWIND_MAX_FRAMES
+        );
+        assert_eq!(core::mem::size_of::<UnwindPageKey>(), 8);
     }
 }

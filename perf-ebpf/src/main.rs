@@ -10,6 +10,7 @@ mod kmem;
 mod record;
 mod tcp;
 mod tcp_btf;
+mod unwind;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -2,7 +2,7 @@
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use perf_ebpf_common::alloc::AllocConfig;
-use perf_ebpf_common::{SampleConfig, block::BlockConfig, tcp::TcpConfig};
+use perf_ebpf_common::{SampleConfig, block::BlockConfig, tcp::TcpConfig, unwind::UnwindConfig};
 
 /// The eBPF object built from perf-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-ebpf"));
@@ -24,6 +24,8 @@ pub struct Globals {
     pub tcp: Option<TcpConfig>,
     /// The allocation tracer's configuration (`leaks`).
     pub alloc: Option<AllocConfig>,
+    /// The experimental unwinding sampler's (`unwind::sampler`).
+    pub unwind: Option<UnwindConfig>,
     /// Map capacities to use instead of the object's defaults, by map name.
     pub map_entries: Vec<(&'static str, u32)>,
 }
@@ -83,6 +85,9 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
         for map in *maps {
             loader.map_max_entries(map, 1);
         }
+    }
+    if let Some(unwind) = &globals.unwind {
+        loader.override_global("UNWIND_CONFIG", unwind, true);
     }
     if let Some(alloc) = &globals.alloc {
         loader.override_global("ALLOC_CONFIG", alloc, true);

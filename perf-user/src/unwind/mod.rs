@@ -6,5 +6,6 @@
 //! budget and the page index the kernel side will search. The kernel side and
 //! the table maps come next.
 
+pub mod sampler;
 pub mod store;
 pub mod table;

@@ -1,0 +1,232 @@
+//! Table-driven user-stack unwinding on x86_64 (issue 13, first kernel
+//! piece): for samples of one process, walks frames with the rows user
+//! space built from each file's `.eh_frame` (perf-user/src/unwind/), falling
+//! back to the frame pointer where a file has no row, and counts each stack.
+//!
+//! Per frame: the pc's mapping (binary search in the process's sorted
+//! mappings), its page of rows (hash map), the row (binary search within the
+//! page), then CFA, return address and saved rbp from the user stack.
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::pt_regs,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    macros::{map, perf_event},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    programs::PerfEventContext,
+};
+use perf_ebpf_common::unwind::{
+    UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UnwindConfig, UnwindPage, UnwindPageKey, UnwindProcess,
+    UnwindRow, UnwindStack, cfa, end, fp,
+};
+
+/// Set by user space before load.
+#[unsafe(no_mangle)]
+static UNWIND_CONFIG: UnwindConfig = UnwindConfig::zeroed();
+
+/// Every file's rows, one after the other; sized by user space at load.
+#[map]
+static UNWIND_ROWS: Array<UnwindRow> = Array::with_max_entries(1, 0);
+
+#[map]
+static UNWIND_PAGES: HashMap<UnwindPageKey, UnwindPage> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static UNWIND_PROCS: HashMap<u32, UnwindProcess> = HashMap::with_max_entries(1, 0);
+
+/// Stacks by hash, and how often each was sampled.
+#[map]
+static UNWIND_STACKS: HashMap<u64, UnwindStack> = HashMap::with_max_entries(1, 0);
+
+#[map]
+static UNWIND_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(1, 0);
+
+/// Walks ended, by reason (`end::*`).
+#[map]
+static UNWIND_ENDS: PerCpuArray<u64> = PerCpuArray::with_max_entries(end::LEN, 0);
+
+/// Scratch space for the stack being walked (too large for the BPF stack).
+#[map]
+static UNWIND_SCRATCH: PerCpuArray<UnwindStack> = PerCpuArray::with_max_entries(1, 0);
+
+fn config() -> UnwindConfig {
+    // SAFETY: a read-only global that user space wrote before load; the
+    // volatile read keeps the compiler from folding in the zeroed value.
+    unsafe { core::ptr::read_volatile(&UNWIND_CONFIG) }
+}
+
+#[inline(always)]
+fn count_end(reason: u32) {
+    if let Some(slot) = UNWIND_ENDS.get_ptr_mut(reason) {
+        // SAFETY: a per-CPU slot; a perf-event program is not re-entered on
+        // one CPU.
+        unsafe { *slot += 1 };
+    }
+}
+
+#[inline(always)]
+fn read(addr: u64) -> Option<u64> {
+    // SAFETY: bpf_probe_read_user checks the address; a fault is an error.
+    unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
+}
+
+/// The mapping that holds `pc`: (file_id, bias).
+#[inline(always)]
+fn find_mapping(proc: &UnwindProcess, pc: u64) -> Option<(u32, u64)> {
+    let count = (proc.count as usize).min(UNWIND_MAX_MAPPINGS);
+    let (mut lo, mut hi) = (0usize, count);
+    // log2(32) + 1 steps find the last mapping starting at or below pc.
+    for _ in 0..6 {
+        if lo >= hi {
+            break;
+        }
+        let mid = (lo + hi) / 2;
+        let m = proc.mappings.get(mid)?;
+        if m.start <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    let m = proc.mappings.get(lo.checked_sub(1)?)?;
+    (pc < m.end).then_some((m.file_id, m.bias))
+}
+
+/// The row of `addr` in file `file_id`.
+#[inline(always)]
+fn find_row(file_id: u32, addr: u64) -> Option<UnwindRow> {
+    let key = UnwindPageKey {
+        file_id,
+        page: (addr >> 16) as u32,
+    };
+    // SAFETY: the value is copied out at once.
+    let page = unsafe { UNWIND_PAGES.get(&key) }.copied()?;
+    let pc = addr as u32;
+    let (mut lo, mut hi) = (page.first, page.first.saturating_add(page.count));
+    // UNWIND_MAX_PAGE_ROWS = 2^14: 15 steps.
+    for _ in 0..15 {
+        if lo >= hi {
+            break;
+        }
+        let mid = lo + (hi - lo) / 2;
+        let row = UNWIND_ROWS.get(mid)?;
+        if row.pc <= pc {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if lo == page.first {
+        return None;
+    }
+    let row = *UNWIND_ROWS.get(lo - 1)?;
+    (row.cfa_type != cfa::END).then_some(row)
+}
+
+#[perf_event]
+pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if tgid == 0 || tgid != config().tgid {
+        return 0;
+    }
+    let regs = ctx.as_ptr() as *const pt_regs;
+    // SAFETY: the context of a perf-event program starts with pt_regs.
+    let (mut pc, mut sp, mut bp, cs) =
+        unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
+    if cs & 3 != 3 {
+        count_end(end::KERNEL_MODE);
+        return 0;
+    }
+    // SAFETY: the value is only read.
+    let Some(proc) = (unsafe { UNWIND_PROCS.get(&tgid) }) else {
+        count_end(end::NOT_LOADED);
+        return 0;
+    };
+    let Some(stack) = UNWIND_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: this CPU's scratch slot, not shared with another program run.
+    let stack = unsafe { &mut *stack };
+    let mut reason = end::DEPTH;
+    let mut len = 0usize;
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for i in 0..UNWIND_MAX_FRAMES {
+        if pc == 0 {
+            reason = end::COMPLETE;
+            break;
+        }
+        stack.pcs[i] = pc;
+        len = i + 1;
+        hash = (hash ^ pc).wrapping_mul(0x100_0000_01b3);
+        // A return address points after its call: look up the call itself.
+        let lookup = if i == 0 { pc } else { pc - 1 };
+        let Some((file_id, bias)) = find_mapping(proc, lookup) else {
+            reason = end::NO_MAPPING;
+            break;
+        };
+        let row = if file_id == 0 {
+            None
+        } else {
+            find_row(file_id, lookup.wrapping_sub(bias))
+        };
+        let (cfa_value, ra_at, fp_at) = match row {
+            Some(r) if r.cfa_type == cfa::OUTERMOST => {
+                reason = end::COMPLETE;
+                break;
+            }
+            Some(r) if r.cfa_type == cfa::SP || r.cfa_type == cfa::FP || r.cfa_type == cfa::PLT => {
+                let cfa_value = match r.cfa_type {
+                    cfa::SP => sp.wrapping_add(r.cfa_offset as i64 as u64),
+                    cfa::FP => bp.wrapping_add(r.cfa_offset as i64 as u64),
+                    _ => sp + 8 + if pc & 15 >= 11 { 8 } else { 0 },
+                };
+                let fp_at = (r.fp_type == fp::AT_OFFSET)
+                    .then(|| cfa_value.wrapping_add(r.fp_offset as i64 as u64));
+                if r.fp_type == fp::UNSUPPORTED {
+                    bp = 0;
+                }
+                (cfa_value, cfa_value - 8, fp_at)
+            }
+            // No row or an unsupported rule: the frame pointer, if any.
+            other => {
+                if bp == 0 {
+                    reason = if other.is_some() {
+                        end::UNSUPPORTED
+                    } else {
+                        end::NO_ROW
+                    };
+                    break;
+                }
+                (bp + 16, bp + 8, Some(bp))
+            }
+        };
+        let Some(ra) = read(ra_at) else {
+            reason = end::READ_FAULT;
+            break;
+        };
+        if let Some(at) = fp_at {
+            match read(at) {
+                Some(v) => bp = v,
+                None => {
+                    reason = end::READ_FAULT;
+                    break;
+                }
+            }
+        }
+        sp = cfa_value;
+        pc = ra;
+    }
+    stack.len = len as u32;
+    stack.end = reason;
+    count_end(reason);
+    match UNWIND_COUNTS.get_ptr_mut(&hash) {
+        // SAFETY: this CPU's count; a perf-event program is not re-entered
+        // on one CPU.
+        Some(n) => unsafe { *n += 1 },
+        None => {
+            let _ = UNWIND_STACKS.insert(&hash, stack, 0);
+            let _ = UNWIND_COUNTS.insert(&hash, &1, 0);
+        }
+    }
+    0
+}

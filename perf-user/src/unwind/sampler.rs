@@ -1,0 +1,301 @@
+//! An experimental sampler that unwinds one process's user stacks in the
+//! kernel with the tables of [`super::table`] (perf-ebpf/src/unwind.rs),
+//! x86_64 only. It is the test bed of the kernel unwinder before `profile`
+//! and `leaks` use it: it loads the tables of the process's files, samples
+//! it on every CPU, and returns each distinct stack with its count and the
+//! reasons walks ended.
+
+use std::{collections::HashMap, path::PathBuf};
+
+use aya::{
+    Ebpf,
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap},
+    programs::{
+        PerfEvent,
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+    },
+};
+use object::{Object as _, ObjectSegment as _};
+use perf_ebpf_common::unwind::{
+    UNWIND_MAX_MAPPINGS, UNWIND_MAX_PAGE_ROWS, UnwindConfig, UnwindMapping, UnwindPage,
+    UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, end,
+};
+
+use super::store::{FileKey, TableStore, pages};
+use crate::{
+    collectors::maps::{self, MapAccessError},
+    ebpf,
+    procmaps::{Backing, ProcessMaps},
+};
+
+/// Why the sampler could not start or be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SamplerError {
+    /// Loading the object failed.
+    #[error("loading the eBPF object: {0}")]
+    Load(#[from] aya::EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("the unwinding program: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    /// A map could not be used.
+    #[error(transparent)]
+    Map(#[from] MapAccessError),
+    /// A map operation failed.
+    #[error("unwind map: {0}")]
+    MapOp(#[from] aya::maps::MapError),
+    /// The process's maps could not be read.
+    #[error("reading the maps of PID {pid}: {source}")]
+    Maps {
+        /// The process.
+        pid: u32,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Reading the online CPUs failed.
+    #[error("listing the online CPUs: {0}")]
+    Cpus(String),
+}
+
+/// Sizes of the unwinder's maps.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Rows of all tables together.
+    pub rows: u32,
+    /// Pages of the index.
+    pub pages: u32,
+    /// Distinct stacks kept.
+    pub stacks: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            rows: 1 << 20,
+            pages: 1 << 14,
+            stacks: 1 << 14,
+        }
+    }
+}
+
+/// One file whose table was loaded.
+#[derive(Clone, Debug)]
+pub struct LoadedFile {
+    /// Its path as the process maps it.
+    pub path: PathBuf,
+    /// Rows loaded.
+    pub rows: usize,
+}
+
+/// One distinct stack sampled.
+#[derive(Clone, Debug)]
+pub struct SampledStack {
+    /// Return addresses, innermost first.
+    pub pcs: Vec<u64>,
+    /// Why the walk ended (`end::*`).
+    pub end: u32,
+    /// Samples with this stack.
+    pub count: u64,
+}
+
+/// The experimental unwinding sampler of one process.
+pub struct DwarfSampler {
+    ebpf: Ebpf,
+    /// Files whose tables are loaded.
+    pub files: Vec<LoadedFile>,
+}
+
+impl DwarfSampler {
+    /// Loads the tables of `pid`'s executable files and samples it at
+    /// `frequency_hz` on every online CPU.
+    pub fn attach(pid: u32, frequency_hz: u64, limits: Limits) -> Result<Self, SamplerError> {
+        let mut ebpf = ebpf::load(&ebpf::Globals {
+            unwind: Some(UnwindConfig { tgid: pid, _pad: 0 }),
+            map_entries: vec![
+                ("UNWIND_ROWS", limits.rows),
+                ("UNWIND_PAGES", limits.pages),
+                ("UNWIND_PROCS", 64),
+                ("UNWIND_STACKS", limits.stacks),
+                ("UNWIND_COUNTS", limits.stacks),
+            ],
+            ..ebpf::Globals::default()
+        })?;
+        let files = load_tables(&mut ebpf, pid, limits)?;
+        let program: &mut PerfEvent = ebpf
+            .program_mut("unwind_sample")
+            .ok_or(aya::programs::ProgramError::NotLoaded)?
+            .try_into()?;
+        program.load()?;
+        let cpus = aya::util::online_cpus()
+            .map_err(|(path, e)| SamplerError::Cpus(format!("{path}: {e}")))?;
+        for cpu in cpus {
+            program.attach(
+                PerfEventConfig::Software(SoftwareEvent::CpuClock),
+                PerfEventScope::AllProcessesOneCpu { cpu },
+                SamplePolicy::Frequency(frequency_hz),
+                false,
+            )?;
+        }
+        Ok(Self { ebpf, files })
+    }
+
+    /// Every distinct stack so far, most sampled first, and the walks ended
+    /// per reason (`end::*`).
+    pub fn read(&self) -> Result<(Vec<SampledStack>, Vec<u64>), SamplerError> {
+        let counts: PerCpuHashMap<_, u64, u64> =
+            PerCpuHashMap::try_from(maps::find(&self.ebpf, "UNWIND_COUNTS")?)?;
+        let stacks: BpfHashMap<_, u64, UnwindStack> =
+            BpfHashMap::try_from(maps::find(&self.ebpf, "UNWIND_STACKS")?)?;
+        let mut out = Vec::new();
+        for entry in counts.iter() {
+            let (hash, per_cpu) = entry?;
+            let count: u64 = per_cpu.iter().sum();
+            let Ok(stack) = stacks.get(&hash, 0) else {
+                continue;
+            };
+            let len = (stack.len as usize).min(stack.pcs.len());
+            out.push(SampledStack {
+                pcs: stack.pcs[..len].to_vec(),
+                end: stack.end,
+                count,
+            });
+        }
+        out.sort_by(|a, b| b.count.cmp(&a.count));
+        let ends_map: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(maps::find(&self.ebpf, "UNWIND_ENDS")?)?;
+        let mut ends = vec![0u64; end::LEN as usize];
+        for (i, slot) in ends.iter_mut().enumerate() {
+            *slot = ends_map.get(&(i as u32), 0)?.iter().sum();
+        }
+        Ok((out, ends))
+    }
+}
+
+/// The file address of `pc` in `mapping`'s file is `pc - bias`: the mapping
+/// starts at file offset `offset`, which the PT_LOAD segment holding it
+/// places at `p_vaddr + (offset - p_offset)`.
+fn bias(data: &[u8], start: u64, offset: u64) -> Option<u64> {
+    let file = object::File::parse(data).ok()?;
+    let seg = file.segments().find(|s| {
+        let (o, len) = s.file_range();
+        o <= offset && offset < o + len.max(1)
+    })?;
+    let (p_offset, _) = seg.file_range();
+    let vaddr = seg.address() + (offset - p_offset);
+    Some(start.wrapping_sub(vaddr))
+}
+
+/// Builds and loads the tables of `pid`'s executable files, and its mappings.
+fn load_tables(ebpf: &mut Ebpf, pid: u32, limits: Limits) -> Result<Vec<LoadedFile>, SamplerError> {
+    let maps_now = ProcessMaps::read(pid).map_err(|source| SamplerError::Maps { pid, source })?;
+    let mut store = TableStore::new(limits.rows as usize * size_of::<UnwindRow>());
+    let mut file_ids: HashMap<FileKey, u32> = HashMap::new();
+    let mut next_row = 0u32;
+    let mut loaded = Vec::new();
+    let mut proc = UnwindProcess {
+        count: 0,
+        _pad: 0,
+        mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
+    };
+    for m in maps_now.mappings.iter().take(UNWIND_MAX_MAPPINGS) {
+        let mut mapping = UnwindMapping {
+            start: m.start,
+            end: m.end,
+            ..UnwindMapping::default()
+        };
+        if let Backing::File(path) = &m.backing {
+            let local = maps_now.file_ref(path);
+            if let Some((file_id, b)) = load_file(
+                ebpf,
+                &local.open,
+                m,
+                &mut store,
+                &mut file_ids,
+                &mut next_row,
+                limits,
+                &mut loaded,
+                path,
+            )? {
+                mapping.file_id = file_id;
+                mapping.bias = b;
+            }
+        }
+        proc.mappings[proc.count as usize] = mapping;
+        proc.count += 1;
+    }
+    let mut procs: BpfHashMap<_, u32, UnwindProcess> =
+        BpfHashMap::try_from(maps::find_mut(ebpf, "UNWIND_PROCS")?)?;
+    procs.insert(pid, proc, 0)?;
+    Ok(loaded)
+}
+
+/// Loads one file's table (once per file); its id and this mapping's bias.
+#[allow(clippy::too_many_arguments)]
+fn load_file(
+    ebpf: &mut Ebpf,
+    local: &std::path::Path,
+    m: &crate::procmaps::Mapping,
+    store: &mut TableStore,
+    file_ids: &mut HashMap<FileKey, u32>,
+    next_row: &mut u32,
+    limits: Limits,
+    loaded: &mut Vec<LoadedFile>,
+    shown: &std::path::Path,
+) -> Result<Option<(u32, u64)>, SamplerError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let Ok(meta) = std::fs::metadata(local) else {
+        return Ok(None);
+    };
+    let key = FileKey {
+        dev: meta.dev(),
+        inode: meta.ino(),
+    };
+    let Ok(data) = std::fs::read(local) else {
+        return Ok(None);
+    };
+    let Some(b) = bias(&data, m.start, m.offset) else {
+        return Ok(None);
+    };
+    if let Some(id) = file_ids.get(&key) {
+        return Ok(Some((*id, b)));
+    }
+    let Ok(table) = store.get_or_build(key, local) else {
+        return Ok(None);
+    };
+    let index = pages(&table.rows);
+    if *next_row as usize + table.rows.len() > limits.rows as usize
+        || index.iter().any(|p| p.count > UNWIND_MAX_PAGE_ROWS)
+    {
+        return Ok(None);
+    }
+    let file_id = file_ids.len() as u32 + 1;
+    let base = *next_row;
+    {
+        let mut rows: Array<_, UnwindRow> = Array::try_from(maps::find_mut(ebpf, "UNWIND_ROWS")?)?;
+        for (i, row) in table.rows.iter().enumerate() {
+            rows.set(base + i as u32, *row, 0)?;
+        }
+    }
+    let mut page_map: BpfHashMap<_, UnwindPageKey, UnwindPage> =
+        BpfHashMap::try_from(maps::find_mut(ebpf, "UNWIND_PAGES")?)?;
+    for p in &index {
+        page_map.insert(
+            UnwindPageKey {
+                file_id,
+                page: p.page,
+            },
+            UnwindPage {
+                first: base + p.first,
+                count: p.count,
+            },
+            0,
+        )?;
+    }
+    *next_row += table.rows.len() as u32;
+    file_ids.insert(key, file_id);
+    loaded.push(LoadedFile {
+        path: shown.to_path_buf(),
+        rows: table.rows.len(),
+    });
+    Ok(Some((file_id, b)))
+}
