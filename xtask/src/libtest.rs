@@ -19,6 +19,9 @@ pub struct Suite {
     pub name: String,
     /// The last "test result:" line's counts; None when it printed none.
     pub result: Option<Counts>,
+    /// For a `harness = false` target: its own last "N passed, M failed[,
+    /// K skipped]" line, used when there is no libtest result line.
+    pub own_result: Option<Counts>,
     /// "finished in 1.23s", as printed.
     pub time: Option<String>,
     /// Cargo said the process did not exit successfully.
@@ -101,6 +104,8 @@ impl Parser {
             // print such a line before the binary's real one.
             suite.result = Some(counts);
             suite.time = time;
+        } else if let (Some(suite), Some(counts)) = (&mut self.current, parse_own_summary(line)) {
+            suite.own_result = Some(counts);
         } else if trimmed.starts_with("error: ") && trimmed.contains(" failed, to rerun pass ") {
             // "error: test failed, ..." and "error: doctest failed, ...":
             // the binary's process exited with an error, result line or not.
@@ -133,6 +138,11 @@ impl Parser {
 
     pub fn into_suites(mut self) -> Vec<Suite> {
         self.finish();
+        for suite in &mut self.done {
+            if suite.result.is_none() {
+                suite.result = suite.own_result;
+            }
+        }
         self.done
     }
 }
@@ -197,6 +207,33 @@ fn parse_result(line: &str) -> Option<(Counts, Option<String>)> {
         seen += 1;
     }
     (seen >= 3).then_some((counts, time))
+}
+
+/// The closing line this runner prints, which `harness = false` test
+/// targets print too ("bad-input catalogue: 168 cases; 160 passed, 0 failed,
+/// 8 skipped"): the counts after the last ": " or "; ".
+fn parse_own_summary(line: &str) -> Option<Counts> {
+    let tail = line.trim_end().rsplit([':', ';']).next()?.trim();
+    let mut fields = tail.split(", ");
+    let mut number = |word: &str| -> Option<u64> {
+        fields
+            .next()?
+            .strip_suffix(word)?
+            .strip_suffix(' ')?
+            .parse()
+            .ok()
+    };
+    let passed = number("passed")?;
+    let failed = number("failed")?;
+    let ignored = match fields.next() {
+        None => 0,
+        Some(f) => f.strip_suffix(" skipped")?.parse().ok()?,
+    };
+    Some(Counts {
+        passed,
+        failed,
+        ignored,
+    })
 }
 
 /// Sums over every suite.
@@ -408,6 +445,39 @@ error: 2 targets failed:
         assert_eq!(suites[1].verdict(), "FAILED (exit status)");
         let t = totals(&suites);
         assert_eq!((t.passed, t.failed), (2, 2));
+    }
+
+    #[test]
+    fn harness_false_target_with_its_own_summary() {
+        let suites = parse(
+            "     Running ../tests/bad_inputs.rs (target/debug/deps/bad_inputs-c5168035d6f6ed89)\n\
+             bad-input catalogue: 168 cases\n\
+             case vanished_pid ... ok (0.1 s)\n\
+             \n\
+             bad-input catalogue: 168 cases; 160 passed, 0 failed, 8 skipped\n\
+             \x20    Running ../tests/own.rs (target/debug/deps/own-c5168035d6f6ed89)\n\
+             3 passed, 1 failed\n\
+             error: test failed, to rerun pass `--test own`\n",
+        );
+        assert_eq!(
+            suites[0].result,
+            Some(Counts {
+                passed: 160,
+                failed: 0,
+                ignored: 8
+            })
+        );
+        assert!(suites[0].ok());
+        assert_eq!(suites[1].failures(), 1);
+        assert_eq!(suites[1].verdict(), "FAILED");
+        for line in [
+            "1 passed",
+            "x passed, 0 failed",
+            "1 passed, 0 failed, 2 lost",
+            "passed, failed",
+        ] {
+            assert_eq!(parse_own_summary(line), None, "{line}");
+        }
     }
 
     #[test]

@@ -106,7 +106,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         // a link error. Count it, by the run's name.
         if !status.success() && all_ok {
             suites.push(Suite::cargo_failed(format!(
-                "{} ({})",
+                "{} (cargo: {})",
                 run.label,
                 cmd::describe(status)
             )));
@@ -170,10 +170,7 @@ fn per_suite_runs(test_args: &[String]) -> Result<Vec<Run>> {
         runs.push(run("unit tests".into(), &["--lib", "--bins"]));
     }
     for target in targets().filter(|t| t.kind.contains(&TargetKind::Test)) {
-        runs.push(run(
-            format!("test {}", target.name),
-            &["--test", &target.name],
-        ));
+        runs.push(run(target.name.to_string(), &["--test", &target.name]));
     }
     if has(TargetKind::Lib) {
         runs.push(run("doc tests".into(), &["--doc"]));
@@ -280,7 +277,7 @@ mod tests {
         let labels: Vec<&str> = runs.iter().map(|r| r.label.as_str()).collect();
         assert_eq!(labels.first(), Some(&"unit tests"));
         assert_eq!(labels.last(), Some(&"doc tests"));
-        assert!(labels.contains(&"test daemon"), "{labels:?}");
+        assert!(labels.contains(&"daemon"), "{labels:?}");
         for run in &runs {
             assert!(run.args.windows(2).any(|w| w == ["-p", "perf-user"]));
             assert!(run.args.windows(2).any(|w| w == ["-p", "xtask"]));
