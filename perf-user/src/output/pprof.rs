@@ -509,6 +509,55 @@ mod tests {
     }
 
     #[test]
+    fn one_function_per_start_of_an_unnamed_function() {
+        // Three samples at three addresses of one stripped function, and one
+        // in the function after it.
+        let at = |offset, start| {
+            let mut f = (*frame(None, "libz.so.1", offset, false)).clone();
+            f.function_start = Some(start);
+            Arc::new(f)
+        };
+        let mut profile = sample_profile();
+        let template = profile.stacks[1].clone();
+        profile.stacks = [
+            (0x4a08, 0x4a00),
+            (0x4a0e, 0x4a00),
+            (0x4a13, 0x4a00),
+            (0x4b10, 0x4b00),
+        ]
+        .into_iter()
+        .map(|(o, s)| StackSample {
+            frames: vec![template.frames[0].clone(), at(o, s)],
+            count: 1,
+            ..template.clone()
+        })
+        .collect();
+        profile.total_samples = 4;
+        let p = proto::Profile::decode(&encode(&profile)[..]).unwrap();
+        let names: Vec<&str> = p.function.iter().map(|f| str_at(&p, f.name)).collect();
+        assert_eq!(
+            names.iter().filter(|n| **n == "libz.so.1+0x4a00").count(),
+            1,
+            "{names:?}"
+        );
+        assert!(names.contains(&"libz.so.1+0x4b00"), "{names:?}");
+        assert!(!names.iter().any(|n| n.contains("0x4a08")), "{names:?}");
+        // Each address keeps its own location, all pointing to that one function.
+        let f4a00 = p
+            .function
+            .iter()
+            .find(|f| str_at(&p, f.name) == "libz.so.1+0x4a00")
+            .unwrap()
+            .id;
+        let locs = p
+            .location
+            .iter()
+            .filter(|l| l.line[0].function_id == f4a00)
+            .count();
+        assert_eq!(locs, 3);
+    }
+
+    #[test]
     fn decodes_to_the_profile() {
         let profile = sample_profile();
         let p = proto::Profile::decode(&encode(&profile)[..]).unwrap();
