@@ -164,14 +164,19 @@ pub struct UnwindStack {
 pub struct UnwindConfig {
     /// The process whose samples are unwound.
     pub tgid: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// 1 where the kernel has BTF: samples taken in kernel mode get the
+    /// task's user registers from `bpf_task_pt_regs` (Linux 5.15+), which
+    /// needs it; 0 counts them as [`end::KERNEL_MODE`].
+    pub task_regs: u32,
 }
 
 impl UnwindConfig {
     /// All zero, for the kernel side's static.
     pub const fn zeroed() -> Self {
-        Self { tgid: 0, _pad: 0 }
+        Self {
+            tgid: 0,
+            task_regs: 0,
+        }
     }
 }
 

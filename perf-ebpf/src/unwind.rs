@@ -10,7 +10,10 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::pt_regs,
-    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::{map, perf_event},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
     programs::PerfEventContext,
@@ -123,6 +126,26 @@ fn find_row(file_id: u32, addr: u64) -> Option<UnwindRow> {
     (row.cfa_type != cfa::END).then_some(row)
 }
 
+/// The current task's user registers (rip, rsp, rbp), where the kernel has
+/// BTF; `None` elsewhere or when they cannot be read.
+#[inline(always)]
+fn user_regs_of_current() -> Option<(u64, u64, u64)> {
+    if config().task_regs == 0 {
+        return None;
+    }
+    // SAFETY: helpers of tracing programs; the pointer they give is only
+    // read through bpf_probe_read_kernel, which checks it.
+    unsafe {
+        let task = bpf_get_current_task_btf();
+        let regs = bpf_task_pt_regs(task) as *const pt_regs;
+        if regs.is_null() {
+            return None;
+        }
+        let regs = bpf_probe_read_kernel(regs).ok()?;
+        Some((regs.rip, regs.rsp, regs.rbp))
+    }
+}
+
 #[perf_event]
 pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -134,8 +157,14 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
     let (mut pc, mut sp, mut bp, cs) =
         unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
     if cs & 3 != 3 {
-        count_end(end::KERNEL_MODE);
-        return 0;
+        // In the kernel (a syscall, a fault): the user registers were saved
+        // at the top of the task's kernel stack. The branch is dead code
+        // for the verifier where user space set task_regs = 0 (no BTF).
+        let Some(user) = user_regs_of_current() else {
+            count_end(end::KERNEL_MODE);
+            return 0;
+        };
+        (pc, sp, bp) = user;
     }
     // SAFETY: the value is only read.
     let Some(proc) = (unsafe { UNWIND_PROCS.get(&tgid) }) else {

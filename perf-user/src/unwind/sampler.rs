@@ -110,7 +110,10 @@ impl DwarfSampler {
     /// `frequency_hz` on every online CPU.
     pub fn attach(pid: u32, frequency_hz: u64, limits: Limits) -> Result<Self, SamplerError> {
         let mut ebpf = ebpf::load(&ebpf::Globals {
-            unwind: Some(UnwindConfig { tgid: pid, _pad: 0 }),
+            unwind: Some(UnwindConfig {
+                tgid: pid,
+                task_regs: u32::from(std::path::Path::new("/sys/kernel/btf/vmlinux").exists()),
+            }),
             map_entries: vec![
                 ("UNWIND_ROWS", limits.rows),
                 ("UNWIND_PAGES", limits.pages),
