@@ -303,6 +303,29 @@ fn debug_file_by_build_id() {
     );
 }
 
+#[test]
+fn debug_file_by_debug_link() {
+    if !require_privileges("debug_file_by_debug_link") {
+        return;
+    }
+    let _lock = exclusive();
+    let dir = test_dir("debug_file_by_debug_link");
+    let s = build_stripped(&dir, 4);
+    // As distributions ship it: a .gnu_debuglink in the binary, the debug
+    // file in the .debug directory next to it.
+    let dot_debug = dir.join(".debug");
+    std::fs::create_dir_all(&dot_debug).unwrap();
+    std::fs::rename(&s.debug, dot_debug.join("stripped_hot.debug")).unwrap();
+    run_ok(
+        Command::new("objcopy")
+            .arg("--add-gnu-debuglink")
+            .arg(dot_debug.join("stripped_hot.debug"))
+            .arg(&s.exe),
+    );
+    let (doc, run, pid) = profile_stripped(&s, &dir, &[]);
+    assert_real_name(&doc, &run, pid, "debug link to .debug/");
+}
+
 /// A free TCP port on the loopback interface.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
