@@ -88,8 +88,10 @@ fn names_in(pid: u32, exe: &Path, pcs: &[u64]) -> Vec<String> {
 }
 
 #[test]
-fn chain_of_40_functions_without_frame_pointers_is_exact() {
-    if !require_privileges("chain_of_40_functions_without_frame_pointers_is_exact") {
+fn chain_of_60_functions_and_200_deep_recursion_without_frame_pointers_is_exact() {
+    if !require_privileges(
+        "chain_of_60_functions_and_200_deep_recursion_without_frame_pointers_is_exact",
+    ) {
         return;
     }
     let _x = exclusive();
@@ -126,7 +128,8 @@ fn chain_of_40_functions_without_frame_pointers_is_exact() {
         .filter(|n| *n != "?")
         .collect();
     let mut expected = vec!["burn".to_string()];
-    expected.extend((0..40).rev().map(|i| format!("f{i}")));
+    expected.extend(std::iter::repeat_n("recurse".to_string(), 201));
+    expected.extend((0..60).rev().map(|i| format!("f{i}")));
     expected.extend(["main".to_string(), "_start".to_string()]);
     let expected: Vec<&str> = expected.iter().map(String::as_str).collect();
     let complete: u64 = stacks
@@ -145,7 +148,12 @@ fn chain_of_40_functions_without_frame_pointers_is_exact() {
             .map(|f| (&f.path, f.rows))
             .collect::<Vec<_>>()
     );
-    assert_eq!(ours, expected, "the top stack, all frames: {names:?}");
+    assert_eq!(
+        ours,
+        expected,
+        "the top stack ({} frames), all frames: {names:?}",
+        names.len()
+    );
     assert_eq!(top.end, end::COMPLETE, "the walk reached _start");
     assert!(
         complete * 100 >= total * 95,

@@ -70,7 +70,7 @@ impl UnwindRow {
 /// Executable mappings of one process that the unwinder knows.
 pub const UNWIND_MAX_MAPPINGS: usize = 32;
 /// Frames the unwinder walks per stack.
-pub const UNWIND_MAX_FRAMES: usize = 64;
+pub const UNWIND_MAX_FRAMES: usize = 320;
 /// Rows searched per page at most (the binary search is bounded by it).
 pub const UNWIND_MAX_PAGE_ROWS: u32 = 1 << 14;
 

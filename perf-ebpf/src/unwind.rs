@@ -15,7 +15,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{map, perf_event},
-    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::PerfEventContext,
 };
 use perf_ebpf_common::unwind::{
@@ -39,7 +39,8 @@ static UNWIND_PROCS: HashMap<u32, UnwindProcess> = HashMap::with_max_entries(1, 
 
 /// Stacks by hash, and how often each was sampled.
 #[map]
-static UNWIND_STACKS: HashMap<u64, UnwindStack> = HashMap::with_max_entries(1, 0);
+static UNWIND_STACKS: HashMap<u64, UnwindStack> =
+    HashMap::with_max_entries(1, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 #[map]
 static UNWIND_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(1, 0);
@@ -146,6 +147,30 @@ fn user_regs_of_current() -> Option<(u64, u64, u64)> {
     }
 }
 
+/// Frames walked per program run; a run that has not reached the end
+/// tail-calls `unwind_more` for the next ones (the verifier refuses 128 at
+/// once: over a million instructions to check).
+const FRAMES_PER_RUN: usize = 32;
+
+/// A walk under way, carried from one program run to the next.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct WalkState {
+    pc: u64,
+    sp: u64,
+    bp: u64,
+    hash: u64,
+    tgid: u32,
+    len: u32,
+}
+
+#[map]
+static UNWIND_STATE: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0);
+
+/// Slot 0: `unwind_more`.
+#[map]
+static UNWIND_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
 #[perf_event]
 pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -166,31 +191,80 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
         };
         (pc, sp, bp) = user;
     }
-    // SAFETY: the value is only read.
-    let Some(proc) = (unsafe { UNWIND_PROCS.get(&tgid) }) else {
-        count_end(end::NOT_LOADED);
+    let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
         return 0;
     };
-    let Some(stack) = UNWIND_SCRATCH.get_ptr_mut(0) else {
+    // SAFETY: this CPU's slot; perf-event programs do not nest on a CPU.
+    let state = unsafe { &mut *state };
+    *state = WalkState {
+        pc,
+        sp,
+        bp,
+        hash: 0xcbf2_9ce4_8422_2325,
+        tgid,
+        len: 0,
+    };
+    step(&ctx, state);
+    0
+}
+
+/// The next frames of the walk that `unwind_sample` started on this CPU.
+#[perf_event]
+pub fn unwind_more(ctx: PerfEventContext) -> u32 {
+    let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
         return 0;
+    };
+    // SAFETY: as in unwind_sample; only reached by its tail call.
+    step(&ctx, unsafe { &mut *state });
+    0
+}
+
+/// Walks up to FRAMES_PER_RUN frames; then either records the stack or
+/// hands over to `unwind_more`.
+#[inline(always)]
+fn step(ctx: &PerfEventContext, state: &mut WalkState) {
+    // SAFETY: the value is only read.
+    let Some(proc) = (unsafe { UNWIND_PROCS.get(&state.tgid) }) else {
+        count_end(end::NOT_LOADED);
+        return;
+    };
+    let Some(stack) = UNWIND_SCRATCH.get_ptr_mut(0) else {
+        return;
     };
     // SAFETY: this CPU's scratch slot, not shared with another program run.
     let stack = unsafe { &mut *stack };
-    let mut reason = end::DEPTH;
-    let mut len = 0usize;
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for i in 0..UNWIND_MAX_FRAMES {
+    let reason = walk(proc, state, stack);
+    if reason.is_none() {
+        // SAFETY: a tail call either jumps (never returns) or fails and
+        // falls through; the context is this program's own.
+        unsafe { UNWIND_PROGS.tail_call(ctx, 0) };
+    }
+    finish(state, stack, reason.unwrap_or(end::DEPTH));
+}
+
+/// Walks frames from `state`; `Some(reason)` once the walk has ended,
+/// `None` when frames may remain after this run's share.
+#[inline(always)]
+fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) -> Option<u32> {
+    let (mut pc, mut sp, mut bp) = (state.pc, state.sp, state.bp);
+    let mut reason = None;
+    for _ in 0..FRAMES_PER_RUN {
+        let i = state.len as usize;
+        if i >= UNWIND_MAX_FRAMES {
+            reason = Some(end::DEPTH);
+            break;
+        }
         if pc == 0 {
-            reason = end::COMPLETE;
+            reason = Some(end::COMPLETE);
             break;
         }
         stack.pcs[i] = pc;
-        len = i + 1;
-        hash = (hash ^ pc).wrapping_mul(0x100_0000_01b3);
+        state.len += 1;
+        state.hash = (state.hash ^ pc).wrapping_mul(0x100_0000_01b3);
         // A return address points after its call: look up the call itself.
         let lookup = if i == 0 { pc } else { pc - 1 };
         let Some((file_id, bias)) = find_mapping(proc, lookup) else {
-            reason = end::NO_MAPPING;
+            reason = Some(end::NO_MAPPING);
             break;
         };
         let row = if file_id == 0 {
@@ -200,7 +274,7 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
         };
         let (cfa_value, ra_at, fp_at) = match row {
             Some(r) if r.cfa_type == cfa::OUTERMOST => {
-                reason = end::COMPLETE;
+                reason = Some(end::COMPLETE);
                 break;
             }
             Some(r) if r.cfa_type == cfa::SP || r.cfa_type == cfa::FP || r.cfa_type == cfa::PLT => {
@@ -219,25 +293,25 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
             // No row or an unsupported rule: the frame pointer, if any.
             other => {
                 if bp == 0 {
-                    reason = if other.is_some() {
+                    reason = Some(if other.is_some() {
                         end::UNSUPPORTED
                     } else {
                         end::NO_ROW
-                    };
+                    });
                     break;
                 }
                 (bp + 16, bp + 8, Some(bp))
             }
         };
         let Some(ra) = read(ra_at) else {
-            reason = end::READ_FAULT;
+            reason = Some(end::READ_FAULT);
             break;
         };
         if let Some(at) = fp_at {
             match read(at) {
                 Some(v) => bp = v,
                 None => {
-                    reason = end::READ_FAULT;
+                    reason = Some(end::READ_FAULT);
                     break;
                 }
             }
@@ -245,9 +319,17 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
         sp = cfa_value;
         pc = ra;
     }
-    stack.len = len as u32;
+    (state.pc, state.sp, state.bp) = (pc, sp, bp);
+    reason
+}
+
+/// Records the walked stack and counts it.
+#[inline(always)]
+fn finish(state: &WalkState, stack: &mut UnwindStack, reason: u32) {
+    stack.len = state.len;
     stack.end = reason;
     count_end(reason);
+    let hash = state.hash;
     match UNWIND_COUNTS.get_ptr_mut(&hash) {
         // SAFETY: this CPU's count; a perf-event program is not re-entered
         // on one CPU.
@@ -257,5 +339,4 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
             let _ = UNWIND_COUNTS.insert(&hash, &1, 0);
         }
     }
-    0
 }

@@ -1,6 +1,7 @@
-/* A chain of 40 distinct functions, built without frame pointers
- * (-O2 -fomit-frame-pointer -fno-inline), burning CPU in the innermost: the
- * table-driven unwinder must give the exact chain, main and _start. */
+/* The issue's chain: 60 distinct functions, then a recursion 200 deep, built
+ * without frame pointers (-O2 -fomit-frame-pointer -fno-inline), burning CPU
+ * in the innermost: the table-driven unwinder must give the exact chain,
+ * main and _start (266 frames). */
 #include <stdlib.h>
 
 volatile unsigned long sink;
@@ -17,11 +18,159 @@ __attribute__((noinline)) unsigned long burn(unsigned long n) {
     return x;
 }
 
+__attribute__((noinline)) unsigned long recurse(unsigned long depth, unsigned long n) {
+    volatile unsigned long pad[2];
+    pad[0] = n;
+    if (depth == 0)
+        return burn(pad[0]);
+    return recurse(depth - 1, n + pad[0]) + 1;
+}
+
+__attribute__((noinline)) unsigned long f59(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[4];
+    pad[0] = n;
+    return recurse(200, n + pad[0]) + 59;
+}
+
+__attribute__((noinline)) unsigned long f58(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[3];
+    pad[0] = n;
+    return f59(n + pad[0]) + 58;
+}
+
+__attribute__((noinline)) unsigned long f57(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[2];
+    pad[0] = n;
+    return f58(n + pad[0]) + 57;
+}
+
+__attribute__((noinline)) unsigned long f56(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[1];
+    pad[0] = n;
+    return f57(n + pad[0]) + 56;
+}
+
+__attribute__((noinline)) unsigned long f55(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[4];
+    pad[0] = n;
+    return f56(n + pad[0]) + 55;
+}
+
+__attribute__((noinline)) unsigned long f54(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[3];
+    pad[0] = n;
+    return f55(n + pad[0]) + 54;
+}
+
+__attribute__((noinline)) unsigned long f53(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[2];
+    pad[0] = n;
+    return f54(n + pad[0]) + 53;
+}
+
+__attribute__((noinline)) unsigned long f52(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[1];
+    pad[0] = n;
+    return f53(n + pad[0]) + 52;
+}
+
+__attribute__((noinline)) unsigned long f51(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[4];
+    pad[0] = n;
+    return f52(n + pad[0]) + 51;
+}
+
+__attribute__((noinline)) unsigned long f50(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[3];
+    pad[0] = n;
+    return f51(n + pad[0]) + 50;
+}
+
+__attribute__((noinline)) unsigned long f49(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[2];
+    pad[0] = n;
+    return f50(n + pad[0]) + 49;
+}
+
+__attribute__((noinline)) unsigned long f48(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[1];
+    pad[0] = n;
+    return f49(n + pad[0]) + 48;
+}
+
+__attribute__((noinline)) unsigned long f47(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[4];
+    pad[0] = n;
+    return f48(n + pad[0]) + 47;
+}
+
+__attribute__((noinline)) unsigned long f46(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[3];
+    pad[0] = n;
+    return f47(n + pad[0]) + 46;
+}
+
+__attribute__((noinline)) unsigned long f45(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[2];
+    pad[0] = n;
+    return f46(n + pad[0]) + 45;
+}
+
+__attribute__((noinline)) unsigned long f44(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[1];
+    pad[0] = n;
+    return f45(n + pad[0]) + 44;
+}
+
+__attribute__((noinline)) unsigned long f43(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[4];
+    pad[0] = n;
+    return f44(n + pad[0]) + 43;
+}
+
+__attribute__((noinline)) unsigned long f42(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[3];
+    pad[0] = n;
+    return f43(n + pad[0]) + 42;
+}
+
+__attribute__((noinline)) unsigned long f41(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[2];
+    pad[0] = n;
+    return f42(n + pad[0]) + 41;
+}
+
+__attribute__((noinline)) unsigned long f40(unsigned long n) {
+    /* Work after the call keeps it a call, not a jump; the array a frame. */
+    volatile unsigned long pad[1];
+    pad[0] = n;
+    return f41(n + pad[0]) + 40;
+}
+
 __attribute__((noinline)) unsigned long f39(unsigned long n) {
     /* Work after the call keeps it a call, not a jump; the array a frame. */
     volatile unsigned long pad[4];
     pad[0] = n;
-    return burn(n + pad[0]) + 39;
+    return f40(n + pad[0]) + 39;
 }
 
 __attribute__((noinline)) unsigned long f38(unsigned long n) {
@@ -298,5 +447,6 @@ __attribute__((noinline)) unsigned long f0(unsigned long n) {
 }
 
 int main(int argc, char **argv) {
+    (void)argv;
     return (int)f0((unsigned long)argc);
 }

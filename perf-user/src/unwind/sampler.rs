@@ -9,7 +9,7 @@ use std::{collections::HashMap, path::PathBuf};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::{
         PerfEvent,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
@@ -52,8 +52,8 @@ pub enum SamplerError {
         #[source]
         source: std::io::Error,
     },
-    /// Reading the online CPUs failed.
-    #[error("listing the online CPUs: {0}")]
+    /// Reading the online CPUs, or another system call, failed.
+    #[error("{0}")]
     Cpus(String),
 }
 
@@ -129,8 +129,25 @@ impl DwarfSampler {
             .ok_or(aya::programs::ProgramError::NotLoaded)?
             .try_into()?;
         program.load()?;
-        let cpus = aya::util::online_cpus()
-            .map_err(|(path, e)| SamplerError::Cpus(format!("{path}: {e}")))?;
+        // The walk goes on in `unwind_more`, tail-called from slot 0.
+        let more: &mut PerfEvent = ebpf
+            .program_mut("unwind_more")
+            .ok_or(aya::programs::ProgramError::NotLoaded)?
+            .try_into()?;
+        more.load()?;
+        let more_fd = more
+            .fd()?
+            .try_clone()
+            .map_err(|e| SamplerError::Cpus(format!("duplicating a program fd: {e}")))?;
+        let mut progs = ProgramArray::try_from(maps::find_mut(&mut ebpf, "UNWIND_PROGS")?)?;
+        progs.set(0, &more_fd, 0)?;
+        let program: &mut PerfEvent = ebpf
+            .program_mut("unwind_sample")
+            .ok_or(aya::programs::ProgramError::NotLoaded)?
+            .try_into()?;
+        let cpus = aya::util::online_cpus().map_err(|(path, e)| {
+            SamplerError::Cpus(format!("listing the online CPUs: {path}: {e}"))
+        })?;
         for cpu in cpus {
             program.attach(
                 PerfEventConfig::Software(SoftwareEvent::CpuClock),
