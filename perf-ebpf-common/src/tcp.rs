@@ -153,8 +153,11 @@ pub struct TcpConfig {
     pub ephemeral_hi: u16,
     /// 1: trace only connections with a local or remote port in `TCP_PORT_FILTER`.
     pub filter_ports: u8,
-    /// Explicit padding; always zero.
-    pub _pad: u8,
+    /// 1: key every series without its peer (family and address zero, the
+    /// "other peers" form), so that `TCP_HISTS` holds kinds x ports and no
+    /// more. The daemon, which never exports peers, sets it; `latency --tcp`
+    /// does not (its table is per peer).
+    pub fold_peers: u8,
     /// Struct offsets for the BTF tracepoint programs (unused by the others).
     pub sk: TcpSockOffsets,
 }
@@ -233,7 +236,7 @@ impl TcpConfig {
             ephemeral_lo: 0,
             ephemeral_hi: 0,
             filter_ports: 0,
-            _pad: 0,
+            fold_peers: 0,
             sk: TcpSockOffsets::zeroed(),
         }
     }
@@ -307,6 +310,11 @@ mod tests {
         assert_eq!(size_of::<TcpSockOffsets>(), 8 * 2);
         assert_eq!(size_of::<TcpConfig>(), 28 * 2 + 1 + 1 + 16);
         assert_eq!(align_of::<TcpConfig>(), 2);
+        // The two flags share one u16 slot, so no padding hides between
+        // them and the socket offsets.
+        assert_eq!(core::mem::offset_of!(TcpConfig, filter_ports), 28 * 2);
+        assert_eq!(core::mem::offset_of!(TcpConfig, fold_peers), 28 * 2 + 1);
+        assert_eq!(core::mem::offset_of!(TcpConfig, sk), 28 * 2 + 2);
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! Series are labelled by a port and the peer address, so their number is
 //! bounded by the map size; when it is full a new peer folds into its port's
-//! "other peers" series. Field offsets come from the tracefs `format` files
+//! "other peers" series (the daemon, which never exports peers, has every
+//! peer folded from the start: `TCP_CONFIG.fold_peers`). Field offsets come from the tracefs `format` files
 //! through `TCP_CONFIG`; each program copies the span of the record that
 //! holds its fields in one helper call.
 //!
@@ -130,11 +131,22 @@ fn label(lport: u16, rport: u16, prefer: Option<u8>) -> Option<(u8, u16)> {
 
 /// Records `value` (ns, in log2 `slot` of microseconds) for `key`; when the
 /// map is full, in the port's "other peers" series instead. Returns false
-/// when not recorded at all.
+/// when not recorded at all. With `fold_peers` set (the daemon), every value
+/// goes to the "other peers" series at once: the map then holds one series
+/// per kind and port, however many peers there are.
 #[inline(always)]
 fn record_tcp(key: &mut TcpKey, value: u64, slot: usize) -> bool {
+    let fold = conf!(fold_peers) != 0;
+    if fold {
+        key.family = 0;
+        key.peer = [0; 16];
+    }
     if record(&TCP_HISTS, key, value, slot) {
         return true;
+    }
+    if fold {
+        bump(&TCP_COUNTERS, counter::HIST_FULL);
+        return false;
     }
     key.family = 0;
     key.peer = [0; 16];

@@ -68,6 +68,10 @@ pub struct TcpOptions {
     pub ports: Vec<u16>,
     /// BTF or classic tracepoints.
     pub tracepoints: Tracepoints,
+    /// Key series without their peer (one per kind and port): for a caller
+    /// that sums peers away anyway (the daemon), so the kernel map does not
+    /// fill with peers it would never show.
+    pub fold_peers: bool,
 }
 
 /// Why the TCP collector could not start or read.
@@ -248,6 +252,7 @@ fn filters(cfg: &mut TcpConfig, opts: &TcpOptions) {
     cfg.ephemeral_lo = lo;
     cfg.ephemeral_hi = hi;
     cfg.filter_ports = u8::from(!opts.ports.is_empty());
+    cfg.fold_peers = u8::from(opts.fold_peers);
 }
 
 /// The BTF tracepoint programs' configuration: the socket offsets they read,
@@ -373,6 +378,14 @@ pub fn peer_addr(key: &TcpKey) -> Option<IpAddr> {
             })
         }
         _ => None,
+    }
+}
+
+fn port_side(raw: u8) -> PortSide {
+    if raw == side::LOCAL {
+        PortSide::Local
+    } else {
+        PortSide::Remote
     }
 }
 
@@ -515,6 +528,49 @@ impl TcpCollector {
             .collect()
     }
 
+    /// Removes from the kernel map every series whose (side, port) `drain`
+    /// selects, and returns what they held. For a caller that keeps these
+    /// sums itself (the daemon's ports without a label of their own), so the
+    /// map holds only the series still wanted. A value recorded between the
+    /// read and the removal of its series (a few microseconds) is lost, and
+    /// the RTT values drained no longer count in `rtt_recorded`.
+    pub fn drain(
+        &mut self,
+        mut drain: impl FnMut(PortSide, u16) -> bool,
+    ) -> Result<Vec<TcpSeries>, TcpError> {
+        let err = maps::MapAccessError::on("TCP_HISTS");
+        let mut map: PerCpuHashMap<&mut MapData, TcpKey, Hist> =
+            PerCpuHashMap::try_from(maps::find_mut(&mut self.ebpf, "TCP_HISTS")?).map_err(&err)?;
+        let keys: Vec<TcpKey> = map
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|k| drain(port_side(k.side), k.port))
+            .collect();
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            // Gone in between: nothing to keep.
+            let Ok(per_cpu) = map.get(&key, 0) else {
+                continue;
+            };
+            // Not removed: it stays in the map and is read as before, so
+            // it must not be kept here as well.
+            if map.remove(&key).is_err() {
+                continue;
+            }
+            let Some(kind) = TcpKind::from_raw(key.kind) else {
+                continue;
+            };
+            out.push(TcpSeries {
+                kind,
+                side: port_side(key.side),
+                port: key.port,
+                peer: peer_addr(&key),
+                hist: Log2Hist::from_per_cpu(LATENCY_UNIT_NS, per_cpu.iter()),
+            });
+        }
+        Ok(out)
+    }
+
     fn hists(&self) -> Result<PerCpuHashMap<&MapData, TcpKey, Hist>, TcpError> {
         let map = maps::find(&self.ebpf, "TCP_HISTS")?;
         Ok(PerCpuHashMap::try_from(map).map_err(maps::MapAccessError::on("TCP_HISTS"))?)
@@ -546,11 +602,7 @@ impl Collector for TcpCollector {
             }
             series.push(TcpSeries {
                 kind,
-                side: if key.side == side::LOCAL {
-                    PortSide::Local
-                } else {
-                    PortSide::Remote
-                },
+                side: port_side(key.side),
                 port: key.port,
                 peer: peer_addr(&key),
                 hist,

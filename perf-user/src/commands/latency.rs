@@ -70,6 +70,8 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
             TcpCollector::attach(&TcpOptions {
                 ports: args.ports.clone(),
                 tracepoints: args.tracepoints,
+                // Its table is per peer.
+                fold_peers: false,
             })
             .context("cannot start the TCP latency collector")?,
         )

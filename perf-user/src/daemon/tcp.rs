@@ -1,19 +1,28 @@
 //! TCP latency at scrape time: smoothed RTT, connect and accept latency,
 //! failed connects and retransmits, per service port.
 //!
-//! Labels are bounded and stable: the kernel keys series by (kind, port,
-//! peer), but peers are unbounded, so they are summed away here (the
-//! `latency --tcp` command shows them). Ports get their own label in the
-//! order first seen, up to `max_ports` (or exactly the configured ports);
-//! later ports share `port="other"`. A port keeps its label for the
-//! daemon's life, so every series only grows, as counters must.
+//! Labels are bounded and stable: peers are unbounded, so the kernel keys
+//! the daemon's series by (kind, port) alone (`fold_peers`; the `latency
+//! --tcp` command shows peers). Ports get their own label in the order first
+//! seen, up to `max_ports` (or exactly the configured ports); later ports
+//! share `port="other"`. A port keeps its label for the daemon's life, so
+//! every series only grows, as counters must.
+//!
+//! The kernel map stays bounded too: at each read, the series of ports that
+//! can have no label of their own are moved out of the kernel into one sum
+//! per (kind, side) kept here, which `port="other"` adds. The map then holds
+//! the labelled ports' series (at most kinds x `max_ports`) and the ports
+//! first seen since the last read, not every port the host ever used.
 
 use std::{collections::BTreeMap, sync::Mutex};
 
 use crate::{
     collectors::{
         Collector as _,
-        tcp::{PortSide, TcpCollector, TcpCounters, TcpError, TcpKind, TcpOptions, TcpSnapshot},
+        tcp::{
+            PortSide, TcpCollector, TcpCounters, TcpError, TcpKind, TcpOptions, TcpSeries,
+            TcpSnapshot,
+        },
         tracepoints::unexpected_fallback,
     },
     config::TcpSection,
@@ -65,12 +74,34 @@ impl PortLabels {
         }
         OTHER_PORT.to_string()
     }
+
+    /// True when (side, port) is labelled `other` and always will be: not a
+    /// configured port, or not labelled and no label left to hand out.
+    pub fn always_other(&self, side: PortSide, port: u16) -> bool {
+        if !self.fixed.is_empty() {
+            return !self.fixed.contains(&port);
+        }
+        self.seen.len() >= self.max && !self.seen.contains(&(side, port))
+    }
+}
+
+/// Series moved out of the kernel map (ports labelled `other`), summed per
+/// (kind, side): at most kinds x sides entries.
+pub type Drained = BTreeMap<(TcpKind, PortSide), Log2Hist>;
+
+/// What the TCP source keeps between reads.
+#[derive(Debug, Default)]
+pub struct TcpLabels {
+    /// The port labels handed out.
+    pub ports: PortLabels,
+    /// The `other` ports' sums moved out of the kernel.
+    pub drained: Drained,
 }
 
 /// The attached TCP collector.
 pub struct TcpSource {
     collector: Mutex<TcpCollector>,
-    ports: Mutex<PortLabels>,
+    labels: Mutex<TcpLabels>,
 }
 
 impl TcpSource {
@@ -79,6 +110,8 @@ impl TcpSource {
         let collector = TcpCollector::attach(&TcpOptions {
             ports: cfg.ports.clone(),
             tracepoints: cfg.tracepoints,
+            // Peers are summed away here: one kernel series per port.
+            fold_peers: true,
         })?;
         if let Some(reason) = unexpected_fallback(collector.fallback_reason()) {
             tracing::warn!(
@@ -89,7 +122,10 @@ impl TcpSource {
         }
         Ok(Self {
             collector: Mutex::new(collector),
-            ports: Mutex::new(PortLabels::new(cfg.ports.clone(), cfg.max_ports as usize)),
+            labels: Mutex::new(TcpLabels {
+                ports: PortLabels::new(cfg.ports.clone(), cfg.max_ports as usize),
+                drained: Drained::new(),
+            }),
         })
     }
 }
@@ -101,18 +137,35 @@ fn side_name(side: PortSide) -> &'static str {
     }
 }
 
-/// The families of one snapshot; series are summed per (kind, side, port label).
-pub fn tcp_families(snap: &TcpSnapshot, ports: &mut PortLabels) -> Vec<Family> {
+/// Adds `series` (moved out of the kernel) to `drained`.
+pub fn add_drained(drained: &mut Drained, series: &[TcpSeries]) {
+    for s in series {
+        drained
+            .entry((s.kind, s.side))
+            .and_modify(|h| h.merge(&s.hist))
+            .or_insert_with(|| s.hist.clone());
+    }
+}
+
+/// The families of one snapshot plus what was drained before; series are
+/// summed per (kind, side, port label).
+pub fn tcp_families(snap: &TcpSnapshot, labels: &mut TcpLabels) -> Vec<Family> {
     // Kernel series in a stable order, so labels are handed out the same
     // way whatever order the map returns.
     let mut series: Vec<_> = snap.series.iter().collect();
     series.sort_by_key(|s| (s.side, s.port, s.kind));
     let mut sums: BTreeMap<(TcpKind, PortSide, String), Log2Hist> = BTreeMap::new();
+    let mut add = |key, h: &Log2Hist| {
+        sums.entry(key)
+            .and_modify(|sum: &mut Log2Hist| sum.merge(h))
+            .or_insert_with(|| h.clone());
+    };
     for s in series {
-        let label = ports.label(s.side, s.port);
-        sums.entry((s.kind, s.side, label))
-            .and_modify(|h| h.merge(&s.hist))
-            .or_insert_with(|| s.hist.clone());
+        let label = labels.ports.label(s.side, s.port);
+        add((s.kind, s.side, label), &s.hist);
+    }
+    for (&(kind, side), h) in &labels.drained {
+        add((kind, side, OTHER_PORT.to_string()), h);
     }
     let mut rtt = Family::new(
         "perf_user_tcp_rtt_seconds",
@@ -181,13 +234,15 @@ impl Source for TcpSource {
     }
 
     fn collect(&self) -> Result<Vec<Family>, SourceError> {
-        let snap = self
-            .collector
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read()?;
-        let mut ports = self.ports.lock().unwrap_or_else(|e| e.into_inner());
-        Ok(tcp_families(&snap, &mut ports))
+        let mut collector = self.collector.lock().unwrap_or_else(|e| e.into_inner());
+        let mut labels = self.labels.lock().unwrap_or_else(|e| e.into_inner());
+        // First the series that can only ever be `other`, out of the kernel
+        // and into the sums kept here; then the rest, as they are.
+        let drained = collector.drain(|side, port| labels.ports.always_other(side, port))?;
+        add_drained(&mut labels.drained, &drained);
+        let snap = collector.read()?;
+        drop(collector);
+        Ok(tcp_families(&snap, &mut labels))
     }
 }
 
@@ -205,5 +260,84 @@ mod tests {
         let mut fixed = PortLabels::new(vec![5432], 2);
         assert_eq!(fixed.label(PortSide::Remote, 5432), "5432");
         assert_eq!(fixed.label(PortSide::Local, 22), OTHER_PORT);
+    }
+
+    #[test]
+    fn only_ports_that_can_never_have_a_label_are_always_other() {
+        let mut p = PortLabels::new(Vec::new(), 1);
+        // Room left: a new port may still get a label.
+        assert!(!p.always_other(PortSide::Local, 22));
+        p.label(PortSide::Local, 22);
+        assert!(!p.always_other(PortSide::Local, 22));
+        assert!(p.always_other(PortSide::Remote, 22));
+        assert!(p.always_other(PortSide::Local, 8080));
+        let fixed = PortLabels::new(vec![5432], 1);
+        assert!(!fixed.always_other(PortSide::Remote, 5432));
+        assert!(fixed.always_other(PortSide::Remote, 5433));
+    }
+
+    fn series(kind: TcpKind, side: PortSide, port: u16, values: &[u64]) -> TcpSeries {
+        let mut hist = Log2Hist::new(1);
+        for &v in values {
+            hist.record(v);
+        }
+        TcpSeries {
+            kind,
+            side,
+            port,
+            peer: None,
+            hist,
+        }
+    }
+
+    fn count(fams: &[Family], name: &str, port: &str) -> u64 {
+        let fam = fams.iter().find(|f| f.name == name).unwrap();
+        fam.samples
+            .iter()
+            .filter(|s| s.labels.iter().any(|(k, v)| *k == "port" && v == port))
+            .map(|s| match &s.value {
+                super::super::exposition::Value::Histogram(h) => h.count(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    #[test]
+    fn drained_series_keep_counting_in_other() {
+        let mut labels = TcpLabels {
+            ports: PortLabels::new(Vec::new(), 1),
+            drained: Drained::new(),
+        };
+        let connect = "perf_user_tcp_connect_latency_seconds";
+        let snap = |series| TcpSnapshot {
+            series,
+            ..TcpSnapshot::default()
+        };
+        let first = snap(vec![
+            series(TcpKind::Connect, PortSide::Remote, 443, &[1000]),
+            series(TcpKind::Connect, PortSide::Remote, 8443, &[1000, 2000]),
+        ]);
+        let fams = tcp_families(&first, &mut labels);
+        assert_eq!(count(&fams, connect, "443"), 1);
+        assert_eq!(count(&fams, connect, OTHER_PORT), 2);
+        // 8443 can never have a label: it leaves the kernel map, and its
+        // two values go on counting under "other", with a new port's one.
+        assert!(labels.ports.always_other(PortSide::Remote, 8443));
+        add_drained(
+            &mut labels.drained,
+            &[series(
+                TcpKind::Connect,
+                PortSide::Remote,
+                8443,
+                &[1000, 2000],
+            )],
+        );
+        let second = snap(vec![
+            series(TcpKind::Connect, PortSide::Remote, 443, &[1000]),
+            series(TcpKind::Connect, PortSide::Remote, 9000, &[5000]),
+        ]);
+        let fams = tcp_families(&second, &mut labels);
+        assert_eq!(count(&fams, connect, "443"), 1);
+        assert_eq!(count(&fams, connect, OTHER_PORT), 3);
     }
 }
