@@ -204,6 +204,25 @@ impl CpuCollector {
         out
     }
 
+    /// Forgets that `pids` were announced (one syscall each): for a caller
+    /// that learns when processes exit (the daemon), so that the kernel's
+    /// set of announced PIDs holds live processes only instead of filling
+    /// with every process ever sampled, and a PID the kernel hands out again
+    /// is announced again.
+    pub fn forget_pids(&mut self, pids: &[u32]) -> Result<(), CpuError> {
+        if pids.is_empty() {
+            return Ok(());
+        }
+        let err = MapAccessError::on("CPU_SEEN_PIDS");
+        let mut seen: BpfHashMap<_, u32, u8> =
+            BpfHashMap::try_from(maps::find_mut(&mut self.ebpf, "CPU_SEEN_PIDS")?).map_err(&err)?;
+        for pid in pids {
+            // Not there (never announced, or evicted) is fine.
+            let _ = seen.remove(pid);
+        }
+        Ok(())
+    }
+
     /// Processes seen in the samples so far (one syscall per map entry).
     pub fn seen_pids(&self) -> Result<HashSet<u32>, CpuError> {
         let samples = self.samples_map()?;
