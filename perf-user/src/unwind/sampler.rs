@@ -5,7 +5,7 @@
 //! it on every CPU, and returns each distinct stack with its count and the
 //! reasons walks ended.
 
-use std::{collections::HashMap, path::PathBuf};
+use std::{collections::HashMap, os::fd::AsFd as _, path::PathBuf};
 
 use aya::{
     Ebpf,
@@ -157,6 +157,29 @@ impl DwarfSampler {
             )?;
         }
         Ok(Self { ebpf, files })
+    }
+
+    /// BPF run time of the unwinding programs so far: (walks, total ns),
+    /// counted while the kernel's statistics are on (see
+    /// `aya::sys::enable_stats`); a walk is one `unwind_sample` run and its
+    /// tail calls.
+    pub fn bpf_time(&self) -> Result<(u64, u64), SamplerError> {
+        let mut walks = 0;
+        let mut ns = 0;
+        for name in ["unwind_sample", "unwind_more"] {
+            let program: &PerfEvent = self
+                .ebpf
+                .program(name)
+                .ok_or(aya::programs::ProgramError::NotLoaded)?
+                .try_into()?;
+            let stats = crate::progstats::read(program.fd()?.as_fd())
+                .map_err(|e| SamplerError::Cpus(format!("reading {name}'s statistics: {e}")))?;
+            if name == "unwind_sample" {
+                walks = stats.run_count;
+            }
+            ns += stats.run_time_ns;
+        }
+        Ok((walks, ns))
     }
 
     /// Every distinct stack so far, most sampled first, and the walks ended

@@ -13,9 +13,9 @@ use super::table::{self, TableError, UnwindTable};
 /// libraries, small enough for a Raspberry Pi.
 pub const DEFAULT_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
-/// Addresses per page of the index: a row is searched among the rows of one
-/// page only (`pc >> PAGE_SHIFT`).
-pub const PAGE_SHIFT: u32 = 16;
+/// Addresses per page of the index, shared with the kernel side: a row is
+/// searched among the rows of one page only (`pc >> PAGE_SHIFT`).
+pub const PAGE_SHIFT: u32 = perf_ebpf_common::unwind::UNWIND_PAGE_SHIFT;
 
 /// A file, as the kernel names it in /proc/PID/maps: device and inode.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -26,7 +26,8 @@ pub struct FileKey {
     pub inode: u64,
 }
 
-/// One page of the index: the rows that cover `[page << 16, (page + 1) << 16)`.
+/// One page of the index: the rows that cover
+/// `[page << PAGE_SHIFT, (page + 1) << PAGE_SHIFT)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {
     /// `pc >> PAGE_SHIFT`.
@@ -274,7 +275,7 @@ mod tests {
                 "{pc:#x}"
             );
         }
-        // The kernel's binary search is unrolled: keep the pages small.
+        // The kernel's binary search is bounded: keep the pages small.
         eprintln!(
             "libc: {} rows, {} pages, at most {max} rows a page",
             t.rows.len(),
