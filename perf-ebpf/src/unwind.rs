@@ -37,9 +37,12 @@ static UNWIND_PAGES: HashMap<UnwindPageKey, UnwindPage> = HashMap::with_max_entr
 #[map]
 static UNWIND_PROCS: HashMap<u32, UnwindProcess> = HashMap::with_max_entries(1, 0);
 
-/// Stacks by hash, and how often each was sampled.
+/// Stacks by hash, and how often each was sampled. Stacks are allocated as
+/// they come (2.5 KiB each): preallocating the map cost as much per insert
+/// here and would hold its whole size from the start.
 #[map]
-static UNWIND_STACKS: HashMap<u64, UnwindStack> = HashMap::with_max_entries(1, 0);
+static UNWIND_STACKS: HashMap<u64, UnwindStack> =
+    HashMap::with_max_entries(1, aya_ebpf::bindings::BPF_F_NO_PREALLOC);
 
 #[map]
 static UNWIND_COUNTS: PerCpuHashMap<u64, u64> = PerCpuHashMap::with_max_entries(1, 0);
