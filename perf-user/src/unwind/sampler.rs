@@ -203,7 +203,7 @@ impl DwarfSampler {
                 count,
             });
         }
-        out.sort_by(|a, b| b.count.cmp(&a.count));
+        out.sort_by_key(|s| std::cmp::Reverse(s.count));
         let ends_map: PerCpuArray<_, u64> =
             PerCpuArray::try_from(maps::find(&self.ebpf, "UNWIND_ENDS")?)?;
         let mut ends = vec![0u64; end::LEN as usize];
