@@ -190,6 +190,33 @@ pub(crate) fn release_freed_memory() {
     }
 }
 
+/// Largest free block glibc keeps at the end of a heap, and smallest block
+/// it maps on its own (both its defaults' starting value).
+#[cfg(target_env = "gnu")]
+const MALLOC_THRESHOLD: libc::c_int = 128 * 1024;
+
+/// Fixes glibc's trim and mmap thresholds for a process that runs for days.
+///
+/// By default glibc raises both each time a large mapped block is freed (up
+/// to 32 MiB for trimming): loading the programs frees blocks of several
+/// MiB, after which the free memory at the end of each thread's heap
+/// (scrapes run on several threads) was never given back, and
+/// `malloc_trim` does not shrink those heaps' ends either. The daemon's RSS
+/// then followed the largest burst of scrapes so far and rose for as long
+/// as bursts grew: in a 5-minute run with 50 scrapers and 17 new processes
+/// a second, anonymous memory went 6 → 12.8 MiB in a sawtooth, against 5.4
+/// → 5.7 MiB with fixed thresholds (1.6 MiB of it in use). Fixed values
+/// turn the adjustment off.
+pub(crate) fn tune_allocator() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets the allocator's parameters; it takes the
+    // main arena's lock and touches no memory in use.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MALLOC_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, MALLOC_THRESHOLD);
+    }
+}
+
 /// Where SIGHUP reads the configuration again.
 pub struct ReloadFrom {
     /// The `--config` file, to name it in the log.
@@ -226,6 +253,9 @@ pub async fn run(
     reload_from: ReloadFrom,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), DaemonError> {
+    // Before the programs are loaded, whose large blocks would raise the
+    // thresholds.
+    tune_allocator();
     // Before anything slow: SIGHUP's default action would end the process.
     let hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
