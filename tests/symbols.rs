@@ -477,6 +477,8 @@ fn jit_functions_from_the_perf_map() {
     let child = Command::new("node")
         .arg("--perf-basic-prof")
         .arg(&script)
+        // Anything node writes beside the perf map goes to the test's directory.
+        .current_dir(&dir)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -25,6 +25,7 @@ pub mod perfmap;
 pub mod vdso;
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, HashSet},
     path::{Path, PathBuf},
     sync::Arc,
@@ -64,9 +65,13 @@ struct SymInfo {
 
 /// One user address, resolved to the place it should be looked up.
 #[derive(Clone, Debug)]
-enum UserSite {
+enum UserSite<'m> {
     File {
-        file: FileRef,
+        /// Its path as the process saw it.
+        seen: &'m Path,
+        /// Names it in caches: `seen`, or under `/proc/PID/root` for a
+        /// process in another mount namespace.
+        key: Cow<'m, Path>,
         module: String,
         offset: u64,
     },
@@ -104,7 +109,9 @@ pub struct MissingSymbols {
 pub struct StackSymbolizer {
     blaze: Symbolizer,
     kernel: HashMap<u64, SymInfo>,
-    user: HashMap<(PathBuf, u64), SymInfo>,
+    /// Per file (key) and file offset; two levels, so that a lookup needs
+    /// no owned key.
+    user: HashMap<PathBuf, HashMap<u64, SymInfo>>,
     /// Names from perf maps, per (PID, address).
     jit: HashMap<(u32, u64), String>,
     /// Perf maps read, per PID (None: it had none).
@@ -119,6 +126,12 @@ pub struct StackSymbolizer {
     debug_files: HashMap<PathBuf, PathBuf>,
     /// Why debuginfod had no debug file, by the key of the binary.
     debuginfod_failures: HashMap<PathBuf, String>,
+    /// Each file's facts and debug file, found once per symbolizer.
+    #[allow(clippy::type_complexity)]
+    files: HashMap<PathBuf, (Option<Arc<ElfFacts>>, Option<PathBuf>)>,
+    /// Function ranges of files with unnamed addresses (not kept in
+    /// names-only mode, which holds one file's data at a time).
+    ranges: HashMap<PathBuf, Option<Arc<FunctionRanges>>>,
     /// The debuginfod client, when `DEBUGINFOD_URLS` is set.
     debuginfod: Option<Debuginfod>,
     /// Names only, from the ELF symbol tables, and no file kept parsed
@@ -146,6 +159,8 @@ impl StackSymbolizer {
             missing: HashMap::new(),
             debug_files: HashMap::new(),
             debuginfod_failures: HashMap::new(),
+            files: HashMap::new(),
+            ranges: HashMap::new(),
             debuginfod: Debuginfod::from_env(),
             names_only: false,
         }
@@ -231,10 +246,20 @@ impl StackSymbolizer {
         for (maps, addrs) in stacks {
             for (i, &addr) in addrs.iter().enumerate() {
                 match user_site(maps, lookup_addr(i, addr)) {
-                    UserSite::File { file, offset, .. } => {
-                        if !self.user.contains_key(&(file.key.clone(), offset)) {
-                            todo.entry(file.key.clone())
-                                .or_insert_with(|| (file, HashSet::new()))
+                    UserSite::File {
+                        seen, key, offset, ..
+                    } => {
+                        let known = self
+                            .user
+                            .get(key.as_ref())
+                            .is_some_and(|m| m.contains_key(&offset));
+                        if !known {
+                            todo.entry(key.into_owned())
+                                .or_insert_with(|| {
+                                    let file = maps
+                                        .map_or_else(|| FileRef::local(seen), |m| m.file_ref(seen));
+                                    (file, HashSet::new())
+                                })
                                 .1
                                 .insert(offset);
                         }
@@ -271,16 +296,25 @@ impl StackSymbolizer {
                 }
             }
         }
-        let files = self.find_debug_files(todo.values().map(|(f, _)| f));
+        let new: Vec<FileRef> = todo
+            .values()
+            .map(|(f, _)| f)
+            .filter(|f| !self.files.contains_key(&f.key))
+            .cloned()
+            .collect();
+        let found = self.find_debug_files(new.iter());
+        self.files.extend(
+            found
+                .into_iter()
+                .map(|(k, (facts, debug))| (k, (facts.map(Arc::new), debug))),
+        );
         for (key, (file, offsets)) in todo {
             let offsets: Vec<u64> = offsets.into_iter().collect();
-            let (facts, debug) = match files.get(&key) {
-                Some((facts, debug)) => (facts.as_ref(), debug.as_deref()),
-                None => (None, None),
-            };
-            let infos = self.symbolize_file(&file, facts, debug, &offsets);
+            let (facts, debug) = self.files.get(&key).cloned().unwrap_or_default();
+            let infos = self.symbolize_file(&file, facts.as_deref(), debug.as_deref(), &offsets);
+            let known = self.user.entry(key).or_default();
             for (offset, info) in offsets.into_iter().zip(infos) {
-                self.user.insert((key.clone(), offset), info);
+                known.insert(offset, info);
             }
             self.forget_files();
         }
@@ -398,7 +432,17 @@ impl StackSymbolizer {
             return infos;
         }
         if let Some(facts) = facts {
-            if let Ok(ranges) = FunctionRanges::read(&file.open) {
+            let ranges = match self.ranges.get(&file.key) {
+                Some(r) => r.clone(),
+                None => {
+                    let r = FunctionRanges::read(&file.open).ok().map(Arc::new);
+                    if !self.names_only {
+                        self.ranges.insert(file.key.clone(), r.clone());
+                    }
+                    r
+                }
+            };
+            if let Some(ranges) = ranges {
                 for &i in &unnamed {
                     infos[i].start = facts
                         .file_to_virt(offsets[i])
@@ -464,13 +508,15 @@ impl StackSymbolizer {
             .map(|(i, &addr)| {
                 let (module, offset, info) = match user_site(maps, lookup_addr(i, addr)) {
                     UserSite::File {
-                        file,
+                        key,
                         module,
                         offset,
+                        ..
                     } => {
                         let info = self
                             .user
-                            .get(&(file.key, offset))
+                            .get(key.as_ref())
+                            .and_then(|m| m.get(&offset))
                             .cloned()
                             .unwrap_or_default();
                         (module, offset, info)
@@ -548,7 +594,7 @@ fn lookup_addr(index: usize, addr: u64) -> u64 {
     }
 }
 
-fn user_site(maps: Option<&ProcessMaps>, addr: u64) -> UserSite {
+fn user_site(maps: Option<&ProcessMaps>, addr: u64) -> UserSite<'_> {
     let pid = maps.and_then(|m| m.process.as_ref()).map(|p| p.pid);
     let Some(m) = maps.and_then(|m| m.find(addr)) else {
         // Code mapped after the maps were read (a JIT's new region) may
@@ -569,7 +615,11 @@ fn user_site(maps: Option<&ProcessMaps>, addr: u64) -> UserSite {
     let offset = addr - m.start + m.offset;
     match &m.backing {
         Backing::File(path) | Backing::DeletedFile(path) => UserSite::File {
-            file: maps.map_or_else(|| FileRef::local(path), |ms| ms.file_ref(path)),
+            seen: path,
+            key: match maps.and_then(|ms| ms.process.as_ref()) {
+                Some(p) if p.foreign => Cow::Owned(p.file_ref(path).key),
+                _ => Cow::Borrowed(path.as_path()),
+            },
             module: m.backing.module_name(),
             offset,
         },
