@@ -5,7 +5,11 @@ use std::sync::Arc;
 use perf_ebpf_common::SampleKey;
 
 use super::model::{Frame, LostCounts, Profile, StackSample};
-use crate::{collectors::cpu::RawProfile, processes::ProcessTable, symbolize::StackSymbolizer};
+use crate::{
+    collectors::cpu::RawProfile,
+    processes::ProcessTable,
+    symbolize::{StackSymbolizer, UNKNOWN_MODULE},
+};
 
 /// Facts about the sampling run that the raw maps do not hold.
 #[derive(Clone, Debug)]
@@ -48,6 +52,9 @@ pub fn build(
             let info = procs.get(key.pid);
             let maps = info.and_then(|p| p.maps.as_ref());
             let mut frames: Vec<Arc<Frame>> = sym.user_frames(maps, stack(key.user_stack_id));
+            if maps.is_some() {
+                frames = cut_at_garbage(frames);
+            }
             frames.extend(sym.kernel_frames(stack(key.kernel_stack_id)));
             let thread = comm_string(key);
             StackSample {
@@ -79,6 +86,25 @@ pub fn build(
     }
 }
 
+/// Drops the user frames from the first return address that is in no code
+/// mapping of the process (and no perf map names) on towards the root. A
+/// frame-pointer walk through code built without frame pointers (the
+/// loader, libc's start-up code) reads a data word as the next frame, such
+/// as `[unknown]+0x1e00000000`: no return address can point outside code,
+/// and what follows it is noise. The leaf, from the registers, is always
+/// kept; so are all frames of a process whose maps were never read (then
+/// nothing tells garbage from code). As `leaks` does with its stacks.
+fn cut_at_garbage(mut frames: Vec<Arc<Frame>>) -> Vec<Arc<Frame>> {
+    let n = frames.len();
+    if let Some(i) = (0..n.saturating_sub(1))
+        .rev()
+        .find(|&i| frames[i].module == UNKNOWN_MODULE && frames[i].function.is_none())
+    {
+        frames.drain(..=i);
+    }
+    frames
+}
+
 fn comm_string(key: &SampleKey) -> String {
     let end = key
         .comm
@@ -92,6 +118,34 @@ fn comm_string(key: &SampleKey) -> String {
 mod tests {
     use super::*;
     use perf_ebpf_common::{STACK_EMPTY, STACK_NOT_COLLECTED};
+
+    #[test]
+    fn garbage_return_addresses_are_cut_with_what_follows() {
+        let f = |name: Option<&str>, module: &str| {
+            Arc::new(Frame {
+                function: name.map(Into::into),
+                module: module.into(),
+                offset: 0x1e00000000,
+                address: 0x1e00000000,
+                function_start: None,
+                file: None,
+                line: None,
+                kernel: false,
+            })
+        };
+        let names = |v: Vec<Arc<Frame>>| v.iter().map(|f| f.name()).collect::<Vec<_>>();
+        // root first: garbage, a word read after it, then real frames.
+        let stack = vec![
+            f(Some("junk"), "libc.so.6"),
+            f(None, UNKNOWN_MODULE),
+            f(Some("main"), "app"),
+            f(Some("hot"), "app"),
+        ];
+        assert_eq!(names(cut_at_garbage(stack)), ["main", "hot"]);
+        // The leaf stays even when unknown; a JIT frame named by a perf map stays.
+        let stack = vec![f(Some("js"), UNKNOWN_MODULE), f(None, UNKNOWN_MODULE)];
+        assert_eq!(cut_at_garbage(stack).len(), 2);
+    }
 
     #[test]
     fn stacks_without_frames_still_count() {
