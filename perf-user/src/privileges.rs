@@ -44,8 +44,8 @@ fn missing_message(caps: u64) -> Result<(), String> {
     Err(format!(
         "not enough privileges to load eBPF programs: missing {}. \
          Run as root (e.g. `sudo perf-user ...`), or grant the capabilities once with \
-         `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_sys_resource+ep $(command -v perf-user)` \
-         (kernel 5.8 or later)",
+         `sudo setcap cap_bpf,cap_perfmon,cap_sys_ptrace,cap_dac_read_search,cap_syslog+ep $(command -v perf-user)` \
+         (kernel 5.8 or later; add cap_sys_resource before 5.11; see docs/privileges.md)",
         missing.join(" and ")
     ))
 }
