@@ -71,6 +71,11 @@ impl UnwindRow {
 pub const UNWIND_MAX_MAPPINGS: usize = 32;
 /// Frames the unwinder walks per stack.
 pub const UNWIND_MAX_FRAMES: usize = 320;
+/// Stack ids at or above this (and below 2^31) name stacks walked with the
+/// tables (in UNWIND_STACKS, keyed by the id); the kernel's stack-map ids
+/// are far below it (a stack map has fewer entries).
+pub const UNWIND_STACK_ID_BASE: i32 = 1 << 30;
+
 /// Addresses per page of the row index: `address >> UNWIND_PAGE_SHIFT`. 4 KiB
 /// pages keep each binary search short (a few cache lines of rows): with
 /// 64 KiB pages a cold walk cost 1.8 us a frame on python3, most of it cache

@@ -342,7 +342,15 @@ fn returned(ctx: &RetProbeContext) {
 #[inline(always)]
 fn record(ctx: &RetProbeContext, addr: u64, pending: &AllocPending) {
     let generation = state(state::GENERATION);
-    let stack_id = match ctx.get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64) {
+    // Tables loaded for the process (`leaks --unwind dwarf`): walk them;
+    // otherwise the kernel's frame-pointer walk.
+    let tgid = config().tgid;
+    let unwound = crate::unwind::return_regs(ctx.regs)
+        .and_then(|(pc, sp, bp)| crate::unwind::user_stack_id(tgid, pc, sp, bp));
+    let stack_id = match unwound.map_or_else(
+        || ctx.get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64),
+        |id| Ok(i64::from(id)),
+    ) {
         Ok(id) => id as i32,
         Err(e) if e == -EFAULT => STACK_EMPTY,
         Err(e) => {

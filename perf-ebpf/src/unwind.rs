@@ -9,18 +9,15 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::pt_regs,
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_probe_read_kernel, bpf_probe_read_user,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    },
+    bindings::{BPF_NOEXIST, pt_regs},
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
     macros::{map, perf_event},
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::PerfEventContext,
 };
 use perf_ebpf_common::unwind::{
-    UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT, UnwindConfig, UnwindPage,
-    UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, cfa, end, fp,
+    UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT, UNWIND_STACK_ID_BASE, UnwindConfig,
+    UnwindPage, UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, cfa, end, fp,
 };
 
 /// Set by user space before load.
@@ -129,13 +126,69 @@ fn find_row(file_id: u32, addr: u64) -> Option<UnwindRow> {
     (row.cfa_type != cfa::END).then_some(row)
 }
 
+/// Where a sample interrupted the thread.
+#[cfg_attr(not(bpf_target_arch = "x86_64"), allow(dead_code))]
+enum Regs {
+    /// In user mode: (pc, sp, frame pointer).
+    User((u64, u64, u64)),
+    /// In the kernel.
+    Kernel,
+}
+
+/// The registers of a sample. The walk is x86_64's so far (its CFA rules
+/// name rsp and rbp); elsewhere this says nothing and nothing is walked.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+fn sample_regs(regs: *const pt_regs) -> Option<Regs> {
+    // SAFETY: the context of a perf-event program starts with pt_regs.
+    let (pc, sp, bp, cs) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
+    Some(if cs & 3 == 3 {
+        Regs::User((pc, sp, bp))
+    } else {
+        Regs::Kernel
+    })
+}
+
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn sample_regs(_regs: *const pt_regs) -> Option<Regs> {
+    None
+}
+
+/// The registers at a uretprobe (pc, sp, frame pointer), on x86_64.
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+pub(crate) fn return_regs(regs: *const pt_regs) -> Option<(u64, u64, u64)> {
+    // SAFETY: the program's context is pt_regs at the allocator's return.
+    Some(unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp) })
+}
+
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+pub(crate) fn return_regs(_regs: *const pt_regs) -> Option<(u64, u64, u64)> {
+    None
+}
+
 /// The current task's user registers (rip, rsp, rbp), where the kernel has
 /// BTF; `None` elsewhere or when they cannot be read.
+#[cfg(not(bpf_target_arch = "x86_64"))]
+#[inline(always)]
+fn user_regs_of_current() -> Option<(u64, u64, u64)> {
+    None
+}
+
+/// The current task's user registers (rip, rsp, rbp), where the kernel has
+/// BTF; `None` elsewhere or when they cannot be read.
+#[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 fn user_regs_of_current() -> Option<(u64, u64, u64)> {
     if config().task_regs == 0 {
         return None;
     }
+    use aya_ebpf::helpers::{
+        bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    };
     // SAFETY: helpers of tracing programs; the pointer they give is only
     // read through bpf_probe_read_kernel, which checks it.
     unsafe {
@@ -148,6 +201,8 @@ fn user_regs_of_current() -> Option<(u64, u64, u64)> {
         Some((regs.rip, regs.rsp, regs.rbp))
     }
 }
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 
 /// Frames walked per program run; a run that has not reached the end
 /// tail-calls `unwind_more` for the next ones (the verifier refuses 128 at
@@ -164,6 +219,9 @@ struct WalkState {
     hash: u64,
     tgid: u32,
     len: u32,
+    /// 1 when the first pc is a return address too (a uretprobe's).
+    first_return: u32,
+    _pad: u32,
 }
 
 #[map]
@@ -180,19 +238,21 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
         return 0;
     }
     let regs = ctx.as_ptr() as *const pt_regs;
-    // SAFETY: the context of a perf-event program starts with pt_regs.
-    let (mut pc, mut sp, mut bp, cs) =
-        unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
-    if cs & 3 != 3 {
+    let user = match sample_regs(regs) {
+        Some(Regs::User(user)) => user,
         // In the kernel (a syscall, a fault): the user registers were saved
         // at the top of the task's kernel stack. The branch is dead code
         // for the verifier where user space set task_regs = 0 (no BTF).
-        let Some(user) = user_regs_of_current() else {
-            count_end(end::KERNEL_MODE);
-            return 0;
-        };
-        (pc, sp, bp) = user;
-    }
+        Some(Regs::Kernel) => match user_regs_of_current() {
+            Some(user) => user,
+            None => {
+                count_end(end::KERNEL_MODE);
+                return 0;
+            }
+        },
+        None => return 0,
+    };
+    let (pc, sp, bp) = user;
     let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
         return 0;
     };
@@ -202,9 +262,11 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
         pc,
         sp,
         bp,
-        hash: 0xcbf2_9ce4_8422_2325,
+        hash: FNV_OFFSET,
         tgid,
         len: 0,
+        first_return: 0,
+        _pad: 0,
     };
     step(&ctx, state);
     0
@@ -264,7 +326,11 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
         state.len += 1;
         state.hash = (state.hash ^ pc).wrapping_mul(0x100_0000_01b3);
         // A return address points after its call: look up the call itself.
-        let lookup = if i == 0 { pc } else { pc - 1 };
+        let lookup = if i == 0 && state.first_return == 0 {
+            pc
+        } else {
+            pc - 1
+        };
         let Some((file_id, bias)) = find_mapping(proc, lookup) else {
             reason = Some(end::NO_MAPPING);
             break;
@@ -341,4 +407,43 @@ fn finish(state: &WalkState, stack: &mut UnwindStack, reason: u32) {
             let _ = UNWIND_COUNTS.insert(&hash, &1, 0);
         }
     }
+}
+
+/// The user stack of the current thread of `tgid` at a uretprobe (`pc` is
+/// the return address into the caller, `sp` and `bp` the registers there),
+/// walked with the tables in one go (FRAMES_PER_RUN frames at most: a
+/// uprobe program cannot tail-call into a perf-event one) and stored in
+/// UNWIND_STACKS under the id returned. `None` when user space loaded no
+/// tables for the process: the caller then walks frame pointers.
+///
+/// The id is 30 bits of the stack's hash above `UNWIND_STACK_ID_BASE`, apart
+/// from the kernel's stack-map ids below it; two stacks with the same 30
+/// bits share an id (the first one stored wins).
+#[inline(always)]
+pub(crate) fn user_stack_id(tgid: u32, pc: u64, sp: u64, bp: u64) -> Option<i32> {
+    // SAFETY: the value is only read.
+    let proc = unsafe { UNWIND_PROCS.get(&tgid) }?;
+    let state = UNWIND_STATE.get_ptr_mut(0)?;
+    let stack = UNWIND_SCRATCH.get_ptr_mut(0)?;
+    // SAFETY: this CPU's slots; tracing programs do not nest on a CPU (the
+    // kernel's bpf_prog_active guard), so no other run uses them meanwhile.
+    let (state, stack) = unsafe { (&mut *state, &mut *stack) };
+    *state = WalkState {
+        pc,
+        sp,
+        bp,
+        hash: FNV_OFFSET,
+        tgid,
+        len: 0,
+        first_return: 1,
+        _pad: 0,
+    };
+    let reason = walk(proc, state, stack).unwrap_or(end::DEPTH);
+    stack.len = state.len;
+    stack.end = reason;
+    count_end(reason);
+    let id = UNWIND_STACK_ID_BASE | (state.hash as i32 & (UNWIND_STACK_ID_BASE - 1));
+    // NOEXIST: an existing stack is found without a copy or an allocation.
+    let _ = UNWIND_STACKS.insert(&(id as u64), stack, BPF_NOEXIST as u64);
+    Some(id)
 }
