@@ -141,10 +141,23 @@ fn assert_nothing_lost(doc: &Value, ctx: &str) {
 
 /// `leaks -- leaky MODE K S [THREADS]`, which runs to its end.
 fn trace_command(test: &str, mode: &str, k: u64, s: u64, extra: &[&str]) -> (Value, String) {
+    trace_command_with(test, &[], mode, k, s, extra)
+}
+
+/// `leaks OPTIONS -- leaky MODE K S [THREADS]`.
+fn trace_command_with(
+    test: &str,
+    options: &[&str],
+    mode: &str,
+    k: u64,
+    s: u64,
+    extra: &[&str],
+) -> (Value, String) {
     let dir = test_dir(test);
     let exe = leaky(&dir);
     let (k_s, s_s) = (k.to_string(), s.to_string());
-    let mut args: Vec<&str> = vec!["--"];
+    let mut args: Vec<&str> = options.to_vec();
+    args.push("--");
     let exe_s = exe.to_str().unwrap().to_string();
     args.extend([exe_s.as_str(), mode, &k_s, &s_s]);
     args.extend(extra);
@@ -682,4 +695,76 @@ fn bad_input_errors() {
         &["--allocator", "not a 64-bit ELF"],
     );
     check(&["leaks"], &["--pid"]);
+}
+
+#[test]
+fn allocations_inside_libc_name_the_program_function_with_unwind_tables() {
+    if !require_privileges("allocations_inside_libc_name_the_program_function_with_unwind_tables") {
+        return;
+    }
+    let _lock = exclusive();
+    let dir = test_dir("leaks_libc_dwarf");
+    let exe = dir.join("libc_leaks");
+    // As distributions build: no frame pointers anywhere.
+    let status = std::process::Command::new("gcc")
+        .args(["-O2", "-fomit-frame-pointer", "-o"])
+        .arg(&exe)
+        .arg(workload_source("libc_leaks.c"))
+        .status()
+        .unwrap();
+    assert!(status.success(), "gcc failed");
+    let exe_s = exe.to_str().unwrap().to_string();
+    let (doc, run) = leaks_json(&dir, &["--unwind", "dwarf", "--", &exe_s, "100"]);
+    let ctx = format!("{}\n{}", listing(&doc), run.describe());
+    assert_eq!(doc["exit"]["code"], 0, "{ctx}");
+    let through = |function: &str| -> Vec<&Value> {
+        leak_stacks(&doc)
+            .iter()
+            .filter(|s| frame_names(s).iter().any(|n| n == function))
+            .collect()
+    };
+    // strdup of 22 characters: exactly 100 blocks of 23 bytes, and the stack
+    // goes on past libc to the program's function and main.
+    let strdup = through("leak_via_strdup");
+    assert_eq!(strdup.len(), 1, "one stack through leak_via_strdup\n{ctx}");
+    assert_eq!(
+        (bytes(strdup[0]), allocations(strdup[0])),
+        (2300, 100),
+        "{ctx}"
+    );
+    assert!(frame_names(strdup[0]).iter().any(|n| n == "main"), "{ctx}");
+    // getline and asprintf: 100 buffers each, whatever sizes libc picks.
+    for function in ["leak_via_getline", "leak_via_asprintf"] {
+        let found = through(function);
+        let n: u64 = found.iter().map(|s| allocations(s)).sum();
+        assert_eq!(n, 100, "100 allocations through {function}\n{ctx}");
+        assert!(found.iter().all(|s| bytes(s) >= 100 * 8), "{ctx}");
+    }
+}
+
+#[test]
+fn malloc_and_threads_stay_exact_with_unwind_tables() {
+    if !require_privileges("malloc_and_threads_stay_exact_with_unwind_tables") {
+        return;
+    }
+    let _lock = exclusive();
+    let dwarf = ["--unwind", "dwarf"];
+    let (doc, ctx) = trace_command_with("leaks_malloc_dwarf", &dwarf, "malloc", 1000, 48, &[]);
+    assert_exact(&doc, "leak_malloc_blocks", "malloc", 1000, 48, &ctx);
+    assert_balanced(&doc, &ctx);
+    assert_nothing_lost(&doc, &ctx);
+    let (k, s, threads) = (300, 72, 4);
+    let (doc, ctx) = trace_command_with("leaks_threads_dwarf", &dwarf, "threads", k, s, &["4"]);
+    let found = from(&doc, "leak_in_thread");
+    assert_eq!(found.len(), 1, "one stack for the four threads\n{ctx}");
+    assert_eq!(
+        (bytes(found[0]), allocations(found[0])),
+        (threads * k * s, threads * k),
+        "{ctx}"
+    );
+    assert!(
+        frame_names(found[0]).iter().any(|n| n == "thread_main"),
+        "{ctx}"
+    );
+    assert_nothing_lost(&doc, &ctx);
 }

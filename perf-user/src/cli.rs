@@ -298,6 +298,13 @@ pub struct LeaksArgs {
     #[arg(long, value_name = "PATH")]
     pub allocator: Option<PathBuf>,
 
+    /// How allocation stacks are walked: `fp`, frame pointers (cheap; one or
+    /// two frames deep through libraries built without them, e.g. libc's
+    /// strdup); `dwarf`, tables built from each file's .eh_frame (x86_64),
+    /// which reach the program's own function through such libraries.
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::unwind::UnwindMode::Fp)]
+    pub unwind: crate::unwind::UnwindMode,
+
     /// Most outstanding allocations tracked at once (1 to 16 Mi); more are
     /// counted as lost.
     #[arg(long, value_name = "N", default_value_t = perf_ebpf_common::alloc::ALLOC_OUTSTANDING_ENTRIES, value_parser = max_allocations)]

@@ -27,12 +27,19 @@ use perf_ebpf_common::alloc::{
     ALLOC_OUTSTANDING_ENTRIES, AllocConfig, AllocInfo, AllocStackKey, AllocStackTotals, counter,
     state,
 };
+use perf_ebpf_common::unwind::{UNWIND_STACK_ID_BASE, UnwindStack};
 
 use super::{
     Collector, maps,
     uprobe_multi::{self, MultiPrograms, UprobeMultiError},
 };
-use crate::ebpf;
+use crate::{
+    ebpf,
+    unwind::{
+        UnwindMode,
+        sampler::{self, Limits},
+    },
+};
 
 /// The uretprobe shared by every allocation function.
 const RETURN_PROGRAM: &str = "alloc_return";
@@ -79,6 +86,8 @@ pub struct AllocOptions {
     pub sample_every: u32,
     /// Capacity of the outstanding-allocation map.
     pub max_allocations: u32,
+    /// How allocation stacks are walked.
+    pub unwind: UnwindMode,
 }
 
 impl Default for AllocOptions {
@@ -87,6 +96,7 @@ impl Default for AllocOptions {
             tgid: 0,
             sample_every: 1,
             max_allocations: ALLOC_OUTSTANDING_ENTRIES,
+            unwind: UnwindMode::Fp,
         }
     }
 }
@@ -277,6 +287,8 @@ pub struct AllocCollector {
     tgid: NonZeroU32,
     /// Files whose allocation functions are probed.
     attached: Vec<PathBuf>,
+    /// Whether stacks are walked with tables (loaded at each attach).
+    dwarf: bool,
 }
 
 impl Drop for AllocCollector {
@@ -317,9 +329,13 @@ impl AllocCollector {
             tgid: opts.tgid,
             sample_every: opts.sample_every,
         };
+        let mut map_entries = vec![("ALLOC_OUTSTANDING", opts.max_allocations)];
+        if opts.unwind == UnwindMode::Dwarf {
+            map_entries.extend(Limits::default().map_entries());
+        }
         let mut ebpf = ebpf::load(&ebpf::Globals {
             alloc: Some(config),
-            map_entries: vec![("ALLOC_OUTSTANDING", opts.max_allocations)],
+            map_entries,
             ..ebpf::Globals::default()
         })?;
         let programs: HashSet<&'static str> = FUNCTIONS
@@ -369,6 +385,7 @@ impl AllocCollector {
             ebpf,
             tgid,
             attached: Vec::new(),
+            dwarf: opts.unwind == UnwindMode::Dwarf,
         })
     }
 
@@ -425,6 +442,12 @@ impl AllocCollector {
             }
         }
         self.attached.push(path.to_path_buf());
+        if self.dwarf {
+            // The process's libraries are mapped by now (this runs once the
+            // loader is done, and again after each execve()).
+            sampler::load_tables(&mut self.ebpf, self.tgid.get(), Limits::default())
+                .map_err(|e| AllocError::Options(format!("loading unwind tables: {e}")))?;
+        }
         Ok(())
     }
 
@@ -502,9 +525,21 @@ impl AllocCollector {
         let map = maps::find(&self.ebpf, "ALLOC_STACKS")?;
         let stacks: StackTraceMap<&MapData> =
             StackTraceMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STACKS"))?;
+        let unwound: Option<BpfHashMap<&MapData, u64, UnwindStack>> = if self.dwarf {
+            let map = maps::find(&self.ebpf, "UNWIND_STACKS")?;
+            Some(BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("UNWIND_STACKS"))?)
+        } else {
+            None
+        };
         let mut out = HashMap::new();
         for id in ids {
-            if let Ok(trace) = stacks.get(&id, 0) {
+            if id >= UNWIND_STACK_ID_BASE as u32 {
+                // Walked with the tables (see perf-ebpf/src/unwind.rs).
+                if let Some(Ok(stack)) = unwound.as_ref().map(|m| m.get(&u64::from(id), 0)) {
+                    let len = (stack.len as usize).min(stack.pcs.len());
+                    out.insert(id, stack.pcs[..len].to_vec());
+                }
+            } else if let Ok(trace) = stacks.get(&id, 0) {
                 out.insert(id, trace.frames().iter().map(|f| f.ip).collect());
             }
         }

@@ -278,6 +278,7 @@ impl Tracer {
             tgid,
             sample_every: args.sample,
             max_allocations: args.max_allocations,
+            unwind: args.unwind,
         };
         let Some(plan) = plan else {
             let pid = args.pid.unwrap_or_default();

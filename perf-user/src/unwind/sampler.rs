@@ -68,6 +68,19 @@ pub struct Limits {
     pub stacks: u32,
 }
 
+impl Limits {
+    /// The unwinder's map sizes, for `ebpf::Globals::map_entries`.
+    pub fn map_entries(&self) -> Vec<(&'static str, u32)> {
+        vec![
+            ("UNWIND_ROWS", self.rows),
+            ("UNWIND_PAGES", self.pages),
+            ("UNWIND_PROCS", 64),
+            ("UNWIND_STACKS", self.stacks),
+            ("UNWIND_COUNTS", self.stacks),
+        ]
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -114,13 +127,7 @@ impl DwarfSampler {
                 tgid: pid,
                 task_regs: u32::from(std::path::Path::new("/sys/kernel/btf/vmlinux").exists()),
             }),
-            map_entries: vec![
-                ("UNWIND_ROWS", limits.rows),
-                ("UNWIND_PAGES", limits.pages),
-                ("UNWIND_PROCS", 64),
-                ("UNWIND_STACKS", limits.stacks),
-                ("UNWIND_COUNTS", limits.stacks),
-            ],
+            map_entries: limits.map_entries(),
             ..ebpf::Globals::default()
         })?;
         let files = load_tables(&mut ebpf, pid, limits)?;
@@ -228,8 +235,23 @@ fn bias(data: &[u8], start: u64, offset: u64) -> Option<u64> {
     Some(start.wrapping_sub(vaddr))
 }
 
-/// Builds and loads the tables of `pid`'s executable files, and its mappings.
-fn load_tables(ebpf: &mut Ebpf, pid: u32, limits: Limits) -> Result<Vec<LoadedFile>, SamplerError> {
+/// Builds and loads the tables of `pid`'s executable files, and its
+/// mappings, replacing whatever was loaded before (after an execve(), the
+/// files are others).
+pub(crate) fn load_tables(
+    ebpf: &mut Ebpf,
+    pid: u32,
+    limits: Limits,
+) -> Result<Vec<LoadedFile>, SamplerError> {
+    {
+        // File ids start again from 1: pages of the files before must go.
+        let mut pages: BpfHashMap<_, UnwindPageKey, UnwindPage> =
+            BpfHashMap::try_from(maps::find_mut(ebpf, "UNWIND_PAGES")?)?;
+        let old: Vec<UnwindPageKey> = pages.keys().filter_map(Result::ok).collect();
+        for key in old {
+            let _ = pages.remove(&key);
+        }
+    }
     let maps_now = ProcessMaps::read(pid).map_err(|source| SamplerError::Maps { pid, source })?;
     let mut store = TableStore::new(limits.rows as usize * size_of::<UnwindRow>());
     let mut file_ids: HashMap<FileKey, u32> = HashMap::new();
