@@ -753,7 +753,7 @@ fn short_lived_processes_are_named() {
         }
     }
     let mut worst: Vec<_> = unnamed.into_iter().collect();
-    worst.sort_by(|a, b| b.1.cmp(&a.1));
+    worst.sort_by_key(|w| std::cmp::Reverse(w.1));
     let listing: String = worst
         .iter()
         .take(10)
