@@ -1431,30 +1431,53 @@ struct Fit {
     points: usize,
 }
 
-fn fit(points: &[(f64, f64)]) -> Option<Fit> {
+/// The line through `points` with one slope and, when `step_at` is given, a
+/// level of its own on each side of it (points before `step_at`, and the
+/// others): a step there (the leak target replaced) is not taken for growth.
+fn fit(points: &[(f64, f64)], step_at: Option<f64>) -> Option<Fit> {
     let n = points.len();
-    if n < 3 {
+    let segments: Vec<Vec<(f64, f64)>> = match step_at {
+        Some(at) => {
+            let (before, after): (Vec<_>, Vec<_>) = points.iter().partition(|(t, _)| *t < at);
+            [before, after]
+                .into_iter()
+                .filter(|s| !s.is_empty())
+                .collect()
+        }
+        None => vec![points.to_vec()],
+    };
+    let levels = segments.len();
+    if n < levels + 2 {
         return None;
     }
-    let nf = n as f64;
-    let (mt, my) = points
-        .iter()
-        .fold((0.0, 0.0), |(a, b), (t, y)| (a + t / nf, b + y / nf));
-    let stt: f64 = points.iter().map(|(t, _)| (t - mt).powi(2)).sum();
+    let mean = |s: &[(f64, f64)]| {
+        let k = s.len() as f64;
+        s.iter()
+            .fold((0.0, 0.0), |(a, b), (t, y)| (a + t / k, b + y / k))
+    };
+    let (mut stt, mut sty) = (0.0, 0.0);
+    for s in &segments {
+        let (mt, my) = mean(s);
+        stt += s.iter().map(|(t, _)| (t - mt).powi(2)).sum::<f64>();
+        sty += s.iter().map(|(t, y)| (t - mt) * (y - my)).sum::<f64>();
+    }
     if stt <= 0.0 {
         return None;
     }
-    let sty: f64 = points.iter().map(|(t, y)| (t - mt) * (y - my)).sum();
     let slope = sty / stt;
-    let sse: f64 = points
-        .iter()
-        .map(|(t, y)| (y - my - slope * (t - mt)).powi(2))
-        .sum();
-    let se = (sse / (nf - 2.0) / stt).sqrt();
+    let mut sse = 0.0;
+    for s in &segments {
+        let (mt, my) = mean(s);
+        sse += s
+            .iter()
+            .map(|(t, y)| (y - my - slope * (t - mt)).powi(2))
+            .sum::<f64>();
+    }
+    let se = (sse / (n - 1 - levels) as f64 / stt).sqrt();
     Some(Fit {
         slope_per_hour: slope * 3600.0,
         stderr_per_hour: se * 3600.0,
-        mean: my,
+        mean: mean(points).1,
         points: n,
     })
 }
@@ -1585,7 +1608,10 @@ fn analyse(i: Inputs<'_>) -> Report {
         .filter(|s| in_fit(s.t))
         .filter_map(|s| Some((s.t, s.rss_kib? as f64)))
         .collect();
-    let rss_fit = fit(&rss_points);
+    // The target's replacement may leave a step (its first detach and
+    // attach run code and fill caches once): a level each side of it.
+    let step_at = i.transition.map(|(_, b)| b);
+    let rss_fit = fit(&rss_points, step_at);
     let rss_limit = rss_fit.map(|f| GROWTH_LIMIT_PER_HOUR * f.mean);
 
     let names: BTreeSet<&String> = i.samples.iter().flat_map(|s| s.maps.keys()).collect();
@@ -1617,7 +1643,7 @@ fn analyse(i: Inputs<'_>) -> Report {
                 .filter_map(|s| s.maps.get(name).map(|m| m.instances))
                 .max()
                 .unwrap_or(0);
-            let fit = fit(&points);
+            let fit = fit(&points, step_at);
             let limit = fit.map(|f| {
                 (GROWTH_LIMIT_PER_HOUR * f.mean).max(MAP_CAPACITY_LIMIT_PER_HOUR * capacity as f64)
             });
@@ -2188,22 +2214,33 @@ mod tests {
     #[test]
     fn slope_and_flatness() {
         let flat: Vec<(f64, f64)> = (0..50).map(|i| (i as f64 * 10.0, 1000.0)).collect();
-        let f = fit(&flat).unwrap();
+        let f = fit(&flat, None).unwrap();
         assert!(f.slope_per_hour.abs() < 1e-9);
         assert!(!grows(&f, 50.0));
         // One entry per second: 3600 per hour, far above 5 % of the mean.
         let leak: Vec<(f64, f64)> = (0..50)
             .map(|i| (i as f64 * 10.0, 1000.0 + i as f64 * 10.0))
             .collect();
-        let f = fit(&leak).unwrap();
+        let f = fit(&leak, None).unwrap();
         assert!((f.slope_per_hour - 3600.0).abs() < 1e-6);
         assert!(grows(&f, 0.05 * f.mean));
         // A sawtooth (a map that fills and empties every window) is noise.
         let saw: Vec<(f64, f64)> = (0..48)
             .map(|i| (i as f64 * 10.0, [100.0, 200.0, 300.0][i % 3]))
             .collect();
-        let f = fit(&saw).unwrap();
+        let f = fit(&saw, None).unwrap();
         assert!(!grows(&f, 0.05 * f.mean), "{f:?}");
+        // A step between two flat stretches is no slope when it is where
+        // the levels split, and steep when it is not.
+        let step: Vec<(f64, f64)> = (0..48)
+            .map(|i| (i as f64 * 10.0, if i < 20 { 1000.0 } else { 1040.0 }))
+            .collect();
+        let f = fit(&step, Some(200.0)).unwrap();
+        assert!(f.slope_per_hour.abs() < 1e-6, "{f:?}");
+        assert!(grows(&fit(&step, None).unwrap(), 0.05 * 1000.0));
+        // A leak is still one with a step in it.
+        let f = fit(&leak, Some(250.0)).unwrap();
+        assert!((f.slope_per_hour - 3600.0).abs() < 1e-6);
     }
 
     #[test]
