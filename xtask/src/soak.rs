@@ -54,9 +54,18 @@ const MAP_CAPACITY_LIMIT_PER_HOUR: f64 = 0.01;
 /// standard errors: short runs are noisy (the CPU maps fill and empty every
 /// window), and a real leak's slope is many standard errors away.
 const SLOPE_SIGMAS: f64 = 2.0;
-/// The leak collector's target: its process name and how many blocks it keeps.
-const LEAKER: &str = "soak_leaker";
+/// How many blocks the leak collector's target keeps.
 const LEAKER_KEEP: &str = "2000";
+
+/// The leak collector's target's process name: ours alone (the soak's PID in
+/// it, 15 characters at most as the kernel keeps them), because the daemon
+/// traces every process of that name. With one name for all, two soaks run
+/// at once on one host each traced the other's target as well (two traced
+/// processes, an extra tracer's memory and maps in each run's figures).
+fn leaker() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| format!("soakleak{}", std::process::id()))
+}
 /// After the replacement target starts, its ring fills again: samples up to
 /// this long after its `go` are left out of the slopes, as are those from
 /// the kill on.
@@ -420,7 +429,7 @@ fn compile_leaker(dir: &Path) -> Result<PathBuf> {
         .join("xtask")
         .join("workloads")
         .join("soak_leaker.c");
-    let out = dir.join(LEAKER);
+    let out = dir.join(leaker());
     cmd::output(
         Command::new("gcc")
             .args(["-O2", "-g", "-fno-omit-frame-pointer", "-Wall", "-o"])
@@ -443,7 +452,8 @@ fn write_config(path: &Path, port: u16, reloaded_at: Option<f64>) -> Result<()> 
          [collectors.cpu]\nenabled = true\n\n\
          [collectors.block]\nenabled = true\n\n\
          [collectors.tcp]\nenabled = true\n\n\
-         [collectors.leaks]\nenabled = true\nprocesses = [\"{LEAKER}\"]\n"
+         [collectors.leaks]\nenabled = true\nprocesses = [\"{}\"]\n",
+        leaker()
     ));
     fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -695,7 +705,7 @@ impl Leaker {
         )?;
         match proc.read_line()? {
             Some(l) if l == "ready" => Ok(Self { proc }),
-            other => bail!("{LEAKER} did not start: {other:?}"),
+            other => bail!("{} did not start: {other:?}", leaker()),
         }
     }
 
@@ -709,8 +719,9 @@ impl Leaker {
             Ok(())
         } else {
             bail!(
-                "perf_user_leak_traced_processes{{process=\"{LEAKER}\"}} did not become {want} \
-                 within 30 s"
+                "perf_user_leak_traced_processes{{process=\"{}\"}} did not become {want} \
+                 within 30 s",
+                leaker()
             )
         }
     }
@@ -730,7 +741,7 @@ impl Leaker {
             };
             num("allocs=")
                 .zip(num("frees="))
-                .ok_or_else(|| anyhow!("{LEAKER} answered {line:?} to pause"))
+                .ok_or_else(|| anyhow!("{} answered {line:?} to pause", leaker()))
         });
         thread::sleep(Duration::from_secs(1));
         let seen = leak_metrics(addr);
@@ -777,7 +788,7 @@ fn leak_metrics(addr: SocketAddr) -> Result<LeakMetrics> {
         bail!("/metrics answered HTTP {code}");
     }
     let series = parse_metrics(&body);
-    let ours = [("process", LEAKER)];
+    let ours = [("process", leaker())];
     Ok(LeakMetrics {
         traced: sum(&series, "perf_user_leak_traced_processes", &ours),
         allocations: sum(&series, "perf_user_leak_allocations_total", &ours),
