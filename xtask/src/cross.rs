@@ -226,11 +226,12 @@ impl Target {
         if self.musl {
             if self.native() {
                 packages.push("musl-tools");
-            } else {
-                // gcc only drives the link and compiles freestanding C;
-                // musl itself comes with Rust.
-                packages.retain(|p| *p == self.arch.cross_gcc_package());
             }
+            // Otherwise gcc drives the link (musl itself comes with Rust) and
+            // compiles ring's C, whose <stdint.h> is the cross libc's: without
+            // libc6-dev-<arch>-cross it fell through to the host's
+            // /usr/include and failed on a fresh machine (a prepared one had
+            // the package from vm-test).
         }
         packages
     }
@@ -558,7 +559,10 @@ mod tests {
         );
         assert_eq!(gnu.linker().as_deref(), Some("aarch64-linux-gnu-gcc"));
         let musl = Target::musl(Arch::Aarch64);
-        assert_eq!(musl.packages(), ["gcc-aarch64-linux-gnu"]);
+        assert_eq!(
+            musl.packages(),
+            ["gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross"]
+        );
         assert_eq!(musl.c_compiler(), "aarch64-linux-gnu-gcc");
         let native = Target::musl(Arch::X86_64);
         assert_eq!(native.linker(), None);
