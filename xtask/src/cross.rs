@@ -223,15 +223,13 @@ impl Target {
     /// Debian packages the build needs on this host.
     fn packages(self) -> Vec<&'static str> {
         let (_, mut packages) = self.arch.c_compiler();
-        if self.musl {
-            if self.native() {
-                packages.push("musl-tools");
-            }
-            // Otherwise gcc drives the link (musl itself comes with Rust) and
-            // compiles ring's C, whose <stdint.h> is the cross libc's: without
-            // libc6-dev-<arch>-cross it fell through to the host's
-            // /usr/include and failed on a fresh machine (a prepared one had
-            // the package from vm-test).
+        // A musl cross target keeps the cross libc package: gcc drives the
+        // link (musl itself comes with Rust) and compiles ring's C, whose
+        // <stdint.h> is the cross libc's; without libc6-dev-<arch>-cross it
+        // fell through to the host's /usr/include and failed on a fresh
+        // machine (a prepared one had the package from vm-test).
+        if self.musl && self.native() {
+            packages.push("musl-tools");
         }
         packages
     }
