@@ -406,7 +406,10 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     }
     if !unknown.is_empty() {
         // A misspelt name must not silently pass a check.
-        eprintln!("soak FAILED: --advisory names no check: {}", unknown.join(", "));
+        eprintln!(
+            "soak FAILED: --advisory names no check: {}",
+            unknown.join(", ")
+        );
         Ok(ExitCode::FAILURE)
     } else if failed.is_empty() {
         if advisory.is_empty() {
