@@ -224,6 +224,23 @@ struct WalkState {
     _pad: u32,
 }
 
+impl WalkState {
+    /// A walk of `tgid` from registers (pc, sp, frame pointer).
+    #[inline(always)]
+    fn start(tgid: u32, (pc, sp, bp): (u64, u64, u64), first_return: u32) -> Self {
+        Self {
+            pc,
+            sp,
+            bp,
+            hash: FNV_OFFSET,
+            tgid,
+            len: 0,
+            first_return,
+            _pad: 0,
+        }
+    }
+}
+
 #[map]
 static UNWIND_STATE: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0);
 
@@ -258,16 +275,7 @@ pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
     };
     // SAFETY: this CPU's slot; perf-event programs do not nest on a CPU.
     let state = unsafe { &mut *state };
-    *state = WalkState {
-        pc,
-        sp,
-        bp,
-        hash: FNV_OFFSET,
-        tgid,
-        len: 0,
-        first_return: 0,
-        _pad: 0,
-    };
+    *state = WalkState::start(tgid, (pc, sp, bp), 0);
     step(&ctx, state);
     0
 }
@@ -428,16 +436,7 @@ pub(crate) fn user_stack_id(tgid: u32, pc: u64, sp: u64, bp: u64) -> Option<i32>
     // SAFETY: this CPU's slots; tracing programs do not nest on a CPU (the
     // kernel's bpf_prog_active guard), so no other run uses them meanwhile.
     let (state, stack) = unsafe { (&mut *state, &mut *stack) };
-    *state = WalkState {
-        pc,
-        sp,
-        bp,
-        hash: FNV_OFFSET,
-        tgid,
-        len: 0,
-        first_return: 1,
-        _pad: 0,
-    };
+    *state = WalkState::start(tgid, (pc, sp, bp), 1);
     let reason = walk(proc, state, stack).unwrap_or(end::DEPTH);
     stack.len = state.len;
     stack.end = reason;
