@@ -20,6 +20,18 @@ pub fn workspace_root() -> &'static Path {
         .expect("xtask lives in a subdirectory of the workspace")
 }
 
+/// The workspace's target directory, as cargo resolves it (CARGO_TARGET_DIR,
+/// config): where every xtask command finds and puts its builds and reports.
+pub fn target_dir() -> anyhow::Result<std::path::PathBuf> {
+    use anyhow::Context as _;
+    let metadata = cargo_metadata::MetadataCommand::new()
+        .current_dir(workspace_root())
+        .no_deps()
+        .exec()
+        .context("`cargo metadata` failed; cannot find the target directory")?;
+    Ok(metadata.target_directory.into_std_path_buf())
+}
+
 /// `cargo` (the rustup proxy, so that `+toolchain` works and the toolchain
 /// running xtask is inherited through `RUSTUP_TOOLCHAIN`), run in the
 /// workspace root.

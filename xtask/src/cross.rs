@@ -280,12 +280,7 @@ pub fn rustup_target(triple: &str) -> Result<()> {
 /// The target directory of cross builds: `target/cross`, apart from the
 /// host's `target/`, so that its lock does not serialize with host builds.
 pub fn target_dir() -> Result<PathBuf> {
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(cmd::workspace_root())
-        .no_deps()
-        .exec()
-        .context("`cargo metadata` failed; cannot find the target directory")?;
-    Ok(metadata.target_directory.join("cross").into_std_path_buf())
+    Ok(cmd::target_dir()?.join("cross"))
 }
 
 /// `cargo <subcommand>` set up to build for `target` in `target/cross`.

@@ -7,7 +7,7 @@ use std::{
     process::{Command, ExitCode},
 };
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 
 use crate::{build, cmd};
 
@@ -24,17 +24,8 @@ pub struct Args {
 pub fn main(args: &Args) -> Result<ExitCode> {
     build::build(args.release, &[])?;
 
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(cmd::workspace_root())
-        .no_deps()
-        .exec()
-        .context("`cargo metadata` failed; cannot find the target directory")?;
     let profile = if args.release { "release" } else { "debug" };
-    let binary = metadata
-        .target_directory
-        .join(profile)
-        .join("perf-user")
-        .into_std_path_buf();
+    let binary = cmd::target_dir()?.join(profile).join("perf-user");
 
     let mut command = if cmd::is_root() {
         Command::new(&binary)

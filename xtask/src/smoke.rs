@@ -275,15 +275,10 @@ impl Drop for SmokeDir {
 /// `cargo build --release -p perf-user`, copied into `dir`, mode 0755.
 fn build_release(dir: &Path) -> Result<PathBuf> {
     crate::build::build(true, &[])?;
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(cmd::workspace_root())
-        .no_deps()
-        .exec()
-        .context("`cargo metadata` failed; cannot find the target directory")?;
-    let built = metadata.target_directory.join("release/perf-user");
+    let built = cmd::target_dir()?.join("release/perf-user");
     let binary = dir.join("perf-user");
     fs::copy(&built, &binary)
-        .with_context(|| format!("cannot copy {built} to {}", binary.display()))?;
+        .with_context(|| format!("cannot copy {} to {}", built.display(), binary.display()))?;
     fs::set_permissions(&binary, fs::Permissions::from_mode(0o755))?;
     Ok(binary)
 }

@@ -153,12 +153,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
 
     eprintln!("== setting up");
     apt::ensure("the soak's leak target", &["gcc", "libc6-dev"])?;
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(cmd::workspace_root())
-        .no_deps()
-        .exec()
-        .context("`cargo metadata` failed; cannot find the target directory")?;
-    let target_dir = metadata.target_directory.into_std_path_buf();
+    let target_dir = cmd::target_dir()?;
     let out = args.out.clone().unwrap_or_else(|| target_dir.join("soak"));
     let tmp = out.join("tmp");
     fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;

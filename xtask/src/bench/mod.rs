@@ -250,12 +250,7 @@ pub fn main(args: &Args) -> Result<()> {
 
     eprintln!("== setting up");
     apt::ensure("benchmark tools", PACKAGES)?;
-    let metadata = cargo_metadata::MetadataCommand::new()
-        .current_dir(cmd::workspace_root())
-        .no_deps()
-        .exec()
-        .context("`cargo metadata` failed; cannot find the target directory")?;
-    let target_dir = metadata.target_directory.into_std_path_buf();
+    let target_dir = cmd::target_dir()?;
     let out_dir = args.out.clone().unwrap_or_else(|| target_dir.join("bench"));
     let tmp = out_dir.join("tmp");
     let bin = tmp.join("bin");
