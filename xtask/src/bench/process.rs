@@ -267,8 +267,9 @@ pub fn parse_prog_fdinfo(text: &str) -> Option<(u32, ProgStats)> {
     Some((id?, stats))
 }
 
-/// Number of file descriptors of `pid` that are BPF programs or perf events:
-/// tracers open these while attaching.
+/// Number of file descriptors of `pid` that are BPF programs, perf events or
+/// BPF links: tracers open these while attaching (uprobe_multi links, which
+/// `leaks` uses on Linux 6.6+, are links without a perf event).
 pub fn probe_fds(pid: i32) -> usize {
     let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return 0;
@@ -277,7 +278,9 @@ pub fn probe_fds(pid: i32) -> usize {
         .filter(|fd| {
             fs::read_link(fd.path()).is_ok_and(|t| {
                 let t = t.as_os_str().to_string_lossy();
-                t == "anon_inode:bpf-prog" || t == "anon_inode:[perf_event]"
+                t == "anon_inode:bpf-prog"
+                    || t == "anon_inode:[perf_event]"
+                    || t == "anon_inode:bpf_link"
             })
         })
         .count()
