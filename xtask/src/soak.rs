@@ -43,8 +43,20 @@ use crate::{
 /// How often RSS, the maps and the daemon's counters are read.
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// The first part of the run that the slopes leave out: caches fill, the
-/// CPU collector's first windows, the leak target's ring filling.
+/// CPU collector's first windows, the leak target's ring filling. At least
+/// this share, and at least [`ENGINE_FILL`] (see [`warmup`]).
 const WARMUP_FRACTION: f64 = 0.2;
+/// The learning window the soak gives the alert rules that learn over one
+/// hour by default (`DiskLatencyAnomaly`, `TcpRttAnomaly`, `CpuHotspot`):
+/// the engine keeps each series' points for its rule's window, so its memory
+/// grows until the window is full. With the defaults that is longer than the
+/// hour run itself (docs/soak.md, "Warm-up").
+const ALERT_WINDOW: Duration = Duration::from_secs(600);
+/// How long the alert engine's memory takes to stop growing: a series' points
+/// fill its window, and a series not seen again is forgotten
+/// `max(window, 10 min)` after it was last seen (alerts/engine.rs `forget`),
+/// so the set of series levels off after window + 10 min.
+const ENGINE_FILL: Duration = Duration::from_secs(600 + 600);
 /// Flat: projected growth per hour below this share of the post-warm-up mean.
 const GROWTH_LIMIT_PER_HOUR: f64 = 0.05;
 /// ... or, for a map, below this share of its capacity per hour (a map that
@@ -102,6 +114,20 @@ pub struct Args {
     /// a short window is mostly warm-up (docs/soak.md); the hour run judges it.
     #[arg(long, value_name = "CHECK")]
     advisory: Vec<String>,
+    /// Test the test: preload a shim into the daemon that leaks this many
+    /// KiB of heap an hour (touched, never freed), to see `rss_flat` fail.
+    #[arg(long, value_name = "KIB_PER_HOUR")]
+    inject_leak: Option<u64>,
+}
+
+/// Warm-up: 20 % of the run, and at least the alert engine's fill time, but
+/// no more than half the run (a short run cannot wait for the engine: its
+/// RSS slope is only indicative, docs/soak.md).
+fn warmup(planned: Duration) -> f64 {
+    let planned = planned.as_secs_f64();
+    (WARMUP_FRACTION * planned)
+        .max(ENGINE_FILL.as_secs_f64())
+        .min(planned / 2.0)
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -165,6 +191,10 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         }
     };
     let leaker_bin = compile_leaker(&tmp)?;
+    let inject = match args.inject_leak {
+        Some(kib) => Some((compile_leak_shim(&tmp)?, kib)),
+        None => None,
+    };
 
     let port = service_listener(20_000)?.local_addr()?.port();
     let echo = service_listener(port + 1)?;
@@ -189,14 +219,20 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     eprintln!("== starting the daemon");
     let stderr_path = out.join("daemon.stderr");
     let launched = Instant::now();
-    let mut daemon = Proc::spawn(
-        Command::new(&bin)
-            .args(["run", "--log-format", "json", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(create(&out.join("daemon.stdout"))?))
-            .stderr(Stdio::from(create(&stderr_path)?)),
-    )?;
+    let mut command = Command::new(&bin);
+    command
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(create(&out.join("daemon.stdout"))?))
+        .stderr(Stdio::from(create(&stderr_path)?));
+    if let Some((shim, kib)) = &inject {
+        eprintln!("the daemon is made to leak {kib} KiB/h (--inject-leak)");
+        command
+            .env("LD_PRELOAD", shim)
+            .env("SOAK_LEAK_KIB_PER_HOUR", kib.to_string());
+    }
+    let mut daemon = Proc::spawn(&mut command)?;
     let ready = wait_until(Duration::from_secs(60), || {
         !daemon.alive() || http_get(addr, "/healthz").is_ok_and(|(code, _)| code == 200)
     });
@@ -368,6 +404,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         ids: &ids,
         leftovers,
         total_seconds: started.elapsed().as_secs_f64(),
+        injected_leak: args.inject_leak,
     });
     let md = report.markdown();
     fs::write(out.join("report.md"), &md)
@@ -447,6 +484,23 @@ fn wait_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// `--inject-leak`: xtask/workloads/soak_inject_leak.c as a shared object.
+fn compile_leak_shim(dir: &Path) -> Result<PathBuf> {
+    let source = cmd::workspace_root()
+        .join("xtask")
+        .join("workloads")
+        .join("soak_inject_leak.c");
+    let out = dir.join("soak_inject_leak.so");
+    cmd::output(
+        Command::new("gcc")
+            .args(["-O2", "-Wall", "-shared", "-fPIC", "-pthread", "-o"])
+            .arg(&out)
+            .arg(&source),
+    )
+    .with_context(|| format!("cannot compile {}", source.display()))?;
+    Ok(out)
+}
+
 fn compile_leaker(dir: &Path) -> Result<PathBuf> {
     let source = cmd::workspace_root()
         .join("xtask")
@@ -463,8 +517,10 @@ fn compile_leaker(dir: &Path) -> Result<PathBuf> {
     Ok(out)
 }
 
-/// Every collector on; the reload adds a comment line, so that it changes
-/// nothing that would re-attach a collector and reset its counters.
+/// Every collector on; the built-in alert rules, the three that learn over
+/// an hour with [`ALERT_WINDOW`] instead (otherwise as built in, see
+/// alerts/rules.rs `defaults`). The reload adds a comment line, so that it
+/// changes nothing that would re-attach a collector and reset its counters.
 fn write_config(path: &Path, port: u16, reloaded_at: Option<f64>) -> Result<()> {
     let mut text = String::from("# written by `cargo xtask soak`\n");
     if let Some(t) = reloaded_at {
@@ -477,6 +533,22 @@ fn write_config(path: &Path, port: u16, reloaded_at: Option<f64>) -> Result<()> 
          [collectors.tcp]\nenabled = true\n\n\
          [collectors.leaks]\nenabled = true\nprocesses = [\"{}\"]\n",
         leaker()
+    ));
+    let w = ALERT_WINDOW.as_secs();
+    text.push_str(&format!(
+        "\n# The built-in rules that learn over 1 h, with {w} s windows (docs/soak.md)\n\
+         [[alerts.rules]]\nname = \"DiskLatencyAnomaly\"\nkind = \"baseline\"\n\
+         signal = \"block_latency_p99_seconds\"\nmatch = {{ op = \"read|write\" }}\n\
+         k = 6\nmin_delta = 0.010\nmin_ratio = 3\nmin_history = 12\nwindow = \"{w}s\"\n\
+         for = \"1m\"\nmin_count = 20\n\n\
+         [[alerts.rules]]\nname = \"TcpRttAnomaly\"\nkind = \"baseline\"\n\
+         signal = \"tcp_rtt_p99_seconds\"\n\
+         k = 6\nmin_delta = 0.020\nmin_ratio = 3\nmin_history = 12\nwindow = \"{w}s\"\n\
+         for = \"30s\"\nmin_count = 50\n\n\
+         [[alerts.rules]]\nname = \"CpuHotspot\"\nkind = \"hotspot\"\n\
+         signal = \"cpu_self_ratio\"\n\
+         margin = 0.20\nmin_share = 0.25\nmin_history = 6\nwindow = \"{w}s\"\n\
+         for = \"0s\"\nmin_count = 200\nseverity = \"info\"\n"
     ));
     fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
 }
@@ -1018,9 +1090,14 @@ struct MapSample {
 struct Sample {
     t: f64,
     rss_kib: Option<u64>,
-    /// Its anonymous part (the heap); the rest is mapped files (the binary,
-    /// symbol files), page cache the kernel can reclaim.
+    /// Its anonymous part (the heap, thread stacks): the daemon's own memory,
+    /// which `rss_flat` judges.
     rss_anon_kib: Option<u64>,
+    /// Pages of mapped files (the binary, libraries, symbol files) resident:
+    /// page cache the kernel can reclaim, bounded by the files' size.
+    rss_file_kib: Option<u64>,
+    /// Shared memory (ring buffers mapped from the kernel).
+    rss_shmem_kib: Option<u64>,
     /// Kernel memory charged for the daemon's maps.
     map_memlock_kib: u64,
     maps: BTreeMap<String, MapSample>,
@@ -1070,6 +1147,8 @@ fn take_sample(pid: i32, addr: SocketAddr, t: f64, ids: &mut Ids) -> Sample {
         t,
         rss_kib,
         rss_anon_kib: process::status_kib(pid, "RssAnon"),
+        rss_file_kib: process::status_kib(pid, "RssFile"),
+        rss_shmem_kib: process::status_kib(pid, "RssShmem"),
         map_memlock_kib: held.map_memlock / 1024,
         maps,
         scraped,
@@ -1111,11 +1190,12 @@ fn progress(s: &Sample, duration: Duration, load: &Load, n_processes: u64) {
     let entries: u64 = s.maps.values().filter_map(|m| m.entries).sum();
     let lost: f64 = s.scraped.as_ref().map_or(0.0, |x| x.lost.values().sum());
     eprintln!(
-        "  [soak] {:>5.0}/{} s  RSS {:>6.1} MiB  {} maps, {entries} entries  scrapes {} ok, {} \
-         failed  processes {}/{n_processes}  lost events {lost}{}",
+        "  [soak] {:>5.0}/{} s  RSS {:>6.1} MiB (anon {:.1})  {} maps, {entries} entries  scrapes \
+         {} ok, {} failed  processes {}/{n_processes}  lost events {lost}{}",
         s.t,
         duration.as_secs(),
         s.rss_kib.unwrap_or(0) as f64 / 1024.0,
+        s.rss_anon_kib.unwrap_or(0) as f64 / 1024.0,
         s.maps.len(),
         load.scrapes_ok.load(Ordering::Relaxed),
         load.scrapes_failed.load(Ordering::Relaxed),
@@ -1553,6 +1633,7 @@ struct Inputs<'a> {
     ids: &'a Ids,
     leftovers: Vec<String>,
     total_seconds: f64,
+    injected_leak: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -1606,7 +1687,12 @@ struct Report {
     rss_kib_end: Option<u64>,
     rss_kib_max: Option<u64>,
     rss_fit: Option<Fit>,
+    /// The judged slope: RssAnon's.
+    rss_anon_fit: Option<Fit>,
+    rss_file_fit: Option<Fit>,
     rss_limit_kib_per_hour: Option<f64>,
+    /// `--inject-leak`: the daemon was made to leak this much on purpose.
+    injected_leak_kib_per_hour: Option<u64>,
     maps: Vec<MapReport>,
     direct_writes: u64,
     write_errors: u64,
@@ -1631,21 +1717,30 @@ struct Report {
 
 fn analyse(i: Inputs<'_>) -> Report {
     let planned = i.planned.as_secs_f64();
-    let warmup = WARMUP_FRACTION * planned;
+    let warmup = warmup(i.planned);
     let in_fit = |t: f64| t >= warmup && i.transition.is_none_or(|(a, b)| t < a || t > b);
     let last = i.samples.last();
     let first = i.samples.first();
 
-    let rss_points: Vec<(f64, f64)> = i
-        .samples
-        .iter()
-        .filter(|s| in_fit(s.t))
-        .filter_map(|s| Some((s.t, s.rss_kib? as f64)))
-        .collect();
     // The target's replacement may leave a step (its first detach and
     // attach run code and fill caches once): a level each side of it.
     let step_at = i.transition.map(|(_, b)| b);
-    let rss_fit = fit(&rss_points, step_at);
+    let rss_fit_of = |get: fn(&Sample) -> Option<u64>| {
+        let points: Vec<(f64, f64)> = i
+            .samples
+            .iter()
+            .filter(|s| in_fit(s.t))
+            .filter_map(|s| Some((s.t, get(s)? as f64)))
+            .collect();
+        fit(&points, step_at)
+    };
+    let rss_fit = rss_fit_of(|s| s.rss_kib);
+    // Judged: the anonymous part, the daemon's own memory. File-backed
+    // pages are the binary's code paged in as paths first run (bounded by
+    // its size, reclaimable) and are reported apart. The limit is a share
+    // of the whole RSS: a leak that matters grows the daemon's footprint.
+    let anon_fit = rss_fit_of(|s| s.rss_anon_kib);
+    let file_fit = rss_fit_of(|s| s.rss_file_kib);
     let rss_limit = rss_fit.map(|f| GROWTH_LIMIT_PER_HOUR * f.mean);
 
     let names: BTreeSet<&String> = i.samples.iter().flat_map(|s| s.maps.keys()).collect();
@@ -1759,17 +1854,24 @@ fn analyse(i: Inputs<'_>) -> Report {
     );
     check(
         "rss_flat",
-        rss_fit.zip(rss_limit).is_some_and(|(f, l)| !grows(&f, l)),
-        rss_fit.zip(rss_limit).map_or_else(
+        anon_fit.zip(rss_limit).is_some_and(|(f, l)| !grows(&f, l)),
+        anon_fit.zip(rss_fit).zip(rss_limit).map_or_else(
             || "too few samples after warm-up".into(),
-            |(f, l)| {
+            |((a, r), l)| {
                 format!(
-                    "{:+.0} ± {:.0} KiB/h (limit {:.0} KiB/h, {:.0}% of {:.1} MiB)",
-                    f.slope_per_hour,
-                    f.stderr_per_hour,
+                    "RssAnon {:+.0} ± {:.0} KiB/h (limit {:.0} KiB/h, {:.0}% of the mean RSS \
+                     {:.1} MiB); RssFile {}, VmRSS {:+.0} ± {:.0} KiB/h (not judged)",
+                    a.slope_per_hour,
+                    a.stderr_per_hour,
                     l,
                     GROWTH_LIMIT_PER_HOUR * 100.0,
-                    f.mean / 1024.0
+                    r.mean / 1024.0,
+                    file_fit.map_or_else(
+                        || "-".into(),
+                        |f| format!("{:+.0} ± {:.0} KiB/h", f.slope_per_hour, f.stderr_per_hour)
+                    ),
+                    r.slope_per_hour,
+                    r.stderr_per_hour,
                 )
             },
         ),
@@ -1989,7 +2091,10 @@ fn analyse(i: Inputs<'_>) -> Report {
         rss_kib_end: last.and_then(|s| s.rss_kib),
         rss_kib_max: rss_max,
         rss_fit,
+        rss_anon_fit: anon_fit,
+        rss_file_fit: file_fit,
         rss_limit_kib_per_hour: rss_limit,
+        injected_leak_kib_per_hour: i.injected_leak,
         maps,
         direct_writes: writes,
         write_errors: n(&load.write_errors),
@@ -2032,7 +2137,8 @@ impl Report {
         line(String::new());
         line(format!(
             "{}, Linux {}, {} CPUs. {:.0} s of load ({:.0} s planned), {:.0} s in all with the \
-             build; slopes from {:.0} s on (warm-up {:.0} %){}.",
+             build; slopes from {:.0} s on (warm-up: {:.0} % of the run, at least the alert \
+             engine's fill time of {:.0} s, at most half the run){}{}.",
             self.date,
             self.kernel,
             self.cpus,
@@ -2041,8 +2147,12 @@ impl Report {
             self.total_seconds,
             self.warmup_seconds,
             WARMUP_FRACTION * 100.0,
+            ENGINE_FILL.as_secs_f64(),
             self.excluded_window.map_or_else(String::new, |(a, b)| format!(
                 ", leaving out {a:.0}–{b:.0} s (the target's kill until its replacement's ring is full)"
+            )),
+            self.injected_leak_kib_per_hour.map_or_else(String::new, |k| format!(
+                "; **the daemon was made to leak {k} KiB/h** (`--inject-leak`)"
             )),
         ));
         line(String::new());
@@ -2077,29 +2187,61 @@ impl Report {
                 mib(self.rss_kib_max)
             ),
         );
-        row(
-            "RssAnon (heap) start / end",
+        let ends = |get: fn(&Sample) -> Option<u64>| {
+            let at_warmup = self
+                .samples
+                .iter()
+                .find(|s| s.t >= self.warmup_seconds)
+                .and_then(get);
             format!(
-                "{} / {}",
-                mib(self.samples.first().and_then(|s| s.rss_anon_kib)),
-                mib(self.samples.last().and_then(|s| s.rss_anon_kib))
-            ),
+                "{} / {} / {}",
+                mib(self.samples.first().and_then(get)),
+                mib(at_warmup),
+                mib(self.samples.last().and_then(get))
+            )
+        };
+        row(
+            "RssAnon (heap, judged) start / after warm-up / end",
+            ends(|s| s.rss_anon_kib),
         );
         row(
-            "RSS slope after warm-up",
-            self.rss_fit.map_or_else(
+            "RssFile (mapped files) start / after warm-up / end",
+            ends(|s| s.rss_file_kib),
+        );
+        row(
+            "RssShmem start / after warm-up / end",
+            ends(|s| s.rss_shmem_kib),
+        );
+        let slope = |f: Option<Fit>, judged: bool| {
+            f.map_or_else(
                 || "-".into(),
                 |f| {
                     format!(
-                        "{:+.0} ± {:.0} KiB/h over {} samples (limit {} KiB/h)",
+                        "{:+.0} ± {:.0} KiB/h over {} samples{}",
                         f.slope_per_hour,
                         f.stderr_per_hour,
                         f.points,
-                        opt(self.rss_limit_kib_per_hour.map(|l| format!("{l:.0}")))
+                        if judged {
+                            format!(
+                                " (limit {} KiB/h)",
+                                opt(self.rss_limit_kib_per_hour.map(|l| format!("{l:.0}")))
+                            )
+                        } else {
+                            " (not judged)".into()
+                        }
                     )
                 },
-            ),
+            )
+        };
+        row(
+            "RssAnon slope after warm-up",
+            slope(self.rss_anon_fit, true),
         );
+        row(
+            "RssFile slope after warm-up",
+            slope(self.rss_file_fit, false),
+        );
+        row("VmRSS slope after warm-up", slope(self.rss_fit, false));
         let entries_at = |end: bool| -> u64 {
             self.maps
                 .iter()
@@ -2243,6 +2385,15 @@ mod tests {
             sum(&parse_metrics(text), "x_count", &[("op", "write")]),
             7.0
         );
+    }
+
+    #[test]
+    fn warmup_covers_the_alert_engine_fill_in_long_runs() {
+        let hour = Duration::from_secs(3600);
+        assert_eq!(warmup(hour), ENGINE_FILL.as_secs_f64());
+        assert!((warmup(Duration::from_secs(6 * 3600)) - 4320.0).abs() < 1e-6);
+        // Ten minutes cannot wait for the engine: half the run.
+        assert_eq!(warmup(Duration::from_secs(600)), 300.0);
     }
 
     #[test]
