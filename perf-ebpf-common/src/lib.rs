@@ -63,8 +63,11 @@ pub struct SampleConfig {
     pub user_stacks: u8,
     /// 1: collect kernel stacks.
     pub kernel_stacks: u8,
+    /// 1: walk user stacks with the unwind tables of processes that have
+    /// them loaded (perf-ebpf/src/unwind.rs), frame pointers otherwise.
+    pub dwarf: u8,
     /// Explicit padding; always zero.
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 2],
     /// NUL-padded comm to match when `filter_comm` is 1.
     pub comm: [u8; TASK_COMM_LEN],
 }
@@ -78,7 +81,8 @@ impl SampleConfig {
             include_idle: 0,
             user_stacks: 0,
             kernel_stacks: 0,
-            _pad: [0; 3],
+            dwarf: 0,
+            _pad: [0; 2],
             comm: [0; TASK_COMM_LEN],
         }
     }

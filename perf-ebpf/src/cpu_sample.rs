@@ -72,16 +72,6 @@ fn sample(ctx: &PerfEventContext) {
     if cfg.filter_comm != 0 && comm != cfg.comm {
         return;
     }
-    let user_stack_id = if cfg.user_stacks != 0 && pid != 0 {
-        stack_id(
-            ctx,
-            BPF_F_USER_STACK as u64,
-            counter::USER_STACK_COLLISION,
-            counter::USER_STACK_ERROR,
-        )
-    } else {
-        STACK_NOT_COLLECTED
-    };
     let kernel_stack_id = if cfg.kernel_stacks != 0 {
         stack_id(
             ctx,
@@ -92,21 +82,41 @@ fn sample(ctx: &PerfEventContext) {
     } else {
         STACK_NOT_COLLECTED
     };
-    let key = SampleKey {
+    let mut key = SampleKey {
         pid,
         tid: ctx.pid(),
-        user_stack_id,
+        user_stack_id: STACK_NOT_COLLECTED,
         kernel_stack_id,
         comm,
     };
-    match CPU_SAMPLES.get_ptr_mut(&key) {
+    if cfg.user_stacks != 0 && pid != 0 {
+        // With tables loaded for the process, the walk goes on in
+        // `unwind_more`, which counts the sample when it ends; this returns
+        // only where it could not start (then frame pointers, below).
+        if cfg.dwarf != 0 {
+            crate::unwind::walk_sample(ctx, &key);
+        }
+        key.user_stack_id = stack_id(
+            ctx,
+            BPF_F_USER_STACK as u64,
+            counter::USER_STACK_COLLISION,
+            counter::USER_STACK_ERROR,
+        );
+    }
+    count_sample(&key);
+}
+
+/// Counts one sample of `key` (its stacks already recorded).
+#[inline(always)]
+pub(crate) fn count_sample(key: &SampleKey) {
+    match CPU_SAMPLES.get_ptr_mut(key) {
         // SAFETY: this CPU's own slot; no other writer on this CPU meanwhile.
         Some(count) => unsafe { *count += 1 },
         None => {
-            announce(pid);
-            if CPU_SAMPLES.insert(&key, 1u64, BPF_NOEXIST as u64).is_err() {
+            announce(key.pid);
+            if CPU_SAMPLES.insert(key, 1u64, BPF_NOEXIST as u64).is_err() {
                 // Either the map is full, or another CPU inserted the key just now.
-                match CPU_SAMPLES.get_ptr_mut(&key) {
+                match CPU_SAMPLES.get_ptr_mut(key) {
                     // SAFETY: as above.
                     Some(count) => unsafe { *count += 1 },
                     None => {

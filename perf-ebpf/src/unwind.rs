@@ -15,9 +15,13 @@ use aya_ebpf::{
     maps::{Array, HashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::PerfEventContext,
 };
-use perf_ebpf_common::unwind::{
-    UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT, UNWIND_STACK_ID_BASE, UnwindConfig,
-    UnwindPage, UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, cfa, end, fp,
+use perf_ebpf_common::{
+    SampleKey,
+    unwind::{
+        UNWIND_MAX_FRAMES, UNWIND_MAX_MAPPINGS, UNWIND_PAGE_SHIFT, UNWIND_STACK_ID_BASE,
+        UnwindConfig, UnwindPage, UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, cfa, end,
+        fp,
+    },
 };
 
 /// Set by user space before load.
@@ -221,7 +225,8 @@ struct WalkState {
     len: u32,
     /// 1 when the first pc is a return address too (a uretprobe's).
     first_return: u32,
-    _pad: u32,
+    /// 1 when the walk is a CPU sample's: its end counts `UNWIND_PENDING`.
+    for_sample: u32,
 }
 
 impl WalkState {
@@ -236,7 +241,7 @@ impl WalkState {
             tgid,
             len: 0,
             first_return,
-            _pad: 0,
+            for_sample: 0,
         }
     }
 }
@@ -248,36 +253,74 @@ static UNWIND_STATE: PerCpuArray<WalkState> = PerCpuArray::with_max_entries(1, 0
 #[map]
 static UNWIND_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
+/// The key of the CPU sample whose user stack is being walked on this CPU.
+#[map]
+static UNWIND_PENDING: PerCpuArray<SampleKey> = PerCpuArray::with_max_entries(1, 0);
+
+/// The user registers (pc, sp, frame pointer) of the thread a perf event
+/// interrupted; `None` (the reason counted) where they cannot be had.
+#[inline(always)]
+fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
+    match sample_regs(ctx.as_ptr() as *const pt_regs)? {
+        Regs::User(user) => Some(user),
+        // In the kernel (a syscall, a fault): the user registers were saved
+        // at the top of the task's kernel stack. The branch is dead code
+        // for the verifier where user space set task_regs = 0 (no BTF).
+        Regs::Kernel => {
+            let user = user_regs_of_current();
+            if user.is_none() {
+                count_end(end::KERNEL_MODE);
+            }
+            user
+        }
+    }
+}
+
 #[perf_event]
 pub fn unwind_sample(ctx: PerfEventContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if tgid == 0 || tgid != config().tgid {
         return 0;
     }
-    let regs = ctx.as_ptr() as *const pt_regs;
-    let user = match sample_regs(regs) {
-        Some(Regs::User(user)) => user,
-        // In the kernel (a syscall, a fault): the user registers were saved
-        // at the top of the task's kernel stack. The branch is dead code
-        // for the verifier where user space set task_regs = 0 (no BTF).
-        Some(Regs::Kernel) => match user_regs_of_current() {
-            Some(user) => user,
-            None => {
-                count_end(end::KERNEL_MODE);
-                return 0;
-            }
-        },
-        None => return 0,
+    let Some(user) = user_regs(&ctx) else {
+        return 0;
     };
-    let (pc, sp, bp) = user;
     let Some(state) = UNWIND_STATE.get_ptr_mut(0) else {
         return 0;
     };
     // SAFETY: this CPU's slot; perf-event programs do not nest on a CPU.
     let state = unsafe { &mut *state };
-    *state = WalkState::start(tgid, (pc, sp, bp), 0);
+    *state = WalkState::start(tgid, user, 0);
     step(&ctx, state);
     0
+}
+
+/// Starts the table walk of the CPU sample `key` (`cpu_sample`), when user
+/// space loaded tables for its process: tail-calls `unwind_more`, which
+/// records the stack and counts the sample when the walk ends. Returns only
+/// where the walk could not start; the caller then walks frame pointers.
+#[inline(always)]
+pub(crate) fn walk_sample(ctx: &PerfEventContext, key: &SampleKey) {
+    // SAFETY: only looked at.
+    if unsafe { UNWIND_PROCS.get(&key.pid) }.is_none() {
+        count_end(end::NOT_LOADED);
+        return;
+    }
+    let Some(user) = user_regs(ctx) else {
+        return;
+    };
+    let (Some(state), Some(pending)) = (UNWIND_STATE.get_ptr_mut(0), UNWIND_PENDING.get_ptr_mut(0))
+    else {
+        return;
+    };
+    // SAFETY: this CPU's slots; perf-event programs do not nest on a CPU.
+    unsafe {
+        *state = WalkState::start(key.pid, user, 0);
+        (*state).for_sample = 1;
+        *pending = *key;
+        // Jumps, or fails (an empty slot) and falls through.
+        UNWIND_PROGS.tail_call(ctx, 0)
+    };
 }
 
 /// The next frames of the walk that `unwind_sample` started on this CPU.
@@ -405,6 +448,17 @@ fn finish(state: &WalkState, stack: &mut UnwindStack, reason: u32) {
     stack.len = state.len;
     stack.end = reason;
     count_end(reason);
+    if state.for_sample != 0 {
+        let id = store_stack(state.hash, stack);
+        if let Some(pending) = UNWIND_PENDING.get_ptr_mut(0) {
+            // SAFETY: this CPU's slot, written by `walk_sample` before the
+            // tail calls that led here.
+            let key = unsafe { &mut *pending };
+            key.user_stack_id = id;
+            crate::cpu_sample::count_sample(key);
+        }
+        return;
+    }
     let hash = state.hash;
     match UNWIND_COUNTS.get_ptr_mut(&hash) {
         // SAFETY: this CPU's count; a perf-event program is not re-entered
@@ -441,8 +495,15 @@ pub(crate) fn user_stack_id(tgid: u32, pc: u64, sp: u64, bp: u64) -> Option<i32>
     stack.len = state.len;
     stack.end = reason;
     count_end(reason);
-    let id = UNWIND_STACK_ID_BASE | (state.hash as i32 & (UNWIND_STACK_ID_BASE - 1));
+    Some(store_stack(state.hash, stack))
+}
+
+/// Stores `stack` under the id of its hash (`UNWIND_STACK_ID_BASE` and 30
+/// bits of the hash) unless that id is taken, and returns the id.
+#[inline(always)]
+fn store_stack(hash: u64, stack: &UnwindStack) -> i32 {
+    let id = UNWIND_STACK_ID_BASE | (hash as i32 & (UNWIND_STACK_ID_BASE - 1));
     // NOEXIST: an existing stack is found without a copy or an allocation.
     let _ = UNWIND_STACKS.insert(&(id as u64), stack, BPF_NOEXIST as u64);
-    Some(id)
+    id
 }

@@ -142,6 +142,14 @@ pub struct ProfileArgs {
     #[arg(long)]
     pub include_idle: bool,
 
+    /// How user stacks are walked: `auto` (the default) is `dwarf` on
+    /// x86_64 and `fp` elsewhere; `fp`, frame pointers (cheap, but one or two
+    /// frames deep in code built without them, as most distribution packages
+    /// are); `dwarf`, tables built from each file's .eh_frame when a process
+    /// is first sampled, frame pointers where a file has none (JIT code).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::unwind::UnwindMode::Auto)]
+    pub unwind: crate::unwind::UnwindMode,
+
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

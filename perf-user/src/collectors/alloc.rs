@@ -35,10 +35,7 @@ use super::{
 };
 use crate::{
     ebpf,
-    unwind::{
-        UnwindMode,
-        sampler::{self, Limits},
-    },
+    unwind::{UnwindMode, loader::TableLoader, sampler::Limits},
 };
 
 /// The uretprobe shared by every allocation function.
@@ -287,8 +284,9 @@ pub struct AllocCollector {
     tgid: NonZeroU32,
     /// Files whose allocation functions are probed.
     attached: Vec<PathBuf>,
-    /// Whether stacks are walked with tables (loaded at each attach).
-    dwarf: bool,
+    /// Loads the tables stacks are walked with (at each attach), when
+    /// they are.
+    tables: Option<TableLoader>,
 }
 
 impl Drop for AllocCollector {
@@ -330,7 +328,7 @@ impl AllocCollector {
             sample_every: opts.sample_every,
         };
         let mut map_entries = vec![("ALLOC_OUTSTANDING", opts.max_allocations)];
-        if opts.unwind == UnwindMode::Dwarf {
+        if opts.unwind.resolve() == UnwindMode::Dwarf {
             map_entries.extend(Limits::default().map_entries());
         }
         let mut ebpf = ebpf::load(&ebpf::Globals {
@@ -385,7 +383,8 @@ impl AllocCollector {
             ebpf,
             tgid,
             attached: Vec::new(),
-            dwarf: opts.unwind == UnwindMode::Dwarf,
+            tables: (opts.unwind.resolve() == UnwindMode::Dwarf)
+                .then(|| TableLoader::new(Limits::default())),
         })
     }
 
@@ -442,10 +441,11 @@ impl AllocCollector {
             }
         }
         self.attached.push(path.to_path_buf());
-        if self.dwarf {
+        if let Some(tables) = &mut self.tables {
             // The process's libraries are mapped by now (this runs once the
             // loader is done, and again after each execve()).
-            sampler::load_tables(&mut self.ebpf, self.tgid.get(), Limits::default())
+            tables
+                .load_process(&mut self.ebpf, self.tgid.get())
                 .map_err(|e| AllocError::Options(format!("loading unwind tables: {e}")))?;
         }
         Ok(())
@@ -525,7 +525,7 @@ impl AllocCollector {
         let map = maps::find(&self.ebpf, "ALLOC_STACKS")?;
         let stacks: StackTraceMap<&MapData> =
             StackTraceMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STACKS"))?;
-        let unwound: Option<BpfHashMap<&MapData, u64, UnwindStack>> = if self.dwarf {
+        let unwound: Option<BpfHashMap<&MapData, u64, UnwindStack>> = if self.tables.is_some() {
             let map = maps::find(&self.ebpf, "UNWIND_STACKS")?;
             Some(BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("UNWIND_STACKS"))?)
         } else {

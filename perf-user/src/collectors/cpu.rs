@@ -1,24 +1,37 @@
 //! The CPU profiler: a perf-event program on the software cpu-clock of every
 //! online CPU, counting samples per (process, thread, user stack, kernel stack).
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, RingBuf, StackTraceMap},
+    maps::{
+        HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, ProgramArray, RingBuf,
+        StackTraceMap,
+    },
     programs::{
         PerfEvent, ProgramError,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
     util::online_cpus,
 };
-use perf_ebpf_common::{SampleConfig, SampleKey, TASK_COMM_LEN, counter};
+use perf_ebpf_common::{
+    SampleConfig, SampleKey, TASK_COMM_LEN, counter,
+    unwind::{UNWIND_STACK_ID_BASE, UnwindConfig, UnwindStack, end},
+};
 
 use super::{
     Collector,
     maps::{self, MapAccessError},
 };
-use crate::{ebpf, profile::LostCounts};
+use crate::{
+    ebpf,
+    profile::LostCounts,
+    unwind::{UnwindMode, UnwindSummary, loader::TableLoader, sampler::Limits},
+};
 
 /// Highest sampling frequency accepted; above it the sampler costs more than it tells.
 pub const MAX_FREQUENCY_HZ: u64 = 10_000;
@@ -38,6 +51,8 @@ pub struct CpuOptions {
     pub kernel_stacks: bool,
     /// Keep samples of the idle task (pid 0).
     pub include_idle: bool,
+    /// How user stacks are walked.
+    pub unwind: UnwindMode,
 }
 
 impl Default for CpuOptions {
@@ -49,6 +64,7 @@ impl Default for CpuOptions {
             user_stacks: true,
             kernel_stacks: true,
             include_idle: false,
+            unwind: UnwindMode::Auto,
         }
     }
 }
@@ -104,6 +120,8 @@ pub struct RawProfile {
     pub lost: LostCounts,
     /// Samples the program ran for, before filtering.
     pub samples_seen: u64,
+    /// How the table walks went, when user stacks are walked with tables.
+    pub unwind: Option<UnwindSummary>,
 }
 
 /// The CPU sampler's kernel-side counters, summed over CPUs.
@@ -124,6 +142,9 @@ pub struct CpuCollector {
     ebpf: Ebpf,
     cpus: Vec<u32>,
     new_pids: RingBuf<aya::maps::MapData>,
+    /// Loads unwind tables for each sampled process, when user stacks are
+    /// walked with them.
+    tables: Option<TableLoader>,
 }
 
 impl CpuCollector {
@@ -136,10 +157,33 @@ impl CpuCollector {
             )));
         }
         let config = sample_config(opts)?;
+        let dwarf = config.dwarf != 0;
+        let limits = Limits::default();
         let mut ebpf = ebpf::load(&ebpf::Globals {
             cpu: Some(config),
+            unwind: dwarf.then(|| UnwindConfig {
+                tgid: 0,
+                task_regs: u32::from(Path::new("/sys/kernel/btf/vmlinux").exists()),
+            }),
+            map_entries: if dwarf {
+                limits.map_entries()
+            } else {
+                Vec::new()
+            },
             ..ebpf::Globals::default()
         })?;
+        let mut tables = None;
+        if dwarf {
+            load_unwinder(&mut ebpf)?;
+            let mut loader = TableLoader::new(limits);
+            // Selected processes get their tables before the first sample;
+            // the others when first sampled (`load_tables`).
+            for &pid in &opts.pids {
+                // One that exits meanwhile is reported by the caller.
+                let _ = loader.load_process(&mut ebpf, pid);
+            }
+            tables = Some(loader);
+        }
         if !opts.pids.is_empty() {
             let err = MapAccessError::on("CPU_PID_FILTER");
             let mut filter: BpfHashMap<_, u32, u8> =
@@ -177,7 +221,23 @@ impl CpuCollector {
             ebpf,
             cpus,
             new_pids,
+            tables,
         })
+    }
+
+    /// Loads the unwind tables of `pids` (newly sampled processes), when
+    /// user stacks are walked with tables; until then their stacks are
+    /// walked with frame pointers. A process that exited is counted in the
+    /// loader's statistics.
+    pub fn load_tables(&mut self, pids: &[u32]) {
+        let Some(loader) = &mut self.tables else {
+            return;
+        };
+        for &pid in pids {
+            if pid != 0 {
+                let _ = loader.load_process(&mut self.ebpf, pid);
+            }
+        }
     }
 
     /// The CPUs sampled.
@@ -219,6 +279,13 @@ impl CpuCollector {
         for pid in pids {
             // Not there (never announced, or evicted) is fine.
             let _ = seen.remove(pid);
+        }
+        if let Some(loader) = &mut self.tables {
+            for &pid in pids {
+                loader.forget_process(&mut self.ebpf, pid).map_err(|e| {
+                    CpuError::Options(format!("forgetting PID {pid}'s tables: {e}"))
+                })?;
+            }
         }
         Ok(())
     }
@@ -271,6 +338,27 @@ impl CpuCollector {
         Ok(())
     }
 
+    /// The table walks' stacks, when user stacks are walked with tables.
+    fn unwound_stacks(&self) -> Result<Option<BpfHashMap<&MapData, u64, UnwindStack>>, CpuError> {
+        if self.tables.is_none() {
+            return Ok(None);
+        }
+        Ok(Some(
+            BpfHashMap::try_from(maps::find(&self.ebpf, "UNWIND_STACKS")?)
+                .map_err(MapAccessError::on("UNWIND_STACKS"))?,
+        ))
+    }
+
+    /// How the table walks went so far, when user stacks are walked with
+    /// tables.
+    pub fn unwind_summary(&self) -> Result<Option<UnwindSummary>, CpuError> {
+        let Some(loader) = &self.tables else {
+            return Ok(None);
+        };
+        let ends = maps::sum_counters(&self.ebpf, "UNWIND_ENDS", end::LEN)?;
+        Ok(Some(UnwindSummary::new(&ends, loader.stats())))
+    }
+
     fn samples_map(&self) -> Result<PerCpuHashMap<&MapData, SampleKey, u64>, CpuError> {
         Ok(
             PerCpuHashMap::try_from(maps::find(&self.ebpf, "CPU_SAMPLES")?)
@@ -314,9 +402,15 @@ impl Collector for CpuCollector {
             .filter_map(|id| u32::try_from(id).ok())
             .collect();
         let mut stacks = HashMap::new();
+        let unwound = self.unwound_stacks()?;
         for id in ids {
             // A stack evicted between the two reads is shown as lost, not as an error.
-            if let Ok(trace) = stack_map.get(&id, 0) {
+            if id >= UNWIND_STACK_ID_BASE as u32 {
+                if let Some(Ok(stack)) = unwound.as_ref().map(|m| m.get(&u64::from(id), 0)) {
+                    let len = (stack.len as usize).min(stack.pcs.len());
+                    stacks.insert(id, stack.pcs[..len].to_vec());
+                }
+            } else if let Ok(trace) = stack_map.get(&id, 0) {
                 stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
             }
         }
@@ -326,6 +420,7 @@ impl Collector for CpuCollector {
             stacks,
             lost: counters.lost,
             samples_seen: counters.samples_seen,
+            unwind: self.unwind_summary()?,
         })
     }
 
@@ -333,6 +428,9 @@ impl Collector for CpuCollector {
         // Stacks first: a sample counted after the sample map is cleared
         // then finds its stack recorded again, not deleted under it.
         self.clear_stacks()?;
+        if self.tables.is_some() {
+            maps::clear_hash::<u64, UnwindStack>(&mut self.ebpf, "UNWIND_STACKS")?;
+        }
         Ok(maps::clear_per_cpu_hash::<SampleKey, u64>(
             &mut self.ebpf,
             "CPU_SAMPLES",
@@ -346,6 +444,7 @@ fn sample_config(opts: &CpuOptions) -> Result<SampleConfig, CpuError> {
     cfg.include_idle = u8::from(opts.include_idle);
     cfg.user_stacks = u8::from(opts.user_stacks);
     cfg.kernel_stacks = u8::from(opts.kernel_stacks);
+    cfg.dwarf = u8::from(opts.user_stacks && opts.unwind.resolve() == UnwindMode::Dwarf);
     if let Some(comm) = &opts.comm {
         cfg.filter_comm = 1;
         cfg.comm = comm_bytes(comm)?;
@@ -365,6 +464,26 @@ pub fn comm_bytes(comm: &str) -> Result<[u8; TASK_COMM_LEN], CpuError> {
     let n = bytes.len().min(TASK_COMM_LEN - 1);
     out[..n].copy_from_slice(&bytes[..n]);
     Ok(out)
+}
+
+/// Loads `unwind_more`, where `cpu_sample` hands a walk over (slot 0 of
+/// `UNWIND_PROGS`, which tail-calls itself for the next frames).
+fn load_unwinder(ebpf: &mut Ebpf) -> Result<(), CpuError> {
+    let more: &mut PerfEvent = ebpf
+        .program_mut("unwind_more")
+        .ok_or_else(|| CpuError::Options("program unwind_more missing from the object".into()))?
+        .try_into()
+        .map_err(CpuError::Program)?;
+    more.load().map_err(CpuError::Program)?;
+    let fd = more
+        .fd()
+        .map_err(CpuError::Program)?
+        .try_clone()
+        .map_err(|e| CpuError::Options(format!("duplicating unwind_more's descriptor: {e}")))?;
+    let err = MapAccessError::on("UNWIND_PROGS");
+    let mut progs = ProgramArray::try_from(maps::find_mut(ebpf, "UNWIND_PROGS")?).map_err(&err)?;
+    progs.set(0, &fd, 0).map_err(&err)?;
+    Ok(())
 }
 
 fn perf_event_error(cpu: u32, e: ProgramError) -> CpuError {

@@ -67,6 +67,21 @@ pub fn zero_counters(ebpf: &mut Ebpf, name: &'static str, len: u32) -> Result<()
     Ok(())
 }
 
+/// Removes every entry of a hash map.
+pub fn clear_hash<K: Pod, V: Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+) -> Result<(), MapAccessError> {
+    let mut map: aya::maps::HashMap<&mut MapData, K, V> =
+        aya::maps::HashMap::try_from(find_mut(ebpf, name)?).map_err(MapAccessError::on(name))?;
+    let keys: Vec<K> = map.keys().filter_map(Result::ok).collect();
+    for key in keys {
+        // Already gone is fine: the aim is an empty map.
+        let _ = map.remove(&key);
+    }
+    Ok(())
+}
+
 /// Removes every entry of a per-CPU hash map.
 pub fn clear_per_cpu_hash<K: Pod, V: Pod>(
     ebpf: &mut Ebpf,

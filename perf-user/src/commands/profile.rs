@@ -54,6 +54,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         user_stacks: args.stacks != Stacks::Kernel,
         kernel_stacks: args.stacks != Stacks::User,
         include_idle: args.include_idle,
+        unwind: args.unwind,
     };
     let mut collector = CpuCollector::attach(&opts).context("cannot start the CPU profiler")?;
     super::drop_privileges(crate::privileges::Stage::Profile);
@@ -184,7 +185,9 @@ async fn sample_loop(
                 // draining could lose that signal and leave every later PID
                 // unread until the end.
                 guard.clear_ready();
-                procs.capture(collector.new_pids());
+                let new = collector.new_pids();
+                collector.load_tables(&new);
+                procs.capture(new);
                 continue;
             }
             _ = tokio::time::sleep_until(wake.into()) => {}

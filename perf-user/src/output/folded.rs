@@ -81,6 +81,7 @@ mod tests {
             cpus: 1,
             total_samples: 5,
             lost: LostCounts::default(),
+            unwind: None,
             stacks: vec![s(1, 2), s(2, 3)],
         };
         assert_eq!(

@@ -467,6 +467,7 @@ mod tests {
                 sample_map_full: 7,
                 ..Default::default()
             },
+            unwind: None,
             stacks: vec![
                 StackSample {
                     pid: 100,
@@ -796,6 +797,7 @@ mod tests {
             cpus: 1,
             total_samples: 0,
             lost: LostCounts::default(),
+            unwind: None,
             stacks: Vec::new(),
         };
         let p = proto::Profile::decode(&encode(&profile)[..]).unwrap();

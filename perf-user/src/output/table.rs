@@ -74,7 +74,38 @@ pub fn write(profile: &Profile, top: usize, w: &mut dyn Write) -> io::Result<()>
             lost.kernel_stack_errors
         )?;
     }
+    if let Some(unwind) = &profile.unwind {
+        write_unwind(unwind, w)?;
+    }
     Ok(())
+}
+
+/// One line on how the table walks went: how many reached the outermost
+/// frame, and why the others stopped.
+fn write_unwind(unwind: &crate::unwind::UnwindSummary, w: &mut dyn Write) -> io::Result<()> {
+    let complete = unwind.walks_ended.get("complete").copied().unwrap_or(0);
+    let total = complete + unwind.ended_early();
+    if total == 0 {
+        return Ok(());
+    }
+    let early: Vec<String> = unwind
+        .walks_ended
+        .iter()
+        .filter(|(k, _)| **k != "complete")
+        .map(|(k, n)| format!("{} {n}", k.replace('_', " ")))
+        .collect();
+    write!(
+        w,
+        "User stacks: {complete} of {total} walks with unwind tables reached the outermost frame"
+    )?;
+    if !early.is_empty() {
+        write!(w, "; ended early: {}", early.join(", "))?;
+    }
+    writeln!(
+        w,
+        " (tables of {} files, {} rows, for {} processes)",
+        unwind.tables.files, unwind.tables.rows, unwind.tables.processes
+    )
 }
 
 /// `s` cut to at most `max` characters, an ellipsis marking the cut.

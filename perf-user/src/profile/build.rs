@@ -82,6 +82,7 @@ pub fn build(
         cpus: run.cpus,
         total_samples: stacks.iter().map(|s| s.count).sum(),
         lost: LostCounts { ..raw.lost.clone() },
+        unwind: raw.unwind.clone(),
         stacks,
     }
 }

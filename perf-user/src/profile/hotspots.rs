@@ -106,6 +106,7 @@ mod tests {
             cpus: 1,
             total_samples: stacks.iter().map(|s| s.count).sum(),
             lost: LostCounts::default(),
+            unwind: None,
             stacks,
         }
     }

@@ -100,6 +100,9 @@ pub struct Profile {
     pub total_samples: u64,
     /// What was lost.
     pub lost: LostCounts,
+    /// How user stacks were walked with unwind tables, when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::UnwindSummary>,
     /// Stacks, most samples first.
     pub stacks: Vec<StackSample>,
 }

@@ -1,25 +1,119 @@
 //! Unwinding user stacks without frame pointers (issue 13): compact tables
-//! built from each executable file's CFI, for the kernel unwinder.
-//!
-//! So far: [`table`], the table builder, checked against `readelf
-//! --debug-dump=frames-interp`, and [`store`]: tables per file under a memory
-//! budget and the page index the kernel side will search. The kernel side and
-//! the table maps come next.
+//! built from each executable file's CFI ([`table`], checked against
+//! `readelf --debug-dump=frames-interp`), kept per file under a budget
+//! ([`store`]), loaded into the kernel unwinder's maps process by process
+//! ([`loader`]) and walked there (perf-ebpf/src/unwind.rs) for `profile`,
+//! `leaks` and the daemon; [`sampler`] is the one-process test bed.
 
+pub mod loader;
 pub mod sampler;
 pub mod store;
 pub mod table;
+
+use std::collections::BTreeMap;
+
+use perf_ebpf_common::unwind::end;
 
 /// How user stacks are walked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UnwindMode {
+    /// `dwarf` where the kernel unwinder exists (x86_64), `fp` elsewhere.
+    #[default]
+    Auto,
     /// Frame pointers, by the kernel (`bpf_get_stackid`): cheap, but one or
     /// two frames deep in code built without them (most distribution
     /// packages).
-    #[default]
     Fp,
     /// Tables built from each file's `.eh_frame` (x86_64): whole stacks
     /// without frame pointers; frame pointers where a file has no table.
     Dwarf,
+}
+
+impl UnwindMode {
+    /// What `self` means on this machine: never `Auto`.
+    pub fn resolve(self) -> Self {
+        match self {
+            // The kernel walk reads x86_64's registers; arm64's is not
+            // written yet (docs/unwinding.md).
+            Self::Auto if cfg!(target_arch = "x86_64") => Self::Dwarf,
+            Self::Auto => Self::Fp,
+            other => other,
+        }
+    }
+}
+
+/// The name of each way a walk ends (`end::*`), as reports and metrics show it.
+pub fn end_reason_name(reason: u32) -> &'static str {
+    match reason {
+        end::COMPLETE => "complete",
+        end::NO_MAPPING => "no_mapping",
+        end::NO_ROW => "no_row",
+        end::UNSUPPORTED => "unsupported_rule",
+        end::DEPTH => "depth_limit",
+        end::READ_FAULT => "read_fault",
+        end::NOT_LOADED => "table_not_loaded",
+        end::KERNEL_MODE => "kernel_mode",
+        _ => "unknown",
+    }
+}
+
+/// How the table walks of a run went, for the reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct UnwindSummary {
+    /// Walks that ended, by reason (`complete` is a whole stack; the others
+    /// stopped early, or did not start: `table_not_loaded`, `kernel_mode`,
+    /// where frame pointers were walked instead).
+    pub walks_ended: BTreeMap<&'static str, u64>,
+    /// What the table loader did.
+    pub tables: loader::LoaderStats,
+}
+
+impl UnwindSummary {
+    /// From the kernel's per-reason counts (indexed by `end::*`).
+    pub fn new(ends: &[u64], tables: loader::LoaderStats) -> Self {
+        let walks_ended = ends
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(i, n)| (end_reason_name(i as u32), *n))
+            .collect();
+        Self {
+            walks_ended,
+            tables,
+        }
+    }
+
+    /// Walks that ended early, all reasons but `complete`.
+    pub fn ended_early(&self) -> u64 {
+        self.walks_ended
+            .iter()
+            .filter(|(k, _)| **k != "complete")
+            .map(|(_, n)| n)
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_end_reason_has_a_name() {
+        for reason in 0..end::LEN {
+            assert_ne!(end_reason_name(reason), "unknown", "reason {reason}");
+        }
+        assert_ne!(UnwindMode::Auto.resolve(), UnwindMode::Auto);
+    }
+
+    #[test]
+    fn summary_counts_early_ends() {
+        let mut ends = vec![0; end::LEN as usize];
+        ends[end::COMPLETE as usize] = 90;
+        ends[end::NO_ROW as usize] = 7;
+        ends[end::NOT_LOADED as usize] = 3;
+        let s = UnwindSummary::new(&ends, loader::LoaderStats::default());
+        assert_eq!(s.ended_early(), 10);
+        assert_eq!(s.walks_ended.len(), 3);
+    }
 }

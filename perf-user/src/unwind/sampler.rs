@@ -5,27 +5,21 @@
 //! it on every CPU, and returns each distinct stack with its count and the
 //! reasons walks ended.
 
-use std::{collections::HashMap, os::fd::AsFd as _, path::PathBuf};
+use std::{os::fd::AsFd as _, path::PathBuf};
 
 use aya::{
     Ebpf,
-    maps::{Array, HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
+    maps::{HashMap as BpfHashMap, PerCpuArray, PerCpuHashMap, ProgramArray},
     programs::{
         PerfEvent,
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
     },
 };
-use object::{Object as _, ObjectSegment as _};
-use perf_ebpf_common::unwind::{
-    UNWIND_MAX_MAPPINGS, UNWIND_MAX_PAGE_ROWS, UnwindConfig, UnwindMapping, UnwindPage,
-    UnwindPageKey, UnwindProcess, UnwindRow, UnwindStack, end,
-};
+use perf_ebpf_common::unwind::{UnwindConfig, UnwindStack, end};
 
-use super::store::{FileKey, TableStore, pages};
 use crate::{
     collectors::maps::{self, MapAccessError},
     ebpf,
-    procmaps::{Backing, ProcessMaps},
 };
 
 /// Why the sampler could not start or be read.
@@ -66,6 +60,8 @@ pub struct Limits {
     pub pages: u32,
     /// Distinct stacks kept.
     pub stacks: u32,
+    /// Processes whose mappings are kept.
+    pub processes: u32,
 }
 
 impl Limits {
@@ -74,7 +70,7 @@ impl Limits {
         vec![
             ("UNWIND_ROWS", self.rows),
             ("UNWIND_PAGES", self.pages),
-            ("UNWIND_PROCS", 64),
+            ("UNWIND_PROCS", self.processes),
             ("UNWIND_STACKS", self.stacks),
             ("UNWIND_COUNTS", self.stacks),
         ]
@@ -87,6 +83,7 @@ impl Default for Limits {
             rows: 1 << 20,
             pages: 1 << 14,
             stacks: 1 << 14,
+            processes: 1024,
         }
     }
 }
@@ -130,7 +127,7 @@ impl DwarfSampler {
             map_entries: limits.map_entries(),
             ..ebpf::Globals::default()
         })?;
-        let files = load_tables(&mut ebpf, pid, limits)?;
+        let files = super::loader::TableLoader::new(limits).load_process(&mut ebpf, pid)?;
         let program: &mut PerfEvent = ebpf
             .program_mut("unwind_sample")
             .ok_or(aya::programs::ProgramError::NotLoaded)?
@@ -219,148 +216,4 @@ impl DwarfSampler {
         }
         Ok((out, ends))
     }
-}
-
-/// The file address of `pc` in `mapping`'s file is `pc - bias`: the mapping
-/// starts at file offset `offset`, which the PT_LOAD segment holding it
-/// places at `p_vaddr + (offset - p_offset)`.
-fn bias(data: &[u8], start: u64, offset: u64) -> Option<u64> {
-    let file = object::File::parse(data).ok()?;
-    let seg = file.segments().find(|s| {
-        let (o, len) = s.file_range();
-        o <= offset && offset < o + len.max(1)
-    })?;
-    let (p_offset, _) = seg.file_range();
-    let vaddr = seg.address() + (offset - p_offset);
-    Some(start.wrapping_sub(vaddr))
-}
-
-/// Builds and loads the tables of `pid`'s executable files, and its
-/// mappings, replacing whatever was loaded before (after an execve(), the
-/// files are others).
-pub(crate) fn load_tables(
-    ebpf: &mut Ebpf,
-    pid: u32,
-    limits: Limits,
-) -> Result<Vec<LoadedFile>, SamplerError> {
-    {
-        // File ids start again from 1: pages of the files before must go.
-        let mut pages: BpfHashMap<_, UnwindPageKey, UnwindPage> =
-            BpfHashMap::try_from(maps::find_mut(ebpf, "UNWIND_PAGES")?)?;
-        let old: Vec<UnwindPageKey> = pages.keys().filter_map(Result::ok).collect();
-        for key in old {
-            let _ = pages.remove(&key);
-        }
-    }
-    let maps_now = ProcessMaps::read(pid).map_err(|source| SamplerError::Maps { pid, source })?;
-    let mut store = TableStore::new(limits.rows as usize * size_of::<UnwindRow>());
-    let mut file_ids: HashMap<FileKey, u32> = HashMap::new();
-    let mut next_row = 0u32;
-    let mut loaded = Vec::new();
-    let mut proc = UnwindProcess {
-        count: 0,
-        _pad: 0,
-        mappings: [UnwindMapping::default(); UNWIND_MAX_MAPPINGS],
-    };
-    for m in maps_now.mappings.iter().take(UNWIND_MAX_MAPPINGS) {
-        let mut mapping = UnwindMapping {
-            start: m.start,
-            end: m.end,
-            ..UnwindMapping::default()
-        };
-        if let Backing::File(path) = &m.backing {
-            let local = maps_now.file_ref(path);
-            if let Some((file_id, b)) = load_file(
-                ebpf,
-                &local.open,
-                m,
-                &mut store,
-                &mut file_ids,
-                &mut next_row,
-                limits,
-                &mut loaded,
-                path,
-            )? {
-                mapping.file_id = file_id;
-                mapping.bias = b;
-            }
-        }
-        proc.mappings[proc.count as usize] = mapping;
-        proc.count += 1;
-    }
-    let mut procs: BpfHashMap<_, u32, UnwindProcess> =
-        BpfHashMap::try_from(maps::find_mut(ebpf, "UNWIND_PROCS")?)?;
-    procs.insert(pid, proc, 0)?;
-    Ok(loaded)
-}
-
-/// Loads one file's table (once per file); its id and this mapping's bias.
-#[allow(clippy::too_many_arguments)]
-fn load_file(
-    ebpf: &mut Ebpf,
-    local: &std::path::Path,
-    m: &crate::procmaps::Mapping,
-    store: &mut TableStore,
-    file_ids: &mut HashMap<FileKey, u32>,
-    next_row: &mut u32,
-    limits: Limits,
-    loaded: &mut Vec<LoadedFile>,
-    shown: &std::path::Path,
-) -> Result<Option<(u32, u64)>, SamplerError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let Ok(meta) = std::fs::metadata(local) else {
-        return Ok(None);
-    };
-    let key = FileKey {
-        dev: meta.dev(),
-        inode: meta.ino(),
-    };
-    let Ok(data) = std::fs::read(local) else {
-        return Ok(None);
-    };
-    let Some(b) = bias(&data, m.start, m.offset) else {
-        return Ok(None);
-    };
-    if let Some(id) = file_ids.get(&key) {
-        return Ok(Some((*id, b)));
-    }
-    let Ok(table) = store.get_or_build(key, local) else {
-        return Ok(None);
-    };
-    let index = pages(&table.rows);
-    if *next_row as usize + table.rows.len() > limits.rows as usize
-        || index.iter().any(|p| p.count > UNWIND_MAX_PAGE_ROWS)
-    {
-        return Ok(None);
-    }
-    let file_id = file_ids.len() as u32 + 1;
-    let base = *next_row;
-    {
-        let mut rows: Array<_, UnwindRow> = Array::try_from(maps::find_mut(ebpf, "UNWIND_ROWS")?)?;
-        for (i, row) in table.rows.iter().enumerate() {
-            rows.set(base + i as u32, *row, 0)?;
-        }
-    }
-    let mut page_map: BpfHashMap<_, UnwindPageKey, UnwindPage> =
-        BpfHashMap::try_from(maps::find_mut(ebpf, "UNWIND_PAGES")?)?;
-    for p in &index {
-        page_map.insert(
-            UnwindPageKey {
-                file_id,
-                page: p.page,
-            },
-            UnwindPage {
-                first: base + p.first,
-                count: p.count,
-            },
-            0,
-        )?;
-    }
-    *next_row += table.rows.len() as u32;
-    file_ids.insert(key, file_id);
-    loaded.push(LoadedFile {
-        path: shown.to_path_buf(),
-        rows: table.rows.len(),
-    });
-    Ok(Some((file_id, b)))
 }
