@@ -16,6 +16,7 @@ pub mod ebpf;
 pub mod histogram;
 pub mod latency;
 pub mod leaks;
+pub mod observe;
 pub mod output;
 pub mod privileges;
 pub mod processes;

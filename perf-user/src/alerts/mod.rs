@@ -4,7 +4,7 @@
 //! privileges:
 //! - [`signals`]: the values rules watch (disk latency percentiles, TCP RTT
 //!   and retransmits, outstanding heap bytes per stack, CPU share per
-//!   function), each with its evidence, built from collector snapshots.
+//!   function), each with its evidence.
 //! - [`baseline`]: robust statistics (median, MAD, Theil–Sen slope).
 //! - [`rules`]: the four rule kinds (threshold, rate, baseline, hotspot)
 //!   and the built-in rule set; [`config`]: `[alerts]` in the TOML file.
@@ -12,9 +12,12 @@
 //!   a fingerprint of rule and labels.
 //! - [`advice`]: what the alert means, the settings in force, what to try;
 //!   [`actions`]: the allowlisted reversible settings, apply and revert.
-//! - [`webhook`]: Alertmanager API v2; [`metrics`]: the daemon's signals
-//!   (from its metric families) and its alert metrics; [`report`]: `advise`'s
-//!   output; [`service`]: the engine inside `perf-user run`.
+//! - [`webhook`]: Alertmanager API v2; [`metrics`]: the daemon's alert
+//!   metrics; [`report`]: `advise`'s output; [`service`]: the engine inside
+//!   `perf-user run`.
+//!
+//! Observations are built from the collectors' typed snapshots by
+//! [`crate::observe`], for the daemon and `advise` alike.
 //!
 //! docs/alerts.md describes the whole for users.
 

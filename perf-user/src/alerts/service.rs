@@ -1,5 +1,5 @@
 //! The rule engine inside `perf-user run`: every `evaluation_interval` it
-//! reads the daemon's sources (as a scrape does), judges the rules, attaches
+//! reads the sources' typed snapshots, judges the rules, attaches
 //! advice to alerts that start firing, logs every state change, posts due
 //! alerts to Alertmanager, and exports the alert metrics through
 //! [`AlertsSource`]. The daemon only advises: actions are applied by a
@@ -16,18 +16,21 @@ use super::{
     advice,
     config::AlertsConfig,
     engine::{Engine, EngineOptions, Event, State},
-    metrics::{self, FromMetrics, Stats},
+    metrics::{self, Stats},
     report,
     webhook::{self, Identity, PostableAlert, Sender, WebhookError},
 };
-use crate::daemon::{
-    exposition::Family,
-    scrape::{Source, SourceError},
+use crate::{
+    daemon::{
+        exposition::Family,
+        scrape::{Source, SourceError},
+    },
+    observe::{Reading, batch::Batches},
 };
 
 struct Inner {
     engine: Engine,
-    from: FromMetrics,
+    from: Batches,
     stats: Stats,
 }
 
@@ -63,7 +66,7 @@ impl AlertService {
         Ok(Self {
             inner: Mutex::new(Inner {
                 engine: Engine::new(cfg.rules(), EngineOptions::default()),
-                from: FromMetrics::new(),
+                from: Batches::new(),
                 stats: Stats::default(),
             }),
             sender,
@@ -92,15 +95,15 @@ impl AlertService {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// One evaluation of `families` read at `at`: judges, advises, logs.
+    /// One evaluation of `readings` read at `at`: judges, advises, logs.
     /// Returns the alerts due to Alertmanager and their fingerprints.
     pub fn evaluate(
         &self,
-        families: &[Family],
+        readings: Vec<Reading>,
         at: SystemTime,
     ) -> (Vec<PostableAlert>, Vec<String>) {
         let mut inner = self.lock();
-        let batch = inner.from.batch(families, at);
+        let batch = inner.from.batch(readings, at);
         let events = inner.engine.evaluate(&batch);
         for e in &events {
             let advice = (e.state == State::Firing).then(|| advice::advise(&e.alert, &self.root));
@@ -155,8 +158,8 @@ impl AlertService {
     }
 
     /// Evaluates every `evaluation_interval` until the task is dropped;
-    /// `read` reads every source (blocking).
-    pub async fn run(self: Arc<Self>, read: impl Fn() -> Vec<Family> + Send + Sync + 'static) {
+    /// `read` reads every source's typed snapshot (blocking).
+    pub async fn run(self: Arc<Self>, read: impl Fn() -> Vec<Reading> + Send + Sync + 'static) {
         let read = Arc::new(read);
         let mut tick = tokio::time::interval(self.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -164,7 +167,7 @@ impl AlertService {
             tick.tick().await;
             let started = Instant::now();
             let r = Arc::clone(&read);
-            let families = match tokio::task::spawn_blocking(move || r()).await {
+            let readings = match tokio::task::spawn_blocking(move || r()).await {
                 Ok(f) => f,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the sources for the alert rules failed");
@@ -174,7 +177,7 @@ impl AlertService {
             let at = SystemTime::now();
             let this = Arc::clone(&self);
             // Advice reads /sys and /proc: off the async workers too.
-            let judged = tokio::task::spawn_blocking(move || this.evaluate(&families, at)).await;
+            let judged = tokio::task::spawn_blocking(move || this.evaluate(readings, at)).await;
             match judged {
                 Ok((alerts, fps)) => self.notify(alerts, fps, at).await,
                 Err(e) => tracing::error!(error = %e, "evaluating the alert rules failed"),
@@ -284,22 +287,11 @@ mod tests {
     use std::time::UNIX_EPOCH;
 
     use super::*;
-    use crate::{
-        daemon::{block::to_histogram, exposition::Kind},
-        histogram::Log2Hist,
-    };
 
-    fn disk(values_us: &[u64]) -> Vec<Family> {
-        let mut h = Log2Hist::new(1000);
-        for v in values_us {
-            h.record(v * 1000);
-        }
-        let mut f = Family::new("perf_user_block_io_latency_seconds", Kind::Histogram, "x");
-        f.push_histogram(
-            vec![("device", "loop9".into()), ("op", "write".into())],
-            to_histogram(&h, 1e9),
-        );
-        vec![f]
+    fn disk(values_us: &[u64]) -> Vec<Reading> {
+        vec![Reading::Block(crate::observe::block::test_reading(
+            "loop9", values_us,
+        ))]
     }
 
     #[test]
@@ -315,7 +307,7 @@ mod tests {
         // 100 I/Os of 300 ms more at each evaluation: p99 300 ms, for 70 s.
         for step in 0..9u64 {
             all.extend(std::iter::repeat_n(300_000u64, 100));
-            let (alerts, fps) = svc.evaluate(&disk(&all), t0 + Duration::from_secs(step * 10));
+            let (alerts, fps) = svc.evaluate(disk(&all), t0 + Duration::from_secs(step * 10));
             if step < 7 {
                 assert!(
                     alerts.is_empty(),

@@ -15,12 +15,6 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{
-    collectors::tcp::{PortSide, TcpKind, TcpSnapshot},
-    histogram::Log2Hist,
-    profile::{Profile, hotspots},
-};
-
 /// Label names and values of one series.
 pub type Labels = BTreeMap<String, String>;
 
@@ -51,16 +45,15 @@ pub enum Signal {
     #[serde(rename = "block_latency_mean_seconds")]
     #[value(name = "block_latency_mean_seconds")]
     BlockLatencyMean,
-    /// p99 of TCP smoothed RTT samples per `peer` (`advise`) or per `port`
-    /// and `side` (the daemon), seconds.
+    /// p99 of TCP smoothed RTT samples per `side` and `port`, seconds.
     #[serde(rename = "tcp_rtt_p99_seconds")]
     #[value(name = "tcp_rtt_p99_seconds")]
     TcpRttP99,
-    /// Median of TCP smoothed RTT samples per `peer` or `port` and `side`, seconds.
+    /// Median of TCP smoothed RTT samples per `side` and `port`, seconds.
     #[serde(rename = "tcp_rtt_p50_seconds")]
     #[value(name = "tcp_rtt_p50_seconds")]
     TcpRttP50,
-    /// TCP retransmitted segments per second per `peer` or `port` and `side`.
+    /// TCP retransmitted segments per second per `side` and `port`.
     #[serde(rename = "tcp_retransmits_per_second")]
     #[value(name = "tcp_retransmits_per_second")]
     TcpRetransmitsPerSecond,
@@ -70,7 +63,7 @@ pub enum Signal {
     #[value(name = "leak_outstanding_bytes")]
     LeakOutstandingBytes,
     /// Allocations outstanding (made since tracing began, not freed) per
-    /// traced `process` name: what the daemon's leak tracing exports.
+    /// traced `process` name.
     #[serde(rename = "leak_outstanding_allocations")]
     #[value(name = "leak_outstanding_allocations")]
     LeakOutstandingAllocations,
@@ -122,6 +115,12 @@ impl Signal {
         Signal::TcpRttP99,
         Signal::TcpRttP50,
         Signal::TcpRetransmitsPerSecond,
+    ];
+
+    /// Allocation signals.
+    pub const LEAKS: [Signal; 2] = [
+        Signal::LeakOutstandingBytes,
+        Signal::LeakOutstandingAllocations,
     ];
 
     /// The name used in the configuration and in alerts.
@@ -181,7 +180,7 @@ impl Signal {
                 &["device", "op"]
             }
             Signal::TcpRttP99 | Signal::TcpRttP50 | Signal::TcpRetransmitsPerSecond => {
-                &["peer", "port", "side"]
+                &["port", "side"]
             }
             Signal::LeakOutstandingBytes => &["pid", "process", "stack", "function"],
             Signal::LeakOutstandingAllocations => &["process"],
@@ -307,13 +306,13 @@ pub struct BlockEvidence {
     pub mean_size_bytes: f64,
 }
 
-/// One TCP peer (one-off runs) or one port (the daemon, whose metrics sum
-/// peers away) over one window.
+/// One TCP port (its `side` and `port` labels) over one window.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct TcpEvidence {
-    /// The remote address (`other` for peers folded together), when by peer.
+    /// The remote address with the most RTT samples, when peers were kept
+    /// (`advise`; the daemon sums them away in the kernel).
     pub peer: Option<String>,
-    /// The port: by port, the series' port; by peer, its busiest port.
+    /// The series' port label.
     pub port: Option<String>,
     /// Whether `port` is the local or the remote end.
     pub side: Option<String>,
@@ -330,21 +329,21 @@ pub struct TcpEvidence {
 }
 
 impl TcpEvidence {
-    /// `peer 10.0.0.2` or `local port 5001`.
+    /// `local port 5001`, or `peer 10.0.0.2` without a port.
     pub fn what(&self) -> String {
-        match (&self.peer, &self.port) {
-            (Some(p), _) => format!("peer {p}"),
-            (None, Some(port)) => match &self.side {
+        match (&self.port, &self.peer) {
+            (Some(port), _) => match &self.side {
                 Some(side) => format!("{side} port {port}"),
                 None => format!("port {port}"),
             },
+            (None, Some(p)) => format!("peer {p}"),
             (None, None) => "TCP".into(),
         }
     }
 }
 
-/// One call stack of a traced process (`advise --pid`), or every traced
-/// process of one name (the daemon, which counts allocations only).
+/// One call stack of a traced process (outstanding bytes), or every traced
+/// process of one name (outstanding allocations).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct LeakEvidence {
     /// The process; `None` for all traced processes of the name.
@@ -436,254 +435,9 @@ pub fn labels<const N: usize>(pairs: [(&str, &str); N]) -> Labels {
         .collect()
 }
 
-/// `now - before` of cumulative histograms of the same series (the kernel
-/// maps only grow). A counter that went backwards (the collector was
-/// restarted) gives `now` itself. The maximum of the difference is not known;
-/// it is left 0, so percentiles are not capped by it.
-pub fn hist_delta(now: &Log2Hist, before: &Log2Hist) -> Log2Hist {
-    if now.count < before.count || now.slots.iter().zip(&before.slots).any(|(a, b)| a < b) {
-        return now.clone();
-    }
-    let mut d = Log2Hist::new(now.unit);
-    for (slot, (a, b)) in d.slots.iter_mut().zip(now.slots.iter().zip(&before.slots)) {
-        *slot = a - b;
-    }
-    d.count = now.count - before.count;
-    d.sum = now.sum.saturating_sub(before.sum);
-    d.max = if before.count == 0 { now.max } else { 0 };
-    d
-}
-
-/// Observations of one disk and operation's latency over `window`:
-/// `latency` in ns, `size` in bytes (may be empty).
-pub fn block_observations(
-    device: &str,
-    op: &str,
-    latency: &Log2Hist,
-    size: &Log2Hist,
-    window: Duration,
-) -> Vec<Observation> {
-    let (Some(p50), Some(p90), Some(p99), Some(mean)) = (
-        latency.percentile(0.50),
-        latency.percentile(0.90),
-        latency.percentile(0.99),
-        latency.mean(),
-    ) else {
-        return Vec::new();
-    };
-    let evidence = Evidence::Block(BlockEvidence {
-        device: device.to_string(),
-        op: op.to_string(),
-        count: latency.count,
-        window_secs: window.as_secs_f64(),
-        p50_secs: p50 / 1e9,
-        p90_secs: p90 / 1e9,
-        p99_secs: p99 / 1e9,
-        mean_secs: mean / 1e9,
-        mean_size_bytes: size.mean().unwrap_or(0.0),
-    });
-    let l = labels([("device", device), ("op", op)]);
-    [
-        (Signal::BlockLatencyP99, p99),
-        (Signal::BlockLatencyP50, p50),
-        (Signal::BlockLatencyMean, mean),
-    ]
-    .into_iter()
-    .map(|(signal, ns)| Observation {
-        signal,
-        labels: l.clone(),
-        value: ns / 1e9,
-        count: latency.count,
-        evidence: evidence.clone(),
-    })
-    .collect()
-}
-
-/// Functions kept per profile: shares below the smallest of these are too
-/// small for any rule, and the set of series stays bounded.
-pub const CPU_TOP: usize = 20;
-
-/// Most frames kept of a stack in evidence (the leaf end).
-pub const MAX_STACK_FRAMES: usize = 24;
-
-/// One observation per function among the `top` by self samples: its share
-/// of the profile's samples, with its most frequent stack.
-pub fn cpu_observations(profile: &Profile, top: usize) -> Vec<Observation> {
-    let total = profile.total_samples;
-    if total == 0 {
-        return Vec::new();
-    }
-    hotspots(profile)
-        .into_iter()
-        .filter(|h| h.self_samples > 0)
-        .take(top)
-        .map(|h| {
-            // The stack that ends in this function most often, and the PIDs.
-            let mut best: Option<(u64, Vec<String>)> = None;
-            let mut pids = BTreeSet::new();
-            for s in &profile.stacks {
-                let Some(leaf) = s.frames.last() else {
-                    continue;
-                };
-                if s.process != h.process || leaf.module != h.module || leaf.name() != h.function {
-                    continue;
-                }
-                pids.insert(s.pid);
-                if best.as_ref().is_none_or(|(n, _)| s.count > *n) {
-                    let skip = s.frames.len().saturating_sub(MAX_STACK_FRAMES);
-                    let frames = s.frames[skip..].iter().map(|f| f.name()).collect();
-                    best = Some((s.count, frames));
-                }
-            }
-            Observation {
-                signal: Signal::CpuSelfRatio,
-                labels: labels([
-                    ("process", &h.process),
-                    ("function", &h.function),
-                    ("module", &h.module),
-                ]),
-                value: h.self_samples as f64 / total as f64,
-                count: total,
-                evidence: Evidence::Cpu(CpuEvidence {
-                    process: h.process.clone(),
-                    pids: pids.into_iter().take(8).collect(),
-                    function: h.function.clone(),
-                    module: h.module.clone(),
-                    self_samples: h.self_samples,
-                    total_samples: total,
-                    stack: best.map(|(_, f)| f).unwrap_or_default(),
-                }),
-            }
-        })
-        .collect()
-}
-
-/// Observations of one TCP series over `window`: RTT percentiles from
-/// `rtt` (ns) and the retransmit rate; `labels` name the series (`peer`, or
-/// `port` and `side`).
-pub fn tcp_observations(
-    labels: &Labels,
-    rtt: &Log2Hist,
-    retransmits: u64,
-    evidence: TcpEvidence,
-    window: Duration,
-) -> Vec<Observation> {
-    let secs = window.as_secs_f64().max(1e-9);
-    let evidence = Evidence::Tcp(TcpEvidence {
-        rtt_samples: rtt.count,
-        rtt_p50_secs: rtt.percentile(0.50).unwrap_or(0.0) / 1e9,
-        rtt_p99_secs: rtt.percentile(0.99).unwrap_or(0.0) / 1e9,
-        retransmits,
-        window_secs: window.as_secs_f64(),
-        ..evidence
-    });
-    let mut out = Vec::new();
-    if let (Some(p50), Some(p99)) = (rtt.percentile(0.50), rtt.percentile(0.99)) {
-        for (signal, ns) in [(Signal::TcpRttP99, p99), (Signal::TcpRttP50, p50)] {
-            out.push(Observation {
-                signal,
-                labels: labels.clone(),
-                value: ns / 1e9,
-                count: rtt.count,
-                evidence: evidence.clone(),
-            });
-        }
-    }
-    out.push(Observation {
-        signal: Signal::TcpRetransmitsPerSecond,
-        labels: labels.clone(),
-        value: retransmits as f64 / secs,
-        count: retransmits,
-        evidence,
-    });
-    out
-}
-
-/// Peers kept per one-off TCP report: the busiest by RTT samples.
-pub const TCP_TOP_PEERS: usize = 20;
-
-/// Per-peer observations of a TCP snapshot covering `window` (the collector
-/// attached at its start): the [`TCP_TOP_PEERS`] busiest peers, the rest
-/// (and peers the kernel folded together) as `peer="other"`.
-pub fn tcp_peer_observations(snap: &TcpSnapshot, window: Duration) -> Vec<Observation> {
-    use crate::latency::top_n;
-    let unit = perf_ebpf_common::hist::LATENCY_UNIT_NS;
-    let key = |s: &crate::collectors::tcp::TcpSeries| s.peer.map(|p| p.to_string());
-    let of = |kind: TcpKind| {
-        top_n(
-            snap.series
-                .iter()
-                .filter(|s| s.kind == kind)
-                .map(|s| (key(s), s.hist.clone())),
-            TCP_TOP_PEERS,
-            unit,
-        )
-    };
-    let rtt = of(TcpKind::Rtt);
-    let retrans = of(TcpKind::Retransmit);
-    // The busiest port of each peer, for the evidence.
-    let mut ports: BTreeMap<Option<String>, (u64, String, String)> = BTreeMap::new();
-    for s in snap.series.iter().filter(|s| s.kind == TcpKind::Rtt) {
-        let e = ports.entry(key(s)).or_default();
-        if s.hist.count > e.0 {
-            let side = match s.side {
-                PortSide::Local => "local",
-                PortSide::Remote => "remote",
-            };
-            *e = (s.hist.count, s.port.to_string(), side.to_string());
-        }
-    }
-    let mut peers: Vec<Option<String>> = rtt.iter().map(|(k, _)| k.clone()).collect();
-    for (k, _) in &retrans {
-        if !peers.contains(k) {
-            peers.push(k.clone());
-        }
-    }
-    let mut out = Vec::new();
-    for peer in peers {
-        let name = peer.clone().unwrap_or_else(|| "other".into());
-        let hist = rtt
-            .iter()
-            .find(|(k, _)| *k == peer)
-            .map_or_else(|| Log2Hist::new(unit), |(_, h)| h.clone());
-        let retransmits = retrans
-            .iter()
-            .find(|(k, _)| *k == peer)
-            .map_or(0, |(_, h)| h.count);
-        let (port, side) = ports
-            .get(&peer)
-            .map(|(_, p, s)| (Some(p.clone()), Some(s.clone())))
-            .unwrap_or_default();
-        out.extend(tcp_observations(
-            &labels([("peer", &name)]),
-            &hist,
-            retransmits,
-            TcpEvidence {
-                peer: Some(name.clone()),
-                port,
-                side,
-                ..TcpEvidence::default()
-            },
-            window,
-        ));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::profile::{Frame, LostCounts, StackSample};
-
-    fn hist(values_us: &[u64]) -> Log2Hist {
-        let mut h = Log2Hist::new(1_000);
-        for &v in values_us {
-            h.record(v * 1_000);
-        }
-        h
-    }
 
     #[test]
     fn names_round_trip_and_label_sets_are_known() {
@@ -708,140 +462,5 @@ mod tests {
         assert_eq!(Unit::PerSecond.format(3.0), "3.00/s");
         assert_eq!(Unit::Count.format(1234.4), "1234");
         assert_eq!(Unit::Bytes.format_per_minute(2048.0), "2.0 KiB/min");
-    }
-
-    #[test]
-    fn delta_of_cumulative_histograms() {
-        let before = hist(&[100, 100, 5_000]);
-        let now = {
-            let mut h = before.clone();
-            for v in [100u64, 50_000, 50_000] {
-                h.record(v * 1_000);
-            }
-            h
-        };
-        let d = hist_delta(&now, &before);
-        assert_eq!(d.count, 3);
-        assert_eq!(d.sum, 100_100_000);
-        assert_eq!(d.slots.iter().sum::<u64>(), 3);
-        // A restarted collector: the counts went down, take `now` as is.
-        let restarted = hist(&[7]);
-        assert_eq!(hist_delta(&restarted, &now), restarted);
-    }
-
-    #[test]
-    fn block_observations_give_percentiles_in_seconds() {
-        let mut v = vec![100u64; 98];
-        v.extend([80_000, 80_000]);
-        let obs = block_observations(
-            "loop3",
-            "write",
-            &hist(&v),
-            &Log2Hist::new(1024),
-            Duration::from_secs(10),
-        );
-        assert_eq!(obs.len(), 3);
-        let p99 = &obs[0];
-        assert_eq!(p99.signal, Signal::BlockLatencyP99);
-        assert_eq!(p99.labels, labels([("device", "loop3"), ("op", "write")]));
-        assert!(p99.value > 0.06 && p99.value <= 0.080, "{}", p99.value);
-        assert_eq!(p99.count, 100);
-        assert!(obs[1].value < 0.000_128, "median {}", obs[1].value);
-        assert!(block_observations("x", "read", &hist(&[]), &hist(&[]), Duration::ZERO).is_empty());
-    }
-
-    #[test]
-    fn tcp_peers_get_rtt_percentiles_and_retransmit_rates() {
-        use crate::collectors::tcp::TcpSeries;
-        let series = |kind, peer: &str, port, values_us: &[u64]| TcpSeries {
-            kind,
-            side: PortSide::Local,
-            port,
-            peer: Some(peer.parse().unwrap()),
-            hist: hist(values_us),
-        };
-        let snap = TcpSnapshot {
-            series: vec![
-                series(TcpKind::Rtt, "10.0.0.2", 5001, &[200; 100]),
-                series(TcpKind::Rtt, "10.0.0.2", 22, &[100; 10]),
-                series(TcpKind::Retransmit, "10.0.0.2", 5001, &[0; 30]),
-                series(TcpKind::Retransmit, "10.0.0.9", 80, &[0; 4]),
-            ],
-            ..TcpSnapshot::default()
-        };
-        let obs = tcp_peer_observations(&snap, Duration::from_secs(10));
-        let get = |signal, peer: &str| {
-            obs.iter()
-                .find(|o| o.signal == signal && o.labels["peer"] == peer)
-                .unwrap_or_else(|| panic!("{signal} {peer}: {obs:#?}"))
-        };
-        let p99 = get(Signal::TcpRttP99, "10.0.0.2");
-        assert!(
-            (0.000_128..=0.000_256).contains(&p99.value),
-            "{}",
-            p99.value
-        );
-        assert_eq!(p99.count, 110);
-        let Evidence::Tcp(e) = &p99.evidence else {
-            panic!()
-        };
-        assert_eq!(e.port.as_deref(), Some("5001"));
-        assert_eq!(e.retransmits, 30);
-        assert!((get(Signal::TcpRetransmitsPerSecond, "10.0.0.2").value - 3.0).abs() < 1e-9);
-        // Retransmits without RTT samples: only the rate.
-        assert_eq!(get(Signal::TcpRetransmitsPerSecond, "10.0.0.9").count, 4);
-        assert!(
-            !obs.iter()
-                .any(|o| o.signal == Signal::TcpRttP99 && o.labels["peer"] == "10.0.0.9")
-        );
-    }
-
-    fn frame(name: &str, module: &str) -> Arc<Frame> {
-        Arc::new(Frame {
-            function: Some(name.into()),
-            module: module.into(),
-            offset: 0,
-            address: 0,
-            function_start: None,
-            file: None,
-            line: None,
-            kernel: false,
-        })
-    }
-
-    #[test]
-    fn cpu_observations_carry_the_hottest_stack() {
-        let stack = |pid, frames: &[&str], count| StackSample {
-            pid,
-            tid: pid,
-            process: "app".into(),
-            thread: "app".into(),
-            frames: frames.iter().map(|f| frame(f, "app")).collect(),
-            count,
-        };
-        let profile = Profile {
-            frequency_hz: 99,
-            duration_secs: 10.0,
-            start_unix_nanos: 0,
-            cpus: 2,
-            total_samples: 100,
-            lost: LostCounts::default(),
-            unwind: None,
-            stacks: vec![
-                stack(7, &["main", "a", "hot"], 50),
-                stack(8, &["main", "b", "hot"], 20),
-                stack(7, &["main", "cold"], 30),
-            ],
-        };
-        let obs = cpu_observations(&profile, 10);
-        assert_eq!(obs.len(), 2);
-        assert_eq!(obs[0].labels["function"], "hot");
-        assert!((obs[0].value - 0.7).abs() < 1e-12);
-        let Evidence::Cpu(e) = &obs[0].evidence else {
-            panic!("{:?}", obs[0].evidence)
-        };
-        assert_eq!(e.stack, ["main", "a", "hot"]);
-        assert_eq!(e.pids, [7, 8]);
-        assert_eq!(cpu_observations(&profile, 1).len(), 1);
     }
 }

@@ -20,7 +20,7 @@ use crate::{
         engine::{Engine, EngineOptions, to_secs},
         report::{self, AdviseReport, CollectorStatus},
         rules::Mode,
-        signals::{self, Batch, Evidence, LeakEvidence, Observation, Signal},
+        signals::{Batch, Observation, Signal},
     },
     blockdev,
     collectors::{
@@ -30,9 +30,15 @@ use crate::{
         cpu::{CpuCollector, CpuOptions},
         tcp::{TcpCollector, TcpOptions},
     },
-    config::Config,
+    config::{Config, TcpSection},
     duration,
     leaks::{aggregate, allocator, image::TracedProcess, report as leak_report},
+    observe::{
+        block::{self, BlockReading},
+        cpu,
+        leaks::{self as leak_obs, LeakProcess, StackBytes},
+        tcp::{self, PortLabels, TcpLabels},
+    },
     processes::{self, ProcessTable},
     profile::build::{RunInfo, build},
     progress::Progress,
@@ -287,22 +293,13 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
         let snap = b.read().context("reading the block I/O histograms")?;
         drop(b);
         let names = blockdev::names();
-        let mut obs = Vec::new();
-        for s in &snap.series {
-            obs.extend(signals::block_observations(
-                &blockdev::display_name(&names, s.dev),
-                s.op_name(),
-                &s.latency,
-                &s.size,
-                elapsed,
-            ));
-        }
+        let reading = BlockReading::new(snap, &|dev| blockdev::display_name(&names, dev));
         status.push(CollectorStatus {
             name: "block",
             ok: true,
-            detail: format!("{} I/Os timed", snap.counters.timed),
+            detail: format!("{} I/Os timed", reading.counters.timed),
         });
-        batch.extend(&Signal::BLOCK, obs);
+        batch.extend(&Signal::BLOCK, block::observations(&reading, None, elapsed));
     }
     if let Some(mut t) = tcp.take() {
         let snap = t.read().context("reading the TCP histograms")?;
@@ -315,7 +312,15 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
                 snap.counters.rtt_recorded, snap.counters.retransmits_seen
             ),
         });
-        batch.extend(&Signal::TCP, signals::tcp_peer_observations(&snap, elapsed));
+        // Labelled as the daemon labels them, with its default port limit.
+        let mut labels = TcpLabels {
+            ports: PortLabels::new(Vec::new(), TcpSection::default().max_ports as usize),
+            ..TcpLabels::default()
+        };
+        batch.extend(
+            &Signal::TCP,
+            tcp::observations(&tcp::port_sums(&snap, &mut labels), None, elapsed),
+        );
     }
     if let Some(mut c) = cpu.take() {
         let cpus = c.cpus().len() as u32;
@@ -346,7 +351,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
         });
         batch.extend(
             &[Signal::CpuSelfRatio],
-            signals::cpu_observations(&profile, signals::CPU_TOP),
+            cpu::cpu_observations(&profile, cpu::CPU_TOP),
         );
     }
     progress.finish();
@@ -430,8 +435,9 @@ fn leak_step_batch(
     at: SystemTime,
 ) -> Vec<Observation> {
     let mut batch = Batch::new(at, Duration::ZERO);
-    let obs: Vec<Observation> = traces.iter_mut().flat_map(LeakTrace::observe).collect();
-    batch.extend(&[Signal::LeakOutstandingBytes], obs.clone());
+    let processes: Vec<LeakProcess> = traces.iter_mut().filter_map(LeakTrace::observe).collect();
+    let obs = leak_obs::observations(&processes);
+    batch.extend(&Signal::LEAKS, obs.clone());
     engine.evaluate(&batch);
     obs
 }
@@ -479,21 +485,21 @@ impl LeakTrace {
         })
     }
 
-    /// Outstanding bytes per call stack now, symbolized; empty once the
-    /// process is gone (the reason is kept).
-    fn observe(&mut self) -> Vec<Observation> {
+    /// Outstanding allocations, and bytes per call stack now, symbolized;
+    /// `None` once the process is gone (the reason is kept).
+    fn observe(&mut self) -> Option<LeakProcess> {
         if self.gone.is_some() {
-            return Vec::new();
+            return None;
         }
         let raw = match self.collector.read() {
             Ok(r) if processes::exists(self.process.pid) => r,
             Ok(_) => {
                 self.gone = Some("the process exited".into());
-                return Vec::new();
+                return None;
             }
             Err(e) => {
                 self.gone = Some(e.to_string());
-                return Vec::new();
+                return None;
             }
         };
         self.process.refresh(raw.generation);
@@ -544,47 +550,26 @@ impl LeakTrace {
         self.baseline = agg.baseline;
         self.last = now;
         let pid = self.process.pid;
-        let name = self.process.name.clone().unwrap_or_else(|| pid.to_string());
-        report
-            .stacks
-            .iter()
-            .take(LEAK_STACKS)
-            .map(|st| {
-                let frames: Vec<String> = st.frames.iter().map(|f| f.name()).collect();
-                Observation {
-                    signal: Signal::LeakOutstandingBytes,
-                    labels: signals::labels([
-                        ("pid", &pid.to_string()),
-                        ("process", &name),
-                        ("stack", &stack_label(&frames)),
-                        ("function", &st.function),
-                    ]),
-                    value: st.bytes as f64,
-                    count: st.allocations,
-                    evidence: Evidence::Leak(LeakEvidence {
-                        pid: Some(pid),
-                        process: name.clone(),
-                        bytes: Some(st.bytes),
-                        allocations: st.allocations,
-                        function: Some(st.function.clone()),
-                        stack: frames,
-                    }),
-                }
-            })
-            .collect()
+        let c = &raw.counters;
+        Some(LeakProcess {
+            pid,
+            name: self.process.name.clone().unwrap_or_else(|| pid.to_string()),
+            outstanding_allocations: c
+                .allocs_tracked
+                .saturating_sub(c.frees_matched + c.replaced),
+            stacks: report
+                .stacks
+                .iter()
+                .take(LEAK_STACKS)
+                .map(|st| StackBytes {
+                    function: st.function.clone(),
+                    frames: st.frames.iter().map(|f| f.name()).collect(),
+                    bytes: st.bytes,
+                    allocations: st.allocations,
+                })
+                .collect(),
+        })
     }
-}
-
-/// A short, stable name for a stack: its innermost named frame and a hash
-/// of all its frames (`grow_one@3fa2c1d0`).
-fn stack_label(frames: &[String]) -> String {
-    let leaf = frames.last().map_or("?", String::as_str);
-    let mut h: u32 = 0x811c_9dc5;
-    for b in frames.iter().flat_map(|f| f.bytes().chain([0])) {
-        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
-    }
-    let leaf: String = leaf.chars().take(60).collect();
-    format!("{leaf}@{h:08x}")
 }
 
 /// Runs `revert`.

@@ -12,11 +12,12 @@ use crate::{
     blockdev,
     collectors::{
         Collector as _,
-        block::{BlockCollector, BlockCounters, BlockError, BlockOptions, BlockSnapshot},
+        block::{BlockCollector, BlockCounters, BlockError, BlockOptions},
         tracepoints::unexpected_fallback,
     },
     config::BlockSection,
     histogram::Log2Hist,
+    observe::{Reading, block::BlockReading},
 };
 
 use super::{
@@ -70,8 +71,8 @@ pub fn to_histogram(h: &Log2Hist, scale: f64) -> HistogramValue {
     }
 }
 
-/// The families of one snapshot; `name` maps a dev_t to the disk's name.
-pub fn block_families(snap: &BlockSnapshot, name: &dyn Fn(u32) -> String) -> Vec<Family> {
+/// The families of one reading.
+pub fn block_families(snap: &BlockReading) -> Vec<Family> {
     let mut latency = Family::new(
         "perf_user_block_io_latency_seconds",
         Kind::Histogram,
@@ -87,8 +88,12 @@ pub fn block_families(snap: &BlockSnapshot, name: &dyn Fn(u32) -> String) -> Vec
         Kind::Histogram,
         "Time block I/O requests waited in the kernel before issue to the device (Linux 6.5+, collectors.block.queue_time = true).",
     );
-    for s in &snap.series {
-        let labels = vec![("device", name(s.dev)), ("op", s.op_name().to_string())];
+    for named in &snap.series {
+        let s = &named.series;
+        let labels = vec![
+            ("device", named.device.clone()),
+            ("op", s.op_name().to_string()),
+        ];
         latency.push_histogram(labels.clone(), to_histogram(&s.latency, NS_PER_S));
         size.push_histogram(labels.clone(), to_histogram(&s.size, 1.0));
         if snap.queue_time {
@@ -117,29 +122,40 @@ fn lost_family(c: &BlockCounters) -> Family {
     )
 }
 
+impl BlockSource {
+    /// The histograms now, disks named.
+    pub fn reading(&self) -> Result<BlockReading, BlockError> {
+        let snap = self
+            .collector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .read()?;
+        // Named at each read: a disk added or removed meanwhile is named right.
+        let names = blockdev::names();
+        Ok(BlockReading::new(snap, &|dev| {
+            blockdev::display_name(&names, dev)
+        }))
+    }
+}
+
 impl Source for BlockSource {
     fn name(&self) -> &'static str {
         "block"
     }
 
     fn collect(&self) -> Result<Vec<Family>, SourceError> {
-        let snap = self
-            .collector
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read()?;
-        // Read per scrape: a disk added or removed meanwhile is named right.
-        let names = blockdev::names();
-        Ok(block_families(&snap, &|dev| {
-            blockdev::display_name(&names, dev)
-        }))
+        Ok(block_families(&self.reading()?))
+    }
+
+    fn read(&self) -> Result<Option<Reading>, SourceError> {
+        Ok(Some(Reading::Block(self.reading()?)))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::collectors::block::BlockSeries;
+    use crate::collectors::block::{BlockSeries, BlockSnapshot};
 
     #[test]
     fn kernel_slots_become_cumulative_le_buckets() {
@@ -171,7 +187,7 @@ mod tests {
             }],
             ..BlockSnapshot::default()
         };
-        let fams = block_families(&snap, &|_| "vda".into());
+        let fams = block_families(&BlockReading::new(snap, &|_| "vda".into()));
         let names: Vec<&str> = fams.iter().map(|f| f.name).collect();
         assert_eq!(
             names,

@@ -19,11 +19,12 @@ use crate::{
         cpu::{CpuCollector, CpuCounters, CpuError, CpuOptions},
     },
     config::{CpuSection, StackKind},
-    processes::ProcessTable,
-    profile::{
-        build::{RunInfo, build},
-        hotspots,
+    observe::{
+        Reading,
+        cpu::{OTHER, Window, rank},
     },
+    processes::ProcessTable,
+    profile::build::{RunInfo, build},
     symbolize::StackSymbolizer,
 };
 
@@ -32,74 +33,6 @@ use super::{
     release_freed_memory,
     scrape::{Source, SourceError},
 };
-
-/// Longest label value: demangled C++ names can run to kilobytes.
-const MAX_LABEL: usize = 200;
-
-/// Name given to the sum of all functions outside the top N.
-pub const OTHER: &str = "[other]";
-
-/// One row of a window's ranking.
-#[derive(Clone, Debug, PartialEq)]
-pub struct HotRow {
-    /// Process name.
-    pub process: String,
-    /// Function name (or `module+0xoffset`).
-    pub function: String,
-    /// Binary or library.
-    pub module: String,
-    /// Samples with this function as the leaf.
-    pub self_samples: u64,
-}
-
-/// A finished window.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Window {
-    /// Wall-clock end.
-    pub end: Option<SystemTime>,
-    /// Length.
-    pub duration: Duration,
-    /// Samples in it.
-    pub samples: u64,
-    /// The top N functions by self samples.
-    pub top: Vec<HotRow>,
-    /// Samples of every other function.
-    pub other_samples: u64,
-    /// Time spent reading, clearing and symbolizing it.
-    pub processing: Duration,
-}
-
-/// Ranks a window: the top `n` by self samples, the rest summed.
-pub fn rank(profile: &crate::profile::Profile, n: usize) -> (Vec<HotRow>, u64) {
-    let mut top = Vec::new();
-    let mut in_top = 0u64;
-    for h in hotspots(profile)
-        .into_iter()
-        .filter(|h| h.self_samples > 0)
-        .take(n)
-    {
-        in_top += h.self_samples;
-        top.push(HotRow {
-            process: clip(h.process),
-            function: clip(h.function),
-            module: clip(h.module),
-            self_samples: h.self_samples,
-        });
-    }
-    (top, profile.total_samples.saturating_sub(in_top))
-}
-
-fn clip(mut s: String) -> String {
-    if s.len() > MAX_LABEL {
-        let mut end = MAX_LABEL;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-        s.push('…');
-    }
-    s
-}
 
 struct Shared {
     collector: Mutex<CpuCollector>,
@@ -127,9 +60,6 @@ impl CpuSource {
             user_stacks: cfg.stacks != StackKind::Kernel,
             kernel_stacks: cfg.stacks != StackKind::User,
             include_idle: cfg.include_idle,
-            // Tables for every sampled process come with the daemon's own
-            // loading of them (not yet): frame pointers meanwhile.
-            unwind: crate::unwind::UnwindMode::Fp,
             ..CpuOptions::default()
         };
         let collector = CpuCollector::attach(&opts)?;
@@ -445,6 +375,10 @@ impl Source for CpuSource {
         Ok(())
     }
 
+    fn read(&self) -> Result<Option<Reading>, SourceError> {
+        Ok(Some(Reading::Cpu(self.latest())))
+    }
+
     fn collect(&self) -> Result<Vec<Family>, SourceError> {
         let counters = lock(&self.shared.collector).counters_now()?;
         let mut out = window_families(&self.latest(), self.shared.cfg.frequency_hz, &counters);
@@ -499,7 +433,6 @@ mod tests {
             cpus: 2,
             total_samples: rows.iter().map(|r| r.1).sum(),
             lost: LostCounts::default(),
-            unwind: None,
             stacks,
         }
     }
@@ -537,11 +470,5 @@ mod tests {
             fams[1].samples[0].value,
             super::super::exposition::Value::Number(1.0)
         );
-    }
-
-    #[test]
-    fn long_names_are_clipped() {
-        let s = clip("x".repeat(1000));
-        assert!(s.len() <= MAX_LABEL + '…'.len_utf8());
     }
 }

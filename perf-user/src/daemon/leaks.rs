@@ -19,6 +19,7 @@ use crate::{
     collectors::alloc::{AllocCollector, AllocCounters, AllocError, AllocOptions},
     config::LeaksSection,
     leaks::{allocator, image::TracedProcess},
+    observe::{Reading, leaks::LeakProcess},
 };
 
 use super::{
@@ -201,6 +202,14 @@ fn add(into: &mut AllocCounters, c: &AllocCounters) {
     into.read_failed += c.read_failed;
 }
 
+/// Allocations outstanding by `c`'s counts, scaled up by the sampling.
+fn outstanding_of(c: &AllocCounters, sample_every: u32) -> u64 {
+    let open = c
+        .allocs_tracked
+        .saturating_sub(c.frees_matched + c.replaced);
+    open * u64::from(sample_every)
+}
+
 impl Source for LeaksSource {
     fn name(&self) -> &'static str {
         "leaks"
@@ -211,6 +220,20 @@ impl Source for LeaksSource {
             Some(t) if !t.is_finished() => Ok(()),
             _ => Err("the leak tracer's attach thread has stopped".into()),
         }
+    }
+
+    fn read(&self) -> Result<Option<Reading>, SourceError> {
+        let mut out = Vec::new();
+        for (pid, t) in lock(&self.shared.traced).iter() {
+            let c = t.collector.counters()?;
+            out.push(LeakProcess {
+                pid: *pid,
+                name: t.name.clone(),
+                outstanding_allocations: outstanding_of(&c, self.shared.cfg.sample_every),
+                stacks: Vec::new(),
+            });
+        }
+        Ok(Some(Reading::Leaks(out)))
     }
 
     fn collect(&self) -> Result<Vec<Family>, SourceError> {
@@ -250,12 +273,9 @@ impl Source for LeaksSource {
             let labels = vec![("process", name.clone())];
             let c = &p.counters;
             traced.push(labels.clone(), p.processes as f64);
-            let open = c
-                .allocs_tracked
-                .saturating_sub(c.frees_matched + c.replaced);
             outstanding.push(
                 labels.clone(),
-                (open * u64::from(self.shared.cfg.sample_every)) as f64,
+                outstanding_of(c, self.shared.cfg.sample_every) as f64,
             );
             allocs.push(labels.clone(), c.allocs as f64);
             frees.push(labels, c.frees as f64);

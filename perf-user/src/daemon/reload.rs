@@ -157,7 +157,7 @@ impl Alerts {
     /// Starts evaluating `service` every interval over the scraper's sources.
     pub fn spawn(service: Arc<AlertService>, scraper: &Arc<Scraper>) -> Self {
         let reader = Arc::clone(scraper);
-        let task = tokio::spawn(Arc::clone(&service).run(move || reader.collect_all()));
+        let task = tokio::spawn(Arc::clone(&service).run(move || reader.read_all()));
         Self { service, task }
     }
 

@@ -16,6 +16,7 @@ use axum::body::Bytes;
 use tokio::sync::Mutex;
 
 use super::exposition::{self, Family, Kind};
+use crate::observe::Reading;
 
 /// The error a source returns; it is logged and counted, never fatal.
 pub type SourceError = Box<dyn std::error::Error + Send + Sync>;
@@ -26,6 +27,11 @@ pub trait Source: Send + Sync {
     fn name(&self) -> &'static str;
     /// Reads what it exports, now.
     fn collect(&self) -> Result<Vec<Family>, SourceError>;
+    /// Reads its typed snapshot for the alert engine, now; `None` for
+    /// sources that feed no signal.
+    fn read(&self) -> Result<Option<Reading>, SourceError> {
+        Ok(None)
+    }
     /// `Err(reason)` when it has stopped working (for `/healthz`).
     fn health(&self) -> Result<(), String> {
         Ok(())
@@ -123,6 +129,21 @@ impl Scraper {
             text: Bytes::from(text),
             family_count,
         })
+    }
+
+    /// Every source's typed snapshot, for the alert engine; a source that
+    /// fails is logged and left out (its signals then have no data).
+    pub fn read_all(&self) -> Vec<Reading> {
+        let mut out = Vec::new();
+        for source in self.sources().iter() {
+            match source.read() {
+                Ok(reading) => out.extend(reading),
+                Err(e) => {
+                    tracing::warn!(collector = source.name(), error = %e, "reading the collector for the alert rules failed");
+                }
+            }
+        }
+        out
     }
 
     /// Every source's families, merged by name, followed by each source's
