@@ -12,9 +12,11 @@
 //!   a fingerprint of rule and labels.
 //! - [`advice`]: what the alert means, the settings in force, what to try;
 //!   [`actions`]: the allowlisted reversible settings, apply and revert.
-//! - [`webhook`]: Alertmanager API v2; [`metrics`]: the daemon's alert
-//!   metrics; [`report`]: `advise`'s output; [`service`]: the engine inside
-//!   `perf-user run`.
+//! - [`webhook`]: Alertmanager API v2; [`report`]: `advise`'s output.
+//!
+//! The engine inside `perf-user run` and its metrics are the daemon's
+//! (`daemon::alerts`, `daemon::alert_metrics`): this module knows signals
+//! and rules, not the daemon.
 //!
 //! Observations are built from the collectors' typed snapshots by
 //! [`crate::observe`], for the daemon and `advise` alike.
@@ -26,9 +28,7 @@ pub mod advice;
 pub mod baseline;
 pub mod config;
 pub mod engine;
-pub mod metrics;
 pub mod report;
 pub mod rules;
-pub mod service;
 pub mod signals;
 pub mod webhook;

@@ -7,6 +7,8 @@
 //! [`cpu`] (the windowed CPU profile), [`bpf_stats`] and [`process_stats`]
 //! (self-metrics), [`log`] (logging set-up).
 
+pub mod alert_metrics;
+pub mod alerts;
 pub mod block;
 pub mod bpf_stats;
 pub mod cpu;
@@ -160,13 +162,11 @@ pub fn start_collectors(config: &Config) -> Result<Attached, DaemonError> {
 }
 
 /// The alert engine, unless `[alerts] enabled = false`.
-fn start_alerts(
-    config: &Config,
-) -> Result<Option<Arc<crate::alerts::service::AlertService>>, DaemonError> {
+fn start_alerts(config: &Config) -> Result<Option<Arc<alerts::AlertService>>, DaemonError> {
     if !config.alerts.enabled {
         return Ok(None);
     }
-    let service = crate::alerts::service::AlertService::new(&config.alerts, config.exporter.listen)
+    let service = alerts::AlertService::new(&config.alerts, config.exporter.listen)
         .map_err(|e| DaemonError::Alerts(e.to_string()))?;
     tracing::info!(
         rules = service.rule_count(),

@@ -20,14 +20,12 @@ use tokio::{sync::Notify, task::JoinHandle};
 
 use super::{
     Attached, Info,
+    alerts::{AlertService, AlertsSource},
     exposition::{Family, Kind},
     scrape::{Scraper, Source, SourceError},
     start_collector,
 };
-use crate::{
-    alerts::service::{AlertService, AlertsSource},
-    config::{COLLECTOR_NAMES, Config, ConfigError},
-};
+use crate::config::{COLLECTOR_NAMES, Config, ConfigError};
 
 /// Reads the configuration again: the file given with `--config` (if any)
 /// with the command line's flags on top, checked as at start-up.

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use super::engine::{Engine, State};
-use crate::daemon::exposition::{Family, Kind};
+use super::exposition::{Family, Kind};
+use crate::alerts::engine::{Engine, State};
 
 /// The alert metrics: per rule, the number of pending and firing alerts
 /// (`perf_user_alerts{alertname,severity,state}`, as Prometheus's own

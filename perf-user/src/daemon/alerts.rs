@@ -13,17 +13,17 @@ use std::{
 };
 
 use super::{
-    advice,
-    config::AlertsConfig,
-    engine::{Engine, EngineOptions, Event, State},
-    metrics::{self, Stats},
-    report,
-    webhook::{self, Identity, PostableAlert, Sender, WebhookError},
+    alert_metrics::{self as metrics, Stats},
+    exposition::Family,
+    scrape::{Source, SourceError},
 };
 use crate::{
-    daemon::{
-        exposition::Family,
-        scrape::{Source, SourceError},
+    alerts::{
+        advice,
+        config::AlertsConfig,
+        engine::{Engine, EngineOptions, Event, State},
+        report,
+        webhook::{self, Identity, PostableAlert, Sender, WebhookError},
     },
     observe::{Reading, batch::Batches},
 };
@@ -195,7 +195,7 @@ impl AlertService {
 
 /// One log event per state change: info for pending and resolved, warn for
 /// firing, with the advice's diagnosis and suggestions.
-fn log(e: &Event, advice: Option<&super::advice::Advice>) {
+fn log(e: &Event, advice: Option<&advice::Advice>) {
     let a = &e.alert;
     let labels = serde_json::to_string(&a.labels).unwrap_or_default();
     let value = a.signal.unit().format(a.value);
