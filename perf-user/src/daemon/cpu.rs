@@ -60,6 +60,9 @@ impl CpuSource {
             user_stacks: cfg.stacks != StackKind::Kernel,
             kernel_stacks: cfg.stacks != StackKind::User,
             include_idle: cfg.include_idle,
+            // Tables for every sampled process come with the daemon's own
+            // loading of them (not yet): frame pointers meanwhile.
+            unwind: crate::unwind::UnwindMode::Fp,
             ..CpuOptions::default()
         };
         let collector = CpuCollector::attach(&opts)?;
@@ -433,6 +436,7 @@ mod tests {
             cpus: 2,
             total_samples: rows.iter().map(|r| r.1).sum(),
             lost: LostCounts::default(),
+            unwind: None,
             stacks,
         }
     }

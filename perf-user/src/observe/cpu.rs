@@ -199,6 +199,7 @@ mod tests {
             cpus: 2,
             total_samples: 100,
             lost: LostCounts::default(),
+            unwind: None,
             stacks: vec![
                 stack(7, &["main", "a", "hot"], 50),
                 stack(8, &["main", "b", "hot"], 20),
