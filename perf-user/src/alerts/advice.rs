@@ -39,6 +39,17 @@ pub struct Suggestion {
     pub action: Option<Action>,
 }
 
+/// An alert with its advice: paired by the caller, so that the engine
+/// knows nothing of advice.
+#[derive(Clone, Debug, Serialize)]
+pub struct Advised {
+    /// The alert.
+    #[serde(flatten)]
+    pub alert: Alert,
+    /// Its advice, once it fired.
+    pub advice: Option<Advice>,
+}
+
 /// Advice for one alert.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Advice {

@@ -21,7 +21,6 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    advice::Advice,
     baseline::{MAX_POINTS, Series},
     rules::{Mode, Rule, RuleKind, Severity, Verdict},
     signals::{Batch, Evidence, Labels, Signal},
@@ -95,8 +94,6 @@ pub struct Alert {
     pub resolution: Option<String>,
     /// The facts behind the last active value.
     pub evidence: Evidence,
-    /// Tuning advice, attached by the caller once it fires.
-    pub advice: Option<Advice>,
     /// When a sink was last told about it.
     #[serde(skip)]
     pub last_sent: Option<SystemTime>,
@@ -258,13 +255,6 @@ impl Engine {
     /// Each rule's state after the last evaluation.
     pub fn status(&self) -> &[RuleStatus] {
         &self.status
-    }
-
-    /// Attaches tuning advice to an alert.
-    pub fn set_advice(&mut self, fingerprint: &str, advice: Advice) {
-        if let Some(a) = self.alerts.get_mut(fingerprint) {
-            a.advice = Some(advice);
-        }
     }
 
     /// Per rule: (name, severity, pending count, firing count).
@@ -467,7 +457,6 @@ impl Engine {
                             detail,
                             resolution: None,
                             evidence: evidence.clone(),
-                            advice: None,
                             last_sent,
                             sent_state,
                             absent: 0,

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{
     actions::Report as ActionReport,
+    advice::Advised,
     engine::{Alert, RuleStatus, State},
     signals::{Evidence, Observation, Signal, bytes, seconds},
 };
@@ -57,7 +58,7 @@ pub struct AdviseReport {
     /// Rules evaluated.
     pub rules: usize,
     /// Firing alerts, each with its advice.
-    pub alerts: Vec<Alert>,
+    pub alerts: Vec<Advised>,
     /// Rules that could not judge.
     pub not_evaluated: Vec<NotEvaluated>,
     /// The worst series per signal, for the "observed" summary.
@@ -206,7 +207,8 @@ pub fn write_text(r: &AdviseReport, out: &mut dyn Write) -> io::Result<()> {
             &format!("{})", c.detail),
         )?;
     }
-    for a in &r.alerts {
+    for x in &r.alerts {
+        let a = &x.alert;
         writeln!(out)?;
         wrap(
             out,
@@ -214,7 +216,7 @@ pub fn write_text(r: &AdviseReport, out: &mut dyn Write) -> io::Result<()> {
             "  ",
             &a.summary,
         )?;
-        let Some(adv) = &a.advice else { continue };
+        let Some(adv) = &x.advice else { continue };
         wrap(out, " ", "  ", &adv.diagnosis)?;
         if !adv.evidence.is_empty() {
             writeln!(out, "  Evidence:")?;
@@ -377,9 +379,9 @@ pub fn evidence_line(e: &Evidence) -> String {
 }
 
 /// Firing alerts, worst first (severity, then how far past the level).
-pub fn firing(alerts: impl Iterator<Item = Alert>) -> Vec<Alert> {
-    let mut v: Vec<Alert> = alerts.filter(|a| a.state == State::Firing).collect();
-    v.sort_by(|a, b| {
+pub fn firing(alerts: impl Iterator<Item = Advised>) -> Vec<Advised> {
+    let mut v: Vec<Advised> = alerts.filter(|a| a.alert.state == State::Firing).collect();
+    v.sort_by(|Advised { alert: a, .. }, Advised { alert: b, .. }| {
         b.severity.cmp(&a.severity).then_with(|| {
             let r = |x: &Alert| x.value / x.reference.abs().max(f64::MIN_POSITIVE);
             r(b).total_cmp(&r(a))
@@ -437,11 +439,13 @@ mod tests {
         );
         b.covered.insert(Signal::CpuSelfRatio);
         engine.evaluate(&b);
-        let fps: Vec<String> = engine.alerts().map(|a| a.fingerprint.clone()).collect();
-        for fp in fps {
-            let adv = advice::advise(engine.alert(&fp).unwrap(), &root);
-            engine.set_advice(&fp, adv);
-        }
+        let advised: Vec<Advised> = engine
+            .alerts()
+            .map(|a| Advised {
+                advice: Some(advice::advise(a, &root)),
+                alert: a.clone(),
+            })
+            .collect();
         std::fs::remove_dir_all(&root).unwrap();
         AdviseReport {
             schema_version: SCHEMA_VERSION,
@@ -465,7 +469,7 @@ mod tests {
                 },
             ],
             rules: engine.rules().len(),
-            alerts: firing(engine.alerts().cloned()),
+            alerts: firing(advised.into_iter()),
             not_evaluated: not_evaluated(engine.status()),
             observed: observed(&b.observations),
             applied: None,

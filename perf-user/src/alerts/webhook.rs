@@ -15,6 +15,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    advice::Advice,
     engine::{Alert, State},
     signals::Labels,
 };
@@ -52,10 +53,11 @@ pub struct Identity {
 /// templates put annotations into chat messages.
 const MAX_ANNOTATION: usize = 4000;
 
-/// `alert` as Alertmanager expects it at `now`; a firing alert stays valid
-/// for `valid_for` unless re-sent.
+/// `alert` with its `advice` as Alertmanager expects it at `now`; a firing
+/// alert stays valid for `valid_for` unless re-sent.
 pub fn postable(
     alert: &Alert,
+    advice: Option<&Advice>,
     id: &Identity,
     now: SystemTime,
     valid_for: Duration,
@@ -77,7 +79,7 @@ pub fn postable(
     if let Some(r) = &alert.resolution {
         annotations.insert("resolution".into(), r.clone());
     }
-    if let Some(a) = &alert.advice {
+    if let Some(a) = advice {
         annotations.insert("description".into(), a.diagnosis.clone());
         let facts: Vec<String> = a
             .evidence
@@ -301,7 +303,7 @@ mod tests {
 
     use super::*;
     use crate::alerts::{
-        advice::{Advice, Fact, Suggestion},
+        advice::{Fact, Suggestion},
         engine::{Engine, EngineOptions},
         rules::defaults,
         signals::{Batch, Evidence, Observation, Signal, labels},
@@ -356,7 +358,7 @@ mod tests {
     #[test]
     fn payload_has_alertmanager_fields_and_series_labels_win() {
         let mut a = firing_alert();
-        a.advice = Some(Advice {
+        let advice = Some(Advice {
             diagnosis: "queueing".into(),
             evidence: vec![Fact {
                 name: "nr_requests".into(),
@@ -369,7 +371,7 @@ mod tests {
             }],
         });
         let now = a.fired_at.unwrap() + Duration::from_secs(5);
-        let p = postable(&a, &id(), now, Duration::from_secs(240));
+        let p = postable(&a, advice.as_ref(), &id(), now, Duration::from_secs(240));
         let json = serde_json::to_value([&p]).unwrap();
         let first = &json[0];
         for key in [
@@ -394,6 +396,7 @@ mod tests {
         a.resolved_at = Some(now);
         let r = postable(
             &a,
+            advice.as_ref(),
             &id(),
             now + Duration::from_secs(100),
             Duration::from_secs(240),
@@ -453,6 +456,7 @@ mod tests {
     async fn posts_json_and_retries_server_errors_only() {
         let p = postable(
             &firing_alert(),
+            None,
             &id(),
             SystemTime::now(),
             Duration::from_secs(60),

@@ -15,9 +15,9 @@ use clap::{Args, ValueEnum};
 use crate::{
     alerts::{
         actions::{Action, Actuator},
-        advice,
+        advice::{self, Advised},
         config::AlertsConfig,
-        engine::{Engine, EngineOptions, to_secs},
+        engine::{Engine, EngineOptions, State, to_secs},
         report::{self, AdviseReport, CollectorStatus},
         rules::Mode,
         signals::{Batch, Observation, Signal},
@@ -366,14 +366,16 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
     engine.evaluate(&batch);
     batch.observations.extend(leak_obs);
     let root = Path::new("/");
-    let fps: Vec<String> = engine.alerts().map(|a| a.fingerprint.clone()).collect();
-    for fp in &fps {
-        if let Some(a) = engine.alert(fp) {
-            let adv = advice::advise(a, root);
-            engine.set_advice(fp, adv);
-        }
-    }
-    let alerts = report::firing(engine.alerts().cloned());
+    // Advice is paired with each firing alert here: the engine knows none.
+    let alerts = report::firing(
+        engine
+            .alerts()
+            .filter(|a| a.state == State::Firing)
+            .map(|a| Advised {
+                advice: Some(advice::advise(a, root)),
+                alert: a.clone(),
+            }),
+    );
     let applied = if args.apply {
         let mut actions: Vec<Action> = Vec::new();
         for a in &alerts {
@@ -381,7 +383,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
                 // One value per setting: the worst alert's suggestion wins.
                 if !actions.iter().any(|x| x.setting == act.setting) {
                     actions.push(Action {
-                        reason: format!("{}: {}", a.rule, act.reason),
+                        reason: format!("{}: {}", a.alert.rule, act.reason),
                         ..act.clone()
                     });
                 }

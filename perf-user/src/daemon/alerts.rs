@@ -6,6 +6,7 @@
 //! person, with `perf-user advise --apply`.
 
 use std::{
+    collections::HashMap,
     net::SocketAddr,
     path::PathBuf,
     sync::{Arc, Mutex},
@@ -19,7 +20,7 @@ use super::{
 };
 use crate::{
     alerts::{
-        advice,
+        advice::{self, Advice},
         config::AlertsConfig,
         engine::{Engine, EngineOptions, Event, State},
         report,
@@ -30,6 +31,9 @@ use crate::{
 
 struct Inner {
     engine: Engine,
+    /// Advice of the alerts that fired, by fingerprint, while the engine
+    /// keeps them (resolved ones are still sent with it).
+    advice: HashMap<String, Advice>,
     from: Batches,
     stats: Stats,
 }
@@ -66,6 +70,7 @@ impl AlertService {
         Ok(Self {
             inner: Mutex::new(Inner {
                 engine: Engine::new(cfg.rules(), EngineOptions::default()),
+                advice: HashMap::new(),
                 from: Batches::new(),
                 stats: Stats::default(),
             }),
@@ -108,7 +113,7 @@ impl AlertService {
         for e in &events {
             let advice = (e.state == State::Firing).then(|| advice::advise(&e.alert, &self.root));
             if let Some(a) = &advice {
-                inner.engine.set_advice(&e.alert.fingerprint, a.clone());
+                inner.advice.insert(e.alert.fingerprint.clone(), a.clone());
             }
             match e.state {
                 State::Pending => inner.stats.pending += 1,
@@ -117,6 +122,8 @@ impl AlertService {
             }
             log(e, advice.as_ref());
         }
+        let Inner { engine, advice, .. } = &mut *inner;
+        advice.retain(|fp, _| engine.alert(fp).is_some());
         if self.sender.is_none() {
             return (Vec::new(), Vec::new());
         }
@@ -125,7 +132,10 @@ impl AlertService {
         let fps = due.iter().map(|a| a.fingerprint.clone()).collect();
         let alerts = due
             .into_iter()
-            .map(|a| webhook::postable(a, &self.identity, at, valid_for))
+            .map(|a| {
+                let advice = inner.advice.get(&a.fingerprint);
+                webhook::postable(a, advice, &self.identity, at, valid_for)
+            })
             .collect();
         (alerts, fps)
     }
@@ -195,7 +205,7 @@ impl AlertService {
 
 /// One log event per state change: info for pending and resolved, warn for
 /// firing, with the advice's diagnosis and suggestions.
-fn log(e: &Event, advice: Option<&advice::Advice>) {
+fn log(e: &Event, advice: Option<&Advice>) {
     let a = &e.alert;
     let labels = serde_json::to_string(&a.labels).unwrap_or_default();
     let value = a.signal.unit().format(a.value);
