@@ -44,19 +44,19 @@ use crate::{
 const SAMPLE_EVERY: Duration = Duration::from_secs(10);
 /// The first part of the run that the slopes leave out: caches fill, the
 /// CPU collector's first windows, the leak target's ring filling. At least
-/// this share, and at least [`ENGINE_FILL`] (see [`warmup`]).
+/// this share, and at least the alert engine's fill time (see [`warmup`]).
 const WARMUP_FRACTION: f64 = 0.2;
-/// The learning window the soak gives the alert rules that learn over one
-/// hour by default (`DiskLatencyAnomaly`, `TcpRttAnomaly`, `CpuHotspot`):
-/// the engine keeps each series' points for its rule's window, so its memory
-/// grows until the window is full. With the defaults that is longer than the
-/// hour run itself (docs/soak.md, "Warm-up").
-const ALERT_WINDOW: Duration = Duration::from_secs(600);
-/// How long the alert engine's memory takes to stop growing: a series' points
-/// fill its window, and a series not seen again is forgotten
-/// `max(window, 10 min)` after it was last seen (alerts/engine.rs `forget`),
-/// so the set of series levels off after window + 10 min.
-const ENGINE_FILL: Duration = Duration::from_secs(600 + 600);
+/// A series the alert engine has not seen again is forgotten this long, or
+/// its rule's window if longer, after it was last seen (alerts/engine.rs
+/// `forget`).
+const ENGINE_FORGET_AFTER: Duration = Duration::from_secs(600);
+
+/// How long the alert engine's memory grows with rules learning over
+/// `window`: each series' points fill the window, and the set of series
+/// levels off once those no longer seen are forgotten.
+fn engine_fill(window: Duration) -> Duration {
+    window + window.max(ENGINE_FORGET_AFTER)
+}
 /// Flat: projected growth per hour below this share of the post-warm-up mean.
 const GROWTH_LIMIT_PER_HOUR: f64 = 0.05;
 /// ... or, for a map, below this share of its capacity per hour (a map that
@@ -118,15 +118,21 @@ pub struct Args {
     /// KiB of heap an hour (touched, never freed), to see `rss_flat` fail.
     #[arg(long, value_name = "KIB_PER_HOUR")]
     inject_leak: Option<u64>,
+    /// The learning window of the three alert rules that learn over 1 h by
+    /// default (DiskLatencyAnomaly, TcpRttAnomaly, CpuHotspot): the engine's
+    /// memory grows until it is full, so the warm-up waits for it (1h gives
+    /// the built-in rules: then run for 10h to judge the RSS).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION", default_value = "10m")]
+    alert_window: Duration,
 }
 
 /// Warm-up: 20 % of the run, and at least the alert engine's fill time, but
 /// no more than half the run (a short run cannot wait for the engine: its
 /// RSS slope is only indicative, docs/soak.md).
-fn warmup(planned: Duration) -> f64 {
+fn warmup(planned: Duration, alert_window: Duration) -> f64 {
     let planned = planned.as_secs_f64();
     (WARMUP_FRACTION * planned)
-        .max(ENGINE_FILL.as_secs_f64())
+        .max(engine_fill(alert_window).as_secs_f64())
         .min(planned / 2.0)
 }
 
@@ -200,7 +206,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     let echo = service_listener(port + 1)?;
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let config = out.join("soak.toml");
-    write_config(&config, port, None)?;
+    write_config(&config, port, args.alert_window, None)?;
     let check = cmd::output(
         Command::new(&bin)
             .args(["run", "--check-config", "--config"])
@@ -324,8 +330,9 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         }
         if reload.is_none() && elapsed.as_secs_f64() >= 0.5 * duration.as_secs_f64() {
             let (config, stderr_path, pid) = (config.clone(), stderr_path.clone(), daemon.pid);
+            let alert_window = args.alert_window;
             reload = Some(spawn("soak-reload", move || {
-                reload_config(&config, port, pid, &stderr_path, addr, t0)
+                reload_config(&config, port, alert_window, pid, &stderr_path, addr, t0)
             })?);
         }
         if Instant::now() >= next_sample {
@@ -405,6 +412,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
         leftovers,
         total_seconds: started.elapsed().as_secs_f64(),
         injected_leak: args.inject_leak,
+        alert_window: args.alert_window,
     });
     let md = report.markdown();
     fs::write(out.join("report.md"), &md)
@@ -518,10 +526,15 @@ fn compile_leaker(dir: &Path) -> Result<PathBuf> {
 }
 
 /// Every collector on; the built-in alert rules, the three that learn over
-/// an hour with [`ALERT_WINDOW`] instead (otherwise as built in, see
+/// an hour over `alert_window` instead (otherwise as built in, see
 /// alerts/rules.rs `defaults`). The reload adds a comment line, so that it
 /// changes nothing that would re-attach a collector and reset its counters.
-fn write_config(path: &Path, port: u16, reloaded_at: Option<f64>) -> Result<()> {
+fn write_config(
+    path: &Path,
+    port: u16,
+    alert_window: Duration,
+    reloaded_at: Option<f64>,
+) -> Result<()> {
     let mut text = String::from("# written by `cargo xtask soak`\n");
     if let Some(t) = reloaded_at {
         text.push_str(&format!("# rewritten for the reload at {t:.0} s\n"));
@@ -534,7 +547,7 @@ fn write_config(path: &Path, port: u16, reloaded_at: Option<f64>) -> Result<()> 
          [collectors.leaks]\nenabled = true\nprocesses = [\"{}\"]\n",
         leaker()
     ));
-    let w = ALERT_WINDOW.as_secs();
+    let w = alert_window.as_secs();
     text.push_str(&format!(
         "\n# The built-in rules that learn over 1 h, with {w} s windows (docs/soak.md)\n\
          [[alerts.rules]]\nname = \"DiskLatencyAnomaly\"\nkind = \"baseline\"\n\
@@ -994,6 +1007,7 @@ impl ReloadOutcome {
 fn reload_config(
     config: &Path,
     port: u16,
+    alert_window: Duration,
     pid: i32,
     stderr_path: &Path,
     addr: SocketAddr,
@@ -1010,7 +1024,7 @@ fn reload_config(
             Some("the daemon does not catch SIGHUP (SigCgt); it would have ended it".into());
         return outcome;
     }
-    if let Err(e) = write_config(config, port, Some(at)) {
+    if let Err(e) = write_config(config, port, alert_window, Some(at)) {
         outcome.error = Some(format!("{e:#}"));
         return outcome;
     }
@@ -1634,6 +1648,7 @@ struct Inputs<'a> {
     leftovers: Vec<String>,
     total_seconds: f64,
     injected_leak: Option<u64>,
+    alert_window: Duration,
 }
 
 #[derive(Serialize)]
@@ -1670,6 +1685,10 @@ struct Report {
     soaked_seconds: f64,
     total_seconds: f64,
     warmup_seconds: f64,
+    /// The learning window of the alert rules that learn over 1 h by default.
+    alert_window_seconds: f64,
+    /// How long the alert engine's memory grows with that window.
+    engine_fill_seconds: f64,
     /// Samples left out of the slopes around the target's kill and replacement.
     excluded_window: Option<(f64, f64)>,
     processes_planned: u64,
@@ -1717,7 +1736,7 @@ struct Report {
 
 fn analyse(i: Inputs<'_>) -> Report {
     let planned = i.planned.as_secs_f64();
-    let warmup = warmup(i.planned);
+    let warmup = warmup(i.planned, i.alert_window);
     let in_fit = |t: f64| t >= warmup && i.transition.is_none_or(|(a, b)| t < a || t > b);
     let last = i.samples.last();
     let first = i.samples.first();
@@ -2075,6 +2094,8 @@ fn analyse(i: Inputs<'_>) -> Report {
         soaked_seconds: i.soaked.as_secs_f64(),
         total_seconds: i.total_seconds,
         warmup_seconds: warmup,
+        alert_window_seconds: i.alert_window.as_secs_f64(),
+        engine_fill_seconds: engine_fill(i.alert_window).as_secs_f64(),
         excluded_window: i.transition,
         processes_planned: i.n_processes,
         processes_started: n(&load.processes_started),
@@ -2138,7 +2159,8 @@ impl Report {
         line(format!(
             "{}, Linux {}, {} CPUs. {:.0} s of load ({:.0} s planned), {:.0} s in all with the \
              build; slopes from {:.0} s on (warm-up: {:.0} % of the run, at least the alert \
-             engine's fill time of {:.0} s, at most half the run){}{}.",
+             engine's fill time of {:.0} s with {:.0} s learning windows, at most half the \
+             run){}{}.",
             self.date,
             self.kernel,
             self.cpus,
@@ -2147,7 +2169,8 @@ impl Report {
             self.total_seconds,
             self.warmup_seconds,
             WARMUP_FRACTION * 100.0,
-            ENGINE_FILL.as_secs_f64(),
+            self.engine_fill_seconds,
+            self.alert_window_seconds,
             self.excluded_window.map_or_else(String::new, |(a, b)| format!(
                 ", leaving out {a:.0}–{b:.0} s (the target's kill until its replacement's ring is full)"
             )),
@@ -2389,11 +2412,14 @@ mod tests {
 
     #[test]
     fn warmup_covers_the_alert_engine_fill_in_long_runs() {
-        let hour = Duration::from_secs(3600);
-        assert_eq!(warmup(hour), ENGINE_FILL.as_secs_f64());
-        assert!((warmup(Duration::from_secs(6 * 3600)) - 4320.0).abs() < 1e-6);
+        let (ten, hour) = (Duration::from_secs(600), Duration::from_secs(3600));
+        // 10-minute windows: series full after 10 min, gone ones forgotten 10 min later.
+        assert_eq!(warmup(hour, ten), 1200.0);
+        assert!((warmup(Duration::from_secs(6 * 3600), ten) - 4320.0).abs() < 1e-6);
+        // The built-in hour: two hours before the engine stops growing.
+        assert_eq!(warmup(Duration::from_secs(10 * 3600), hour), 7200.0);
         // Ten minutes cannot wait for the engine: half the run.
-        assert_eq!(warmup(Duration::from_secs(600)), 300.0);
+        assert_eq!(warmup(ten, ten), 300.0);
     }
 
     #[test]
