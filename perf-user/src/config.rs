@@ -19,7 +19,7 @@ use serde::{Deserialize, Deserializer, de};
 
 use crate::{
     collectors::{cpu::MAX_FREQUENCY_HZ, tracepoints::Tracepoints},
-    duration,
+    duration::{self, parse_str},
 };
 
 /// Where `run` listens unless told otherwise: loopback only, and a port
@@ -778,24 +778,6 @@ fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> 
             "{s:?} is not an address and port; write e.g. \"127.0.0.1:9464\" or \"[::1]:9464\""
         ))
     })
-}
-
-/// A string, or a type error that says what string was expected.
-pub(crate) fn parse_str<'de, D: Deserializer<'de>>(
-    d: D,
-    expected: &'static str,
-) -> Result<String, D::Error> {
-    struct V(&'static str);
-    impl de::Visitor<'_> for V {
-        type Value = String;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(self.0)
-        }
-        fn visit_str<E: de::Error>(self, v: &str) -> Result<String, E> {
-            Ok(v.to_string())
-        }
-    }
-    d.deserialize_str(V(expected))
 }
 
 #[cfg(test)]

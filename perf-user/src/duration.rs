@@ -64,6 +64,25 @@ pub fn clap_parse(input: &str) -> Result<Duration, String> {
     parse(input).map_err(|e| e.to_string())
 }
 
+/// A string, or a type error that says what string was expected (the
+/// configuration's durations and addresses).
+pub(crate) fn parse_str<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    expected: &'static str,
+) -> Result<String, D::Error> {
+    struct V(&'static str);
+    impl serde::de::Visitor<'_> for V {
+        type Value = String;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+            Ok(v.to_string())
+        }
+    }
+    d.deserialize_str(V(expected))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -157,3 +157,39 @@ fn reread(pid: u32, info: &mut ProcessInfo) {
 pub fn exists(pid: u32) -> bool {
     fs::metadata(format!("/proc/{pid}")).is_ok()
 }
+
+/// PIDs of running processes whose name (`/proc/PID/comm`) is one of `names`.
+pub fn find_by_name(names: &[String]) -> Vec<(u32, String)> {
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let own = std::process::id();
+    let mut out: Vec<(u32, String)> = dir
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != own)
+        .filter_map(|pid| {
+            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim_end();
+            names
+                .iter()
+                .any(|n| n == comm)
+                .then(|| (pid, comm.to_string()))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_processes_by_name_but_not_itself() {
+        let own = fs::read_to_string("/proc/self/comm").unwrap();
+        let found = find_by_name(&[own.trim_end().to_string()]);
+        assert!(found.iter().all(|(pid, _)| *pid != std::process::id()));
+        assert!(find_by_name(&["no-such-process-name".into()]).is_empty());
+    }
+}

@@ -525,7 +525,7 @@ fn leak(e: &LeakEvidence, alert: &Alert, root: &Path) -> Advice {
     let available = meminfo_kib("MemAvailable").map(|k| k.saturating_mul(1024));
     // The process itself, or the first traced one of that name.
     let pid = e.pid.or_else(|| {
-        crate::daemon::leaks::find(std::slice::from_ref(&e.process))
+        crate::processes::find_by_name(std::slice::from_ref(&e.process))
             .first()
             .map(|(p, _)| *p)
     });

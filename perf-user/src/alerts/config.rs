@@ -404,7 +404,7 @@ impl TryFrom<RawRule> for RuleConfig {
 
 /// A duration from 1 s to 1 h.
 fn interval<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    let s = crate::config::parse_str(d, "a duration such as \"10s\" or \"1m\"")?;
+    let s = duration::parse_str(d, "a duration such as \"10s\" or \"1m\"")?;
     let v = duration::parse(&s).map_err(de::Error::custom)?;
     if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&v) {
         return Err(de::Error::custom(format!(

@@ -9,7 +9,6 @@
 
 use std::{
     collections::{BTreeMap, HashMap},
-    fs,
     sync::{Arc, Mutex, mpsc},
     thread::JoinHandle,
     time::Duration,
@@ -20,6 +19,7 @@ use crate::{
     config::LeaksSection,
     leaks::{allocator, image::TracedProcess},
     observe::{Reading, leaks::LeakProcess},
+    processes,
 };
 
 use super::{
@@ -85,29 +85,6 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// PIDs of running processes whose name (`/proc/PID/comm`) is one of `names`.
-pub fn find(names: &[String]) -> Vec<(u32, String)> {
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let own = std::process::id();
-    let mut out: Vec<(u32, String)> = dir
-        .filter_map(Result::ok)
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|&pid| pid != own)
-        .filter_map(|pid| {
-            let comm = fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
-            let comm = comm.trim_end();
-            names
-                .iter()
-                .any(|n| n == comm)
-                .then(|| (pid, comm.to_string()))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn attach(pid: u32, cfg: &LeaksSection) -> Result<AllocCollector, String> {
     let mut process = TracedProcess::new(pid);
     if !process.refresh(0) {
@@ -136,7 +113,7 @@ fn attach(pid: u32, cfg: &LeaksSection) -> Result<AllocCollector, String> {
 fn attach_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
     let mut failed_pids: Vec<u32> = Vec::new();
     loop {
-        let found = find(&shared.cfg.processes);
+        let found = processes::find_by_name(&shared.cfg.processes);
         {
             let mut traced = lock(&shared.traced);
             // Exited, or replaced by execve(): the tracer's image is gone.
@@ -294,18 +271,5 @@ impl Source for LeaksSource {
             ],
         );
         Ok(vec![traced, outstanding, allocs, frees, lost])
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_processes_by_name_but_not_itself() {
-        let own = fs::read_to_string("/proc/self/comm").unwrap();
-        let found = find(&[own.trim_end().to_string()]);
-        assert!(found.iter().all(|(pid, _)| *pid != std::process::id()));
-        assert!(find(&["no-such-process-name".into()]).is_empty());
     }
 }
