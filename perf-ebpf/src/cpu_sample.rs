@@ -96,12 +96,7 @@ fn sample(ctx: &PerfEventContext) {
         if cfg.dwarf != 0 {
             crate::unwind::walk_sample(ctx, &key);
         }
-        key.user_stack_id = stack_id(
-            ctx,
-            BPF_F_USER_STACK as u64,
-            counter::USER_STACK_COLLISION,
-            counter::USER_STACK_ERROR,
-        );
+        key.user_stack_id = user_fp_stack_id(ctx);
     }
     count_sample(&key);
 }
@@ -144,6 +139,17 @@ fn announce(pid: u32) {
     {
         bump(counter::NEW_PID_DROPPED);
     }
+}
+
+/// The user stack of the sample in `ctx` by frame pointers.
+#[inline(always)]
+pub(crate) fn user_fp_stack_id(ctx: &PerfEventContext) -> i32 {
+    stack_id(
+        ctx,
+        BPF_F_USER_STACK as u64,
+        counter::USER_STACK_COLLISION,
+        counter::USER_STACK_ERROR,
+    )
 }
 
 #[inline(always)]

@@ -354,7 +354,7 @@ fn step(ctx: &PerfEventContext, state: &mut WalkState) {
         // falls through; the context is this program's own.
         unsafe { UNWIND_PROGS.tail_call(ctx, 0) };
     }
-    finish(state, stack, reason.unwrap_or(end::DEPTH));
+    finish(ctx, state, stack, reason.unwrap_or(end::DEPTH));
 }
 
 /// Walks frames from `state`; `Some(reason)` once the walk has ended,
@@ -444,12 +444,19 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
 
 /// Records the walked stack and counts it.
 #[inline(always)]
-fn finish(state: &WalkState, stack: &mut UnwindStack, reason: u32) {
+fn finish(ctx: &PerfEventContext, state: &WalkState, stack: &mut UnwindStack, reason: u32) {
     stack.len = state.len;
     stack.end = reason;
     count_end(reason);
     if state.for_sample != 0 {
-        let id = store_stack(state.hash, stack);
+        // The sampled pc itself in no mapping loaded: the process ran
+        // execve() since its tables were loaded (or runs code mapped since).
+        // Frame pointers give more than a one-frame stack then.
+        let id = if reason == end::NO_MAPPING && state.len <= 1 {
+            crate::cpu_sample::user_fp_stack_id(ctx)
+        } else {
+            store_stack(state.hash, stack)
+        };
         if let Some(pending) = UNWIND_PENDING.get_ptr_mut(0) {
             // SAFETY: this CPU's slot, written by `walk_sample` before the
             // tail calls that led here.

@@ -152,6 +152,9 @@ pub struct CpuSection {
     pub stacks: StackKind,
     /// Count the idle task (pid 0) too.
     pub include_idle: bool,
+    /// How user stacks are walked: "auto" (dwarf on x86_64, fp elsewhere),
+    /// "fp" or "dwarf" (docs/unwinding.md).
+    pub unwind: crate::unwind::UnwindMode,
 }
 
 impl Default for CpuSection {
@@ -163,6 +166,7 @@ impl Default for CpuSection {
             top: 20,
             stacks: StackKind::Both,
             include_idle: false,
+            unwind: crate::unwind::UnwindMode::Auto,
         }
     }
 }

@@ -60,9 +60,7 @@ impl CpuSource {
             user_stacks: cfg.stacks != StackKind::Kernel,
             kernel_stacks: cfg.stacks != StackKind::User,
             include_idle: cfg.include_idle,
-            // Tables for every sampled process come with the daemon's own
-            // loading of them (not yet): frame pointers meanwhile.
-            unwind: crate::unwind::UnwindMode::Fp,
+            unwind: cfg.unwind,
             ..CpuOptions::default()
         };
         let collector = CpuCollector::attach(&opts)?;
@@ -166,7 +164,14 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
         if !wait(new_pids, stop, left) {
             return;
         }
-        let new = lock(&shared.collector).new_pids();
+        let new = {
+            let mut collector = lock(&shared.collector);
+            let new = collector.new_pids();
+            // Before the process's next samples: until then they are walked
+            // with frame pointers.
+            collector.load_tables(&new);
+            new
+        };
         procs.capture(new);
         procs.reread_due();
         if window_start.elapsed() < shared.cfg.window {
@@ -383,8 +388,14 @@ impl Source for CpuSource {
     }
 
     fn collect(&self) -> Result<Vec<Family>, SourceError> {
-        let counters = lock(&self.shared.collector).counters_now()?;
+        let (counters, unwind) = {
+            let collector = lock(&self.shared.collector);
+            (collector.counters_now()?, collector.unwind_summary()?)
+        };
         let mut out = window_families(&self.latest(), self.shared.cfg.frequency_hz, &counters);
+        if let Some(unwind) = unwind {
+            out.extend(unwind_families(&unwind));
+        }
         out.push(Family::single(
             "perf_user_cpu_windows_total",
             Kind::Counter,
@@ -475,4 +486,54 @@ mod tests {
             super::super::exposition::Value::Number(1.0)
         );
     }
+}
+
+/// How the table walks of user stacks went (docs/metrics.md).
+fn unwind_families(u: &crate::unwind::UnwindSummary) -> Vec<Family> {
+    let mut ended = Family::new(
+        "perf_user_unwind_walks_ended_total",
+        Kind::Counter,
+        "Table walks of user stacks, by how they ended: complete reached the outermost frame; the other reasons stopped early or did not start (frame pointers were walked instead).",
+    );
+    for (reason, n) in &u.walks_ended {
+        ended.push(
+            vec![("collector", "cpu".into()), ("reason", (*reason).into())],
+            *n as f64,
+        );
+    }
+    let t = &u.tables;
+    let mut files = Family::new(
+        "perf_user_unwind_table_files",
+        Kind::Gauge,
+        "Executable files by the state of their unwind table: loaded into the kernel, without a usable table (frame pointers for them), or left out because the rows budget was spent.",
+    );
+    for (state, n) in [
+        ("loaded", t.files),
+        ("without_table", t.files_without_table),
+        ("over_budget", t.files_over_budget),
+    ] {
+        files.push(vec![("state", state.into())], n as f64);
+    }
+    vec![
+        ended,
+        files,
+        Family::single(
+            "perf_user_unwind_table_rows",
+            Kind::Gauge,
+            "Unwind table rows in the kernel's maps.",
+            t.rows as f64,
+        ),
+        Family::single(
+            "perf_user_unwind_table_rows_budget",
+            Kind::Gauge,
+            "Unwind table rows the kernel's maps hold at most.",
+            t.rows_budget as f64,
+        ),
+        Family::single(
+            "perf_user_unwind_table_load_seconds_total",
+            Kind::Counter,
+            "Time spent building and loading unwind tables.",
+            t.load_ms as f64 / 1000.0,
+        ),
+    ]
 }

@@ -15,7 +15,9 @@ use std::collections::BTreeMap;
 use perf_ebpf_common::unwind::end;
 
 /// How user stacks are walked.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UnwindMode {
     /// `dwarf` where the kernel unwinder exists (x86_64), `fp` elsewhere.
