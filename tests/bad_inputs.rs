@@ -31,6 +31,9 @@ enum Input {
     Cli(&'static [&'static str]),
     /// `perf-user run --check-config --config FILE`, FILE holding these bytes.
     Config(fn() -> Vec<u8>),
+    /// `perf-user advise --config FILE`: `advise` loads the rules as the
+    /// daemon does, and must refuse the same files.
+    AdviseConfig(fn() -> Vec<u8>),
     /// These bytes, raw, to the daemon's port on loopback.
     Http(fn() -> Vec<u8>),
     /// A scenario of its own (processes that exit during attach, slow
@@ -82,6 +85,20 @@ const fn config(name: &'static str, text: fn() -> Vec<u8>, expect: Expect) -> Ca
         input: Input::Config(text),
         expect,
     }
+}
+
+const fn advise_config(name: &'static str, text: fn() -> Vec<u8>, expect: Expect) -> Case {
+    Case {
+        name,
+        input: Input::AdviseConfig(text),
+        expect,
+    }
+}
+
+/// A rule matching a label its signal does not carry (TCP series are per
+/// `side` and `port`, in the daemon and `advise` alike).
+fn rule_on_a_missing_label() -> Vec<u8> {
+    b"[[alerts.rules]]\nname = \"R\"\nkind = \"threshold\"\nsignal = \"tcp_rtt_p99_seconds\"\nabove = 0.1\nmatch = { peer = \"10.0.0.2\" }\n".to_vec()
 }
 
 const fn http(name: &'static str, request: fn() -> Vec<u8>, statuses: &'static [u16]) -> Case {
@@ -857,6 +874,16 @@ fn catalogue() -> Vec<Case> {
             Error(1, &["unknown signal \"disk\""]),
         ),
         config(
+            "config alert label its signal does not carry",
+            rule_on_a_missing_label,
+            Error(1, &["has no label \"peer\"; its labels are: port, side"]),
+        ),
+        advise_config(
+            "advise alert label its signal does not carry",
+            rule_on_a_missing_label,
+            Error(1, &["has no label \"peer\"; its labels are: port, side"]),
+        ),
+        config(
             "config webhook not http",
             || b"[alerts.webhook]\nurls = [\"file:///etc/passwd\"]\n".to_vec(),
             Error(1, &["not an http(s) URL"]),
@@ -1566,11 +1593,33 @@ fn half_request(f: &mut Fixtures) -> Outcome {
 // Running the table.
 
 impl Case {
+    /// `perf-user COMMAND... --config FILE`, FILE holding `text`.
+    fn with_config(
+        &self,
+        f: &Fixtures,
+        text: fn() -> Vec<u8>,
+        command: &[&str],
+    ) -> Result<Outcome, String> {
+        let path = f.dir.join(format!("{}.toml", self.name.replace(' ', "_")));
+        std::fs::write(&path, text()).unwrap();
+        let mut args = command.to_vec();
+        args.extend(["--config", path.to_str().unwrap()]);
+        let out = run_perf_user(&args, TIMEOUT);
+        // The error names the file.
+        if out.status.code() == Some(1) && !out.stderr.contains(path.to_str().unwrap()) {
+            return Err(format!(
+                "the error does not name the file\n{}",
+                out.describe()
+            ));
+        }
+        Ok(Outcome::Exit(out))
+    }
+
     /// Whether the case reaches the kernel (and so needs root): everything
     /// but what clap refuses and `--check-config`.
     fn needs_root(&self) -> bool {
         match (&self.input, &self.expect) {
-            (Input::Config(_), _) => false,
+            (Input::Config(_) | Input::AdviseConfig(_), _) => false,
             (Input::Cli(args), _) if args.contains(&"--check-config") => false,
             (Input::Cli(_), Expect::Error(2, _) | Expect::Usage) => false,
             _ => true,
@@ -1583,22 +1632,8 @@ impl Case {
                 let args: Vec<String> = args.iter().map(|a| f.expand(a)).collect();
                 Outcome::Exit(run_perf_user(&args, TIMEOUT))
             }
-            Input::Config(text) => {
-                let path = f.dir.join(format!("{}.toml", self.name.replace(' ', "_")));
-                std::fs::write(&path, text()).unwrap();
-                let out = run_perf_user(
-                    &["run", "--check-config", "--config", path.to_str().unwrap()],
-                    TIMEOUT,
-                );
-                // The error names the file.
-                if out.status.code() == Some(1) && !out.stderr.contains(path.to_str().unwrap()) {
-                    return Err(format!(
-                        "the error does not name the file\n{}",
-                        out.describe()
-                    ));
-                }
-                Outcome::Exit(out)
-            }
+            Input::Config(text) => self.with_config(f, *text, &["run", "--check-config"])?,
+            Input::AdviseConfig(text) => self.with_config(f, *text, &["advise"])?,
             Input::Http(request) => {
                 let addr = f.daemon().addr;
                 let (status, body) = exchange(addr, &request(), Duration::from_secs(10));

@@ -622,3 +622,31 @@ pub async fn revert(args: RevertArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A rule on a label its signal does not carry never fires: `advise`
+    /// refuses it when loading, with the daemon's words.
+    #[test]
+    fn a_rule_on_a_missing_label_is_refused_as_by_the_daemon() {
+        let dir = std::env::temp_dir().join(format!("perf-user-advise-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("rules.toml");
+        std::fs::write(
+            &path,
+            "[[alerts.rules]]\nname = \"R\"\nkind = \"threshold\"\n\
+             signal = \"tcp_rtt_p99_seconds\"\nabove = 0.1\nmatch = { peer = \"10.0.0.2\" }\n",
+        )
+        .unwrap();
+        let advise = alerts_config(Some(&path)).unwrap_err().to_string();
+        let daemon = Config::load(&path).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(
+            advise.contains("has no label \"peer\"; its labels are: port, side"),
+            "{advise}"
+        );
+        assert_eq!(advise, daemon);
+    }
+}
