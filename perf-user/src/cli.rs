@@ -249,6 +249,13 @@ pub struct RunArgs {
     #[arg(long)]
     pub allow_non_loopback: bool,
 
+    /// TLS and basic authentication for every endpoint but /healthz: a web
+    /// config file in the Prometheus exporter-toolkit format, as node_exporter's
+    /// (see docs/metrics.md). Read again when it, or a certificate it names,
+    /// changes, and on SIGHUP.
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Log format [default: text on a terminal, JSON otherwise].
     #[arg(long, value_enum)]
     pub log_format: Option<crate::config::LogFormat>,

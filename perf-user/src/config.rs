@@ -60,6 +60,10 @@ pub struct ExporterConfig {
     /// Must be true to listen on anything but a loopback address: the
     /// metrics name the host's processes and functions.
     pub allow_non_loopback: bool,
+    /// TLS and basic authentication: a web config file in the Prometheus
+    /// exporter-toolkit's format (`--web.config.file`); relative to this
+    /// file's folder. Read again when it changes.
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl Default for ExporterConfig {
@@ -67,6 +71,7 @@ impl Default for ExporterConfig {
         Self {
             listen: DEFAULT_LISTEN,
             allow_non_loopback: false,
+            web_config_file: None,
         }
     }
 }

@@ -13,12 +13,20 @@ use crate::{
 /// Runs `run`.
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let config = effective_config(&args)?;
+    // Checked here too, so that a bad file is one error before anything starts.
+    let web = match &config.exporter.web_config_file {
+        Some(path) => Some(daemon::web::Loaded::load(path)?),
+        None => None,
+    };
     if args.check_config {
         let source = args.config.as_deref().map_or_else(
             || "built-in defaults".to_string(),
             |p| p.display().to_string(),
         );
         println!("configuration OK ({source}): {}", config.summary());
+        if let (Some(path), Some(web)) = (&config.exporter.web_config_file, &web) {
+            println!("web config OK ({}): {}", path.display(), web.summary());
+        }
         return Ok(());
     }
     daemon::log::init(config.log.format, config.log.level)?;
@@ -45,7 +53,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 /// The file's configuration (or the defaults) with the flags applied, checked.
 pub fn effective_config(args: &RunArgs) -> Result<Config, ConfigError> {
     let mut config = match &args.config {
-        Some(path) => Config::load(path)?,
+        Some(path) => {
+            let mut config = Config::load(path)?;
+            // Relative to the configuration file, as paths in the web config
+            // file are to it.
+            if let Some(web) = &mut config.exporter.web_config_file
+                && web.is_relative()
+            {
+                *web = path.parent().unwrap_or(Path::new(".")).join(&*web);
+            }
+            config
+        }
         None => Config::default(),
     };
     apply_flags(&mut config, args)?;
@@ -68,6 +86,9 @@ fn apply_flags(config: &mut Config, args: &RunArgs) -> Result<(), ConfigError> {
     }
     if args.allow_non_loopback {
         config.exporter.allow_non_loopback = true;
+    }
+    if let Some(web) = &args.web_config_file {
+        config.exporter.web_config_file = Some(web.clone());
     }
     if let Some(format) = args.log_format {
         config.log.format = format;

@@ -1,4 +1,6 @@
-//! The HTTP endpoint: `/metrics`, `/healthz`, and an index page at `/`.
+//! The HTTP endpoint: `/metrics`, `/healthz`, and an index page at `/`;
+//! over TLS and behind basic authentication when a web config file says so
+//! ([`super::web`]).
 
 use std::{
     net::SocketAddr,
@@ -18,15 +20,22 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
+use hyper::service::Service as _;
 use hyper_util::{
     rt::{TokioIo, TokioTimer},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Semaphore, task::JoinSet};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, AsyncWriteExt as _},
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+    task::JoinSet,
+};
 
 use super::{
     exposition::{Family, Kind, OPENMETRICS_TEXT, PROMETHEUS_TEXT},
     scrape::{Scraper, Source, SourceError},
+    web::{self, ClientAddr, WebConfig, WebConfigError},
 };
 
 /// Why a request or connection was refused before any handler ran: the
@@ -43,15 +52,22 @@ pub enum Rejected {
     HeaderTimeout,
     /// Closed when accepted: [`MAX_CONNECTIONS`] were open.
     TooManyConnections,
+    /// 400 and closed: plain HTTP sent to the TLS port.
+    HttpOnTlsPort,
+    /// Closed: the TLS handshake failed (no or a refused client
+    /// certificate, no common version or cipher suite, not TLS at all).
+    TlsHandshake,
 }
 
 impl Rejected {
-    const ALL: [Rejected; 5] = [
+    const ALL: [Rejected; 7] = [
         Rejected::BadRequest,
         Rejected::UriTooLong,
         Rejected::HeadersTooLarge,
         Rejected::HeaderTimeout,
         Rejected::TooManyConnections,
+        Rejected::HttpOnTlsPort,
+        Rejected::TlsHandshake,
     ];
 
     /// The label value.
@@ -62,6 +78,8 @@ impl Rejected {
             Rejected::HeadersTooLarge => "headers_too_large",
             Rejected::HeaderTimeout => "header_timeout",
             Rejected::TooManyConnections => "too_many_connections",
+            Rejected::HttpOnTlsPort => "http_on_tls_port",
+            Rejected::TlsHandshake => "tls_handshake",
         }
     }
 
@@ -92,7 +110,7 @@ impl Rejected {
 static REJECTED: [AtomicU64; Rejected::ALL.len()] =
     [const { AtomicU64::new(0) }; Rejected::ALL.len()];
 
-/// Exports the rejection counts.
+/// Exports the rejection and failed-login counts.
 #[derive(Debug, Default)]
 pub struct HttpStats;
 
@@ -113,7 +131,18 @@ impl Source for HttpStats {
                 REJECTED[r as usize].load(Ordering::Relaxed) as f64,
             );
         }
-        Ok(vec![rejected])
+        let mut auth = Family::new(
+            "perf_user_http_auth_failures_total",
+            Kind::Counter,
+            "Requests refused by basic authentication (web config file), by reason: no credentials, wrong ones (each logged with user and address), or too many wrong ones from the address lately.",
+        );
+        for f in web::auth::Failure::ALL {
+            auth.push(
+                vec![("reason", f.reason().to_string())],
+                web::auth::failures(f) as f64,
+            );
+        }
+        Ok(vec![rejected, auth])
     }
 }
 
@@ -124,6 +153,8 @@ pub struct AppState {
     pub scraper: Arc<Scraper>,
     /// Answers `/healthz`: `Err(reason)` when a collector stopped working.
     pub health: Arc<dyn Fn() -> Result<(), String> + Send + Sync>,
+    /// TLS and basic authentication (`--web.config.file`), if configured.
+    pub web: Option<Arc<WebConfig>>,
 }
 
 /// Why the endpoint could not start.
@@ -143,6 +174,14 @@ pub enum HttpError {
     /// The server failed while running.
     #[error("the HTTP server failed: {0}")]
     Serve(#[source] std::io::Error),
+    /// The web config file was refused.
+    #[error(transparent)]
+    WebConfig(#[from] WebConfigError),
+}
+
+/// Loads the web config file, if one is configured.
+pub fn web_config(path: Option<&std::path::Path>) -> Result<Option<Arc<WebConfig>>, HttpError> {
+    Ok(path.map(WebConfig::load).transpose()?.map(Arc::new))
 }
 
 /// Binds `addr`, with an error that says what to do about the usual causes.
@@ -169,13 +208,15 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, HttpError> {
 /// its ~400 KiB read buffer.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// The routes.
+/// The routes, behind the web config's guard (TLS is the server's).
 pub fn router(state: AppState) -> Router {
+    let web = state.web.clone();
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/", get(index))
         .with_state(state)
+        .layer(middleware::from_fn_with_state(web, web::guard))
         .layer(middleware::from_fn(limit_headers))
 }
 
@@ -217,12 +258,18 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves until `shutdown` completes, then finishes the requests in flight
 /// (for at most [`SHUTDOWN_GRACE`]). Each connection is served by hyper with
-/// a [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once.
+/// a [`HEADER_READ_TIMEOUT`], at most [`MAX_CONNECTIONS`] at once; over TLS
+/// when the web config file has a `tls_server_config` (read again for each
+/// connection, so that a rotated certificate applies to the next one).
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
+    let web = state.web.clone();
+    if let Some(web) = &web {
+        web::reload_on_sighup(Arc::clone(web));
+    }
     let service = TowerToHyperService::new(router(state));
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
@@ -231,7 +278,7 @@ pub async fn serve(
     let http1 = Arc::new(http1);
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     // Connections watch this to start their graceful shutdown.
-    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let (stop, stopping) = watch::channel(false);
     let mut connections = JoinSet::new();
     let mut shutdown = pin!(shutdown);
     loop {
@@ -253,18 +300,36 @@ pub async fn serve(
             continue;
         };
         let http1 = Arc::clone(&http1);
-        let service = service.clone();
-        let mut stopping = stopping.clone();
+        let router = service.clone();
+        // The handlers see the client's address (failed logins name it).
+        let service = hyper::service::service_fn(move |mut request| {
+            request.extensions_mut().insert(ClientAddr(peer));
+            router.call(request)
+        });
+        let stopping = stopping.clone();
+        let web = web.clone();
         connections.spawn(async move {
-            let mut conn = pin!(http1.serve_connection(TokioIo::new(stream), service));
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                () = async {
-                    // The guard it returns is not Send: drop it at once.
-                    let _ = stopping.wait_for(|s| *s).await;
-                } => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
+            let tls = web.and_then(|w| w.current().tls.clone());
+            let result = match tls {
+                None => drive(&http1, stream, service, stopping).await,
+                Some(config) => {
+                    // The handshake counts against the header timeout too.
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, tls_accept(stream, config))
+                        .await
+                    {
+                        Ok(Ok(tls)) => drive(&http1, tls, service, stopping).await,
+                        Ok(Err(rejected)) => {
+                            tracing::debug!(%peer, reason = rejected.map(Rejected::reason), "TLS connection refused");
+                            if let Some(r) = rejected {
+                                r.count();
+                            }
+                            Ok(())
+                        }
+                        Err(_) => {
+                            Rejected::HeaderTimeout.count();
+                            Ok(())
+                        }
+                    }
                 }
             };
             if let Err(e) = result {
@@ -292,6 +357,66 @@ pub async fn serve(
         connections.shutdown().await;
     }
     Ok(())
+}
+
+/// Serves one connection's requests until it closes, or gracefully once
+/// `stopping` turns true.
+async fn drive<I, S>(
+    http1: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: S,
+    mut stopping: watch::Receiver<bool>,
+) -> Result<(), hyper::Error>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut conn = pin!(http1.serve_connection(TokioIo::new(io), service));
+    tokio::select! {
+        r = conn.as_mut() => r,
+        () = async {
+            // The guard it returns is not Send: drop it at once.
+            let _ = stopping.wait_for(|s| *s).await;
+        } => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+/// What Go's TLS server answers to plain HTTP on its port (node_exporter
+/// does so): a client sees why, rather than a closed connection.
+const HTTP_ON_TLS_PORT: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+
+/// The first byte of a TLS record that opens a handshake.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Accepts a TLS connection; `Err` says why it was refused (`None`: the
+/// client left before sending anything).
+async fn tls_accept(
+    mut stream: TcpStream,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<tokio_rustls::server::TlsStream<TcpStream>, Option<Rejected>> {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => {}
+        _ => return Err(None),
+    }
+    if first[0] != TLS_HANDSHAKE_RECORD {
+        let _ = stream.write_all(HTTP_ON_TLS_PORT).await;
+        let _ = stream.shutdown().await;
+        return Err(Some(Rejected::HttpOnTlsPort));
+    }
+    tokio_rustls::TlsAcceptor::from(config)
+        .accept(stream)
+        .await
+        .map_err(|e| {
+            tracing::debug!(error = %e, "TLS handshake failed");
+            Some(Rejected::TlsHandshake)
+        })
 }
 
 /// After a failed accept(2): errors of one connection (it was reset before

@@ -20,6 +20,7 @@ pub mod process_stats;
 pub mod reload;
 pub mod scrape;
 pub mod tcp;
+pub mod web;
 
 use std::{collections::BTreeMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 
@@ -266,6 +267,7 @@ pub async fn run(
     };
     // Bind before loading anything, so a taken port fails at once.
     let listener = http::bind(config.exporter.listen).await?;
+    let web = http::web_config(config.exporter.web_config_file.as_deref())?;
     crate::privileges::check().map_err(DaemonError::Privileges)?;
     if let Some(warning) = crate::ebpf::raise_memlock_limit() {
         tracing::warn!("{warning}");
@@ -295,6 +297,7 @@ pub async fn run(
     let state = http::AppState {
         scraper: Arc::clone(&scraper),
         health: Arc::new(move || health_scraper.health()),
+        web,
     };
     drop(scraper);
     log_capabilities();
