@@ -346,7 +346,7 @@ fn record(ctx: &RetProbeContext, addr: u64, pending: &AllocPending) {
     // otherwise the kernel's frame-pointer walk.
     let tgid = config().tgid;
     let unwound = crate::unwind::return_regs(ctx.regs)
-        .and_then(|(pc, sp, bp)| crate::unwind::user_stack_id(tgid, pc, sp, bp));
+        .and_then(|regs| crate::unwind::user_stack_id(tgid, regs));
     let stack_id = match unwound.map_or_else(
         || ctx.get_stackid(&ALLOC_STACKS, BPF_F_USER_STACK as u64),
         |id| Ok(i64::from(id)),

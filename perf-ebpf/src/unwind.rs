@@ -130,69 +130,95 @@ fn find_row(file_id: u32, addr: u64) -> Option<UnwindRow> {
     (row.cfa_type != cfa::END).then_some(row)
 }
 
+/// A thread's user registers for the walk: (pc, sp, frame pointer, link
+/// register); the link register is arm64's (0 on x86_64).
+pub(crate) type UserRegs = (u64, u64, u64, u64);
+
 /// Where a sample interrupted the thread.
-#[cfg_attr(not(bpf_target_arch = "x86_64"), allow(dead_code))]
 enum Regs {
-    /// In user mode: (pc, sp, frame pointer).
-    User((u64, u64, u64)),
+    /// In user mode.
+    User(UserRegs),
     /// In the kernel.
     Kernel,
 }
 
-/// The registers of a sample. The walk is x86_64's so far (its CFA rules
-/// name rsp and rbp); elsewhere this says nothing and nothing is walked.
+/// The registers of a sample: rip, rsp, rbp; user mode when the code
+/// segment's privilege level is 3.
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 fn sample_regs(regs: *const pt_regs) -> Option<Regs> {
     // SAFETY: the context of a perf-event program starts with pt_regs.
     let (pc, sp, bp, cs) = unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, (*regs).cs) };
     Some(if cs & 3 == 3 {
-        Regs::User((pc, sp, bp))
+        Regs::User((pc, sp, bp, 0))
     } else {
         Regs::Kernel
     })
 }
 
-#[cfg(not(bpf_target_arch = "x86_64"))]
+/// The registers of a sample: pc, sp, x29, x30; user mode when pstate's
+/// mode bits say EL0 (AArch64 state: AArch32 tasks are not walked).
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+fn sample_regs(regs: *const pt_regs) -> Option<Regs> {
+    // SAFETY: a perf-event program's context is bpf_perf_event_data, which
+    // starts with user_pt_regs.
+    let r = unsafe { &*(regs as *const aya_ebpf::bindings::user_pt_regs) };
+    Some(if r.pstate & 0x1f == 0 {
+        Regs::User((r.pc, r.sp, r.regs[29], r.regs[30]))
+    } else {
+        Regs::Kernel
+    })
+}
+
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 #[inline(always)]
 fn sample_regs(_regs: *const pt_regs) -> Option<Regs> {
     None
 }
 
-/// The registers at a uretprobe (pc, sp, frame pointer), on x86_64.
+/// The registers at a uretprobe (pc, sp, frame pointer; the link register
+/// no longer holds anything of the caller's).
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
-pub(crate) fn return_regs(regs: *const pt_regs) -> Option<(u64, u64, u64)> {
+pub(crate) fn return_regs(regs: *const pt_regs) -> Option<UserRegs> {
     // SAFETY: the program's context is pt_regs at the allocator's return.
-    Some(unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp) })
+    Some(unsafe { ((*regs).rip, (*regs).rsp, (*regs).rbp, 0) })
 }
 
-#[cfg(not(bpf_target_arch = "x86_64"))]
+/// The registers at a uretprobe (pc, sp, frame pointer; the link register
+/// no longer holds anything of the caller's).
+#[cfg(bpf_target_arch = "aarch64")]
 #[inline(always)]
-pub(crate) fn return_regs(_regs: *const pt_regs) -> Option<(u64, u64, u64)> {
+pub(crate) fn return_regs(regs: *const pt_regs) -> Option<UserRegs> {
+    // SAFETY: the kernel's arm64 pt_regs starts with user_pt_regs.
+    let r = unsafe { &*(regs as *const aya_ebpf::bindings::user_pt_regs) };
+    Some((r.pc, r.sp, r.regs[29], 0))
+}
+
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
+#[inline(always)]
+pub(crate) fn return_regs(_regs: *const pt_regs) -> Option<UserRegs> {
     None
 }
 
-/// The current task's user registers (rip, rsp, rbp), where the kernel has
-/// BTF; `None` elsewhere or when they cannot be read.
-#[cfg(not(bpf_target_arch = "x86_64"))]
+/// The current task's user registers, where the kernel has BTF; `None`
+/// elsewhere or when they cannot be read.
+#[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 #[inline(always)]
-fn user_regs_of_current() -> Option<(u64, u64, u64)> {
+fn user_regs_of_current() -> Option<UserRegs> {
     None
 }
 
-/// The current task's user registers (rip, rsp, rbp), where the kernel has
-/// BTF; `None` elsewhere or when they cannot be read.
-#[cfg(bpf_target_arch = "x86_64")]
+/// The current task's user registers, where the kernel has BTF; `None`
+/// elsewhere or when they cannot be read.
+#[cfg(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64"))]
 #[inline(always)]
-fn user_regs_of_current() -> Option<(u64, u64, u64)> {
+fn user_regs_of_current() -> Option<UserRegs> {
     if config().task_regs == 0 {
         return None;
     }
-    use aya_ebpf::helpers::{
-        bpf_probe_read_kernel,
-        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
-    };
+    use aya_ebpf::helpers::generated::{bpf_get_current_task_btf, bpf_task_pt_regs};
     // SAFETY: helpers of tracing programs; the pointer they give is only
     // read through bpf_probe_read_kernel, which checks it.
     unsafe {
@@ -201,8 +227,38 @@ fn user_regs_of_current() -> Option<(u64, u64, u64)> {
         if regs.is_null() {
             return None;
         }
-        let regs = bpf_probe_read_kernel(regs).ok()?;
-        Some((regs.rip, regs.rsp, regs.rbp))
+        task_user_regs(regs)
+    }
+}
+
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn task_user_regs(regs: *const pt_regs) -> Option<UserRegs> {
+    // SAFETY: the caller's pointer is only read through the checked helper.
+    let r = unsafe { aya_ebpf::helpers::bpf_probe_read_kernel(regs) }.ok()?;
+    Some((r.rip, r.rsp, r.rbp, 0))
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn task_user_regs(regs: *const pt_regs) -> Option<UserRegs> {
+    // SAFETY: arm64's pt_regs starts with user_pt_regs; read through the
+    // checked helper.
+    let r = unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel(regs as *const aya_ebpf::bindings::user_pt_regs)
+    }
+    .ok()?;
+    Some((r.pc, r.sp, r.regs[29], r.regs[30]))
+}
+
+/// A return address without arm64's pointer authentication code (the bits
+/// above the 48-bit user address space); unchanged on x86_64.
+#[inline(always)]
+fn strip_pac(ra: u64) -> u64 {
+    if cfg!(bpf_target_arch = "aarch64") {
+        ra & ((1 << 48) - 1)
+    } else {
+        ra
     }
 }
 
@@ -220,6 +276,9 @@ struct WalkState {
     pc: u64,
     sp: u64,
     bp: u64,
+    /// arm64's link register while it still holds the caller's return
+    /// address (the first frame of a sample); 0 after.
+    lr: u64,
     hash: u64,
     tgid: u32,
     len: u32,
@@ -232,11 +291,12 @@ struct WalkState {
 impl WalkState {
     /// A walk of `tgid` from registers (pc, sp, frame pointer).
     #[inline(always)]
-    fn start(tgid: u32, (pc, sp, bp): (u64, u64, u64), first_return: u32) -> Self {
+    fn start(tgid: u32, (pc, sp, bp, lr): UserRegs, first_return: u32) -> Self {
         Self {
             pc,
             sp,
             bp,
+            lr,
             hash: FNV_OFFSET,
             tgid,
             len: 0,
@@ -257,10 +317,10 @@ static UNWIND_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 #[map]
 static UNWIND_PENDING: PerCpuArray<SampleKey> = PerCpuArray::with_max_entries(1, 0);
 
-/// The user registers (pc, sp, frame pointer) of the thread a perf event
-/// interrupted; `None` (the reason counted) where they cannot be had.
+/// The user registers of the thread a perf event interrupted; `None` (the
+/// reason counted) where they cannot be had.
 #[inline(always)]
-fn user_regs(ctx: &PerfEventContext) -> Option<(u64, u64, u64)> {
+fn user_regs(ctx: &PerfEventContext) -> Option<UserRegs> {
     match sample_regs(ctx.as_ptr() as *const pt_regs)? {
         Regs::User(user) => Some(user),
         // In the kernel (a syscall, a fault): the user registers were saved
@@ -361,7 +421,7 @@ fn step(ctx: &PerfEventContext, state: &mut WalkState) {
 /// `None` when frames may remain after this run's share.
 #[inline(always)]
 fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) -> Option<u32> {
-    let (mut pc, mut sp, mut bp) = (state.pc, state.sp, state.bp);
+    let (mut pc, mut sp, mut bp, mut lr) = (state.pc, state.sp, state.bp, state.lr);
     let mut reason = None;
     for _ in 0..FRAMES_PER_RUN {
         let i = state.len as usize;
@@ -407,7 +467,14 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
                 if r.fp_type == fp::UNSUPPORTED {
                     bp = 0;
                 }
-                (cfa_value, cfa_value - 8, fp_at)
+                // ra_offset 0: the return address is still in the link
+                // register (an arm64 leaf function).
+                let ra_at = if r.ra_offset == 0 {
+                    0
+                } else {
+                    cfa_value.wrapping_add(r.ra_offset as i64 as u64)
+                };
+                (cfa_value, ra_at, fp_at)
             }
             // No row or an unsupported rule: the frame pointer, if any.
             other => {
@@ -422,10 +489,20 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
                 (bp + 16, bp + 8, Some(bp))
             }
         };
-        let Some(ra) = read(ra_at) else {
-            reason = Some(end::READ_FAULT);
-            break;
+        let ra = if ra_at == 0 {
+            if lr == 0 {
+                reason = Some(end::UNSUPPORTED);
+                break;
+            }
+            lr
+        } else {
+            let Some(ra) = read(ra_at) else {
+                reason = Some(end::READ_FAULT);
+                break;
+            };
+            ra
         };
+        lr = 0;
         if let Some(at) = fp_at {
             match read(at) {
                 Some(v) => bp = v,
@@ -436,9 +513,9 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
             }
         }
         sp = cfa_value;
-        pc = ra;
+        pc = strip_pac(ra);
     }
-    (state.pc, state.sp, state.bp) = (pc, sp, bp);
+    (state.pc, state.sp, state.bp, state.lr) = (pc, sp, bp, lr);
     reason
 }
 
@@ -478,8 +555,8 @@ fn finish(ctx: &PerfEventContext, state: &WalkState, stack: &mut UnwindStack, re
     }
 }
 
-/// The user stack of the current thread of `tgid` at a uretprobe (`pc` is
-/// the return address into the caller, `sp` and `bp` the registers there),
+/// The user stack of the current thread of `tgid` at a uretprobe (`regs`'s
+/// pc is the return address into the caller, sp and fp the registers there),
 /// walked with the tables in one go (FRAMES_PER_RUN frames at most: a
 /// uprobe program cannot tail-call into a perf-event one) and stored in
 /// UNWIND_STACKS under the id returned. `None` when user space loaded no
@@ -489,7 +566,7 @@ fn finish(ctx: &PerfEventContext, state: &WalkState, stack: &mut UnwindStack, re
 /// from the kernel's stack-map ids below it; two stacks with the same 30
 /// bits share an id (the first one stored wins).
 #[inline(always)]
-pub(crate) fn user_stack_id(tgid: u32, pc: u64, sp: u64, bp: u64) -> Option<i32> {
+pub(crate) fn user_stack_id(tgid: u32, regs: UserRegs) -> Option<i32> {
     // SAFETY: the value is only read.
     let proc = unsafe { UNWIND_PROCS.get(&tgid) }?;
     let state = UNWIND_STATE.get_ptr_mut(0)?;
@@ -497,7 +574,7 @@ pub(crate) fn user_stack_id(tgid: u32, pc: u64, sp: u64, bp: u64) -> Option<i32>
     // SAFETY: this CPU's slots; tracing programs do not nest on a CPU (the
     // kernel's bpf_prog_active guard), so no other run uses them meanwhile.
     let (state, stack) = unsafe { (&mut *state, &mut *stack) };
-    *state = WalkState::start(tgid, (pc, sp, bp), 1);
+    *state = WalkState::start(tgid, regs, 1);
     let reason = walk(proc, state, stack).unwrap_or(end::DEPTH);
     stack.len = state.len;
     stack.end = reason;

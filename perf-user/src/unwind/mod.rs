@@ -20,14 +20,15 @@ use perf_ebpf_common::unwind::end;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum UnwindMode {
-    /// `dwarf` where the kernel unwinder exists (x86_64), `fp` elsewhere.
+    /// `dwarf` where the kernel unwinder exists (x86_64, arm64), `fp`
+    /// elsewhere.
     #[default]
     Auto,
     /// Frame pointers, by the kernel (`bpf_get_stackid`): cheap, but one or
     /// two frames deep in code built without them (most distribution
     /// packages).
     Fp,
-    /// Tables built from each file's `.eh_frame` (x86_64): whole stacks
+    /// Tables built from each file's `.eh_frame` (x86_64, arm64): whole stacks
     /// without frame pointers; frame pointers where a file has no table.
     Dwarf,
 }
@@ -36,9 +37,8 @@ impl UnwindMode {
     /// What `self` means on this machine: never `Auto`.
     pub fn resolve(self) -> Self {
         match self {
-            // The kernel walk reads x86_64's registers; arm64's is not
-            // written yet (docs/unwinding.md).
-            Self::Auto if cfg!(target_arch = "x86_64") => Self::Dwarf,
+            // The kernel walk knows the registers of these two.
+            Self::Auto if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) => Self::Dwarf,
             Self::Auto => Self::Fp,
             other => other,
         }
