@@ -32,7 +32,12 @@ use crate::{
     },
     config::{Config, TcpSection},
     duration,
-    leaks::{aggregate, allocator, image::TracedProcess, report as leak_report},
+    leaks::{
+        aggregate,
+        attach::{Attached, attach_running},
+        image::TracedProcess,
+        report as leak_report,
+    },
     observe::{
         block::{self, BlockReading},
         cpu,
@@ -460,22 +465,24 @@ struct LeakTrace {
 impl LeakTrace {
     /// Finds the process's allocator and attaches the uprobes.
     fn start(pid: u32) -> anyhow::Result<Self> {
-        let mut process = TracedProcess::new(pid);
-        if !process.refresh(0) {
-            bail!(
-                "no process with PID {pid} (or its maps are unreadable): find the PID with `pgrep NAME`"
-            );
+        if !processes::exists(pid) {
+            bail!("no process with PID {pid}: find the PID with `pgrep NAME`");
         }
-        let chosen = allocator::choose(&process.maps, process.exe.as_deref(), &process.describe())?;
-        let mut collector = AllocCollector::load(&AllocOptions {
-            tgid: pid,
-            ..AllocOptions::default()
-        })?;
-        collector.attach_allocator(&chosen.path, &chosen.sites)?;
+        let Attached {
+            process,
+            allocator,
+            collector,
+        } = attach_running(
+            &AllocOptions {
+                tgid: pid,
+                ..AllocOptions::default()
+            },
+            None,
+        )?;
         Ok(Self {
             process,
             collector,
-            allocator: chosen.path,
+            allocator: allocator.path,
             sym: StackSymbolizer::new(),
             baseline: Default::default(),
             last: Instant::now(),

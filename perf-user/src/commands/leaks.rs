@@ -22,6 +22,7 @@ use crate::{
     leaks::{
         aggregate::{self, StackRef, Window},
         allocator::{self, Allocator, DL_DEBUG_STATE, ElfSummary, R_DEBUG},
+        attach::{Attached, attach_running},
         image::TracedProcess,
         launch::{self, ChildState, FirstImage, PausedChild},
         model::ExitInfo,
@@ -282,22 +283,12 @@ impl Tracer {
         };
         let Some(plan) = plan else {
             let pid = args.pid.unwrap_or_default();
-            let mut process = TracedProcess::new(pid);
-            if !process.refresh(0) {
-                bail!(
-                    "cannot read /proc/{pid}/maps: PID {pid} exited, or belongs to another user \
-                     (run as root, or grant CAP_SYS_PTRACE)"
-                );
-            }
-            let allocator = match &chosen {
-                Some(a) => a.clone(),
-                None => {
-                    allocator::choose(&process.maps, process.exe.as_deref(), &process.describe())?
-                }
-            };
-            let collector = AllocCollector::load(&options(pid))
-                .context("cannot start the allocation tracer")?;
-            let mut tracer = Self {
+            let Attached {
+                process,
+                allocator,
+                collector,
+            } = attach_running(&options(pid), chosen.as_ref())?;
+            let tracer = Self {
                 collector,
                 process,
                 child: None,
@@ -305,7 +296,6 @@ impl Tracer {
                 attached_generation: 0,
                 linkers: HashMap::new(),
             };
-            tracer.attach(&allocator)?;
             tracer.status(&args.quiet, &allocator);
             return Ok(tracer);
         };

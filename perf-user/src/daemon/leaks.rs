@@ -15,9 +15,9 @@ use std::{
 };
 
 use crate::{
-    collectors::alloc::{AllocCollector, AllocCounters, AllocError, AllocOptions},
+    collectors::alloc::{AllocCollector, AllocCounters, AllocOptions},
     config::LeaksSection,
-    leaks::{allocator, image::TracedProcess},
+    leaks::attach::{AttachError, attach_running},
     observe::{Reading, leaks::LeakProcess},
     processes,
 };
@@ -85,29 +85,22 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn attach(pid: u32, cfg: &LeaksSection) -> Result<AllocCollector, String> {
-    let mut process = TracedProcess::new(pid);
-    if !process.refresh(0) {
-        return Err(format!("cannot read /proc/{pid}/maps (exited?)"));
-    }
-    let chosen = allocator::choose(&process.maps, process.exe.as_deref(), &process.describe())
-        .map_err(|e| e.to_string())?;
-    let mut collector = AllocCollector::load(&AllocOptions {
-        tgid: pid,
-        sample_every: cfg.sample_every,
-        ..AllocOptions::default()
-    })
-    .map_err(|e: AllocError| e.to_string())?;
-    collector
-        .attach_allocator(&chosen.path, &chosen.sites)
-        .map_err(|e| e.to_string())?;
+fn attach(pid: u32, cfg: &LeaksSection) -> Result<AllocCollector, AttachError> {
+    let traced = attach_running(
+        &AllocOptions {
+            tgid: pid,
+            sample_every: cfg.sample_every,
+            ..AllocOptions::default()
+        },
+        None,
+    )?;
     tracing::info!(
         collector = "leaks",
         pid,
-        allocator = %chosen.path.display(),
+        allocator = %traced.allocator.path.display(),
         "tracing allocations"
     );
-    Ok(collector)
+    Ok(traced.collector)
 }
 
 fn attach_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {

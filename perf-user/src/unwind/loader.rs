@@ -295,7 +295,10 @@ mod tests {
     fn bias_places_a_mapping_by_its_segment() {
         // A typical PIE: text at file offset 0x1000 loaded at 0x1000.
         let segs = [(0, 0x800, 0), (0x1000, 0x2000, 0x1000)];
-        assert_eq!(bias(&segs, 0x5555_0000_1000, 0x1000), Some(0x5555_0000_0000));
+        assert_eq!(
+            bias(&segs, 0x5555_0000_1000, 0x1000),
+            Some(0x5555_0000_0000)
+        );
         // An offset outside every segment has no bias.
         assert_eq!(bias(&segs, 0x1000, 0x9000), None);
     }
