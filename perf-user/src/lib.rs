@@ -6,6 +6,7 @@ pub mod blockdev;
 mod bpf_sys;
 pub mod btf;
 pub mod btf_layout;
+pub mod cgroup;
 pub mod cli;
 pub mod collectors;
 pub mod commands;
