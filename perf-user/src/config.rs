@@ -160,6 +160,13 @@ pub struct CpuSection {
     /// How user stacks are walked: "auto" (dwarf on x86_64, fp elsewhere),
     /// "fp" or "dwarf" (docs/unwinding.md).
     pub unwind: crate::unwind::UnwindMode,
+    /// Kernel memory for unwind tables, in MiB (1 to 1024).
+    #[serde(deserialize_with = "unwind_tables_mib")]
+    pub unwind_tables_mib: u32,
+    /// Values kept of each container label (`cgroup`, `container_id`,
+    /// `unit`) per window and per profile; the rest are "other".
+    #[serde(deserialize_with = "max_label_values")]
+    pub max_label_values: u32,
 }
 
 impl Default for CpuSection {
@@ -172,6 +179,8 @@ impl Default for CpuSection {
             stacks: StackKind::Both,
             include_idle: false,
             unwind: crate::unwind::UnwindMode::Auto,
+            unwind_tables_mib: crate::unwind::sampler::DEFAULT_TABLES_MIB,
+            max_label_values: 50,
         }
     }
 }
@@ -715,8 +724,22 @@ fn frequency<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     )
 }
 
+fn max_label_values<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_int(
+        d,
+        "the number of values kept per container label",
+        1,
+        u64::from(MAX_TOP),
+    )
+    .map(|v| v as u32)
+}
+
 fn top<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     bounded_int(d, "the number of top functions", 1, u64::from(MAX_TOP)).map(|v| v as u32)
+}
+
+fn unwind_tables_mib<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    bounded_int(d, "the unwind tables' memory in MiB", 1, 1024).map(|v| v as u32)
 }
 
 fn sample_every<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {

@@ -127,6 +127,18 @@ impl ProcessTable {
         self.procs.get(&pid)
     }
 
+    /// A copy of what was captured of `pids` (no re-reads scheduled): to
+    /// symbolize with while this table goes on capturing.
+    pub fn subset(&self, pids: impl IntoIterator<Item = u32>) -> ProcessTable {
+        ProcessTable {
+            procs: pids
+                .into_iter()
+                .filter_map(|pid| Some((pid, self.procs.get(&pid)?.clone())))
+                .collect(),
+            rereads: BinaryHeap::new(),
+        }
+    }
+
     /// Number of processes captured.
     pub fn len(&self) -> usize {
         self.procs.len()

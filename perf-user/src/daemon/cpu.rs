@@ -14,28 +14,28 @@ use std::{
 };
 
 use crate::{
-    collectors::{
-        Collector as _,
-        cpu::{CpuCollector, CpuCounters, CpuError, CpuOptions},
-    },
+    collectors::cpu::{CpuCollector, CpuCounters, CpuError, CpuOptions},
     config::{CpuSection, StackKind},
     observe::{
         Reading,
-        cpu::{OTHER, Window, rank},
+        cpu::{OTHER, Window},
     },
-    processes::ProcessTable,
     profile::build::{RunInfo, build},
     symbolize::StackSymbolizer,
 };
 
 use super::{
     exposition::{Family, Kind, lost_events},
+    labels,
+    profile_tap::{TapHub, pids},
     release_freed_memory,
     scrape::{Source, SourceError},
 };
 
 struct Shared {
-    collector: Mutex<CpuCollector>,
+    collector: Arc<Mutex<CpuCollector>>,
+    /// The same sampler as profile requests share it.
+    hub: Arc<TapHub>,
     latest: RwLock<Arc<Window>>,
     windows: AtomicU64,
     window_errors: AtomicU64,
@@ -61,12 +61,24 @@ impl CpuSource {
             kernel_stacks: cfg.stacks != StackKind::User,
             include_idle: cfg.include_idle,
             unwind: cfg.unwind,
+            unwind_tables_mib: cfg.unwind_tables_mib,
             ..CpuOptions::default()
         };
         let collector = CpuCollector::attach(&opts)?;
         let cpus = collector.cpus().len() as u32;
+        let collector = Arc::new(Mutex::new(collector));
+        let hub = TapHub::new(
+            Arc::clone(&collector),
+            cfg.frequency_hz,
+            cpus,
+            cfg.max_label_values,
+        )
+        .map_err(|e| {
+            CpuError::Options(format!("cannot start the profile symbolizer thread: {e}"))
+        })?;
         let shared = Arc::new(Shared {
-            collector: Mutex::new(collector),
+            collector,
+            hub: Arc::new(hub),
             latest: RwLock::new(Arc::new(Window::default())),
             windows: AtomicU64::new(0),
             window_errors: AtomicU64::new(0),
@@ -101,6 +113,11 @@ impl CpuSource {
     /// CPUs sampled.
     pub fn cpus(&self) -> u32 {
         self.shared.cpus
+    }
+
+    /// The sampler as profile requests take their samples from it.
+    pub fn hub(&self) -> Arc<TapHub> {
+        Arc::clone(&self.shared.hub)
     }
 }
 
@@ -154,11 +171,10 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
     if let Err(e) = crate::privileges::drop_after_attach(crate::privileges::Stage::Profile) {
         tracing::warn!(error = %e, "the CPU window thread keeps its capabilities");
     }
-    let mut procs = ProcessTable::default();
     let mut window_start = Instant::now();
     loop {
         let mut left = shared.cfg.window.saturating_sub(window_start.elapsed());
-        if let Some(at) = procs.next_reread() {
+        if let Some(at) = lock(&shared.hub.procs).next_reread() {
             left = left.min(at.saturating_duration_since(Instant::now()));
         }
         if !wait(new_pids, stop, left) {
@@ -172,15 +188,20 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
             collector.load_tables(&new);
             new
         };
-        procs.capture(new);
-        procs.reread_due();
+        // At first sight too, for processes that exit before the window closes.
+        lock(&shared.hub.labels).add_new(new.iter().copied());
+        {
+            let mut procs = lock(&shared.hub.procs);
+            procs.capture(new);
+            procs.reread_due();
+        }
         if window_start.elapsed() < shared.cfg.window {
             continue;
         }
         let started = Instant::now();
         let duration = started - window_start;
         window_start = started;
-        let closed = close_window(shared, &mut procs, duration);
+        let closed = close_window(shared, duration);
         release_freed_memory();
         match closed {
             Ok(mut w) => {
@@ -205,27 +226,38 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
         // sampled (8,192 entries in about an hour of 10,000 short-lived
         // processes; an LRU, so bounded, but a reused PID then went
         // unannounced).
-        let exited = procs.refresh();
+        // A profile request under way may still name the exited ones'
+        // frames: they are forgotten at the next window without one.
+        if shared.hub.busy() {
+            continue;
+        }
+        let exited = {
+            let mut procs = lock(&shared.hub.procs);
+            let exited = procs.refresh();
+            lock(&shared.hub.labels).retain(|pid| procs.get(pid).is_some());
+            exited
+        };
         if let Err(e) = lock(&shared.collector).forget_pids(&exited) {
             tracing::debug!(collector = "cpu", error = %e, "cannot forget exited PIDs");
         }
     }
 }
 
-fn close_window(
-    shared: &Shared,
-    procs: &mut ProcessTable,
-    duration: Duration,
-) -> Result<Window, CpuError> {
+fn close_window(shared: &Shared, duration: Duration) -> Result<Window, CpuError> {
     // Read and clear under one lock, so no scrape sees a half-cleared map;
     // symbolizing happens after the lock is released.
-    let raw = {
-        let mut c = lock(&shared.collector);
-        let raw = c.read()?;
-        c.reset()?;
-        raw
+    let raw = shared.hub.close_window()?;
+    // Copies, so that profile requests need not wait for the symbolizing.
+    let procs = {
+        let mut all = lock(&shared.hub.procs);
+        all.capture(pids(&raw));
+        all.subset(pids(&raw))
     };
-    procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
+    let cache = {
+        let mut cache = lock(&shared.hub.labels);
+        cache.refresh(pids(&raw));
+        cache.subset(pids(&raw))
+    };
     let end = SystemTime::now();
     // A new symbolizer each window, dropped with it: a kept one would hold
     // the names of every address ever sampled on a host whose processes
@@ -233,7 +265,7 @@ fn close_window(
     let mut sym = StackSymbolizer::names_only();
     let profile = build(
         &raw,
-        procs,
+        &procs,
         &mut sym,
         &RunInfo {
             frequency_hz: shared.cfg.frequency_hz,
@@ -245,7 +277,8 @@ fn close_window(
             cpus: shared.cpus,
         },
     );
-    let (top, other_samples) = rank(&profile, shared.cfg.top as usize);
+    let (by_pid, labels_dropped) = shared.hub.bounded_labels(&profile, &cache);
+    let (top, other_samples) = labels::rank(&profile, shared.cfg.top as usize, &by_pid);
     Ok(Window {
         end: Some(end),
         duration,
@@ -253,6 +286,7 @@ fn close_window(
         top,
         other_samples,
         processing: Duration::ZERO,
+        labels_dropped,
     })
 }
 
@@ -283,6 +317,7 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
                 r.process.clone(),
                 r.function.clone(),
                 r.module.clone(),
+                r.labels.clone(),
                 r.self_samples,
             )
         })
@@ -291,15 +326,17 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
                 String::new(),
                 OTHER.to_string(),
                 String::new(),
+                Default::default(),
                 w.other_samples,
             )
         }));
-    for (process, function, module, n) in rows {
-        let labels = vec![
+    for (process, function, module, container, n) in rows {
+        let mut labels = vec![
             ("process", process),
             ("function", function),
             ("module", module),
         ];
+        labels.extend(labels::pairs(container));
         ratio.push(labels.clone(), n as f64 / total);
         seconds.push(labels, n as f64 * per_sample);
     }
@@ -318,6 +355,7 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
     vec![
         ratio,
         seconds,
+        labels::dropped_family(&w.labels_dropped),
         lost,
         Family::single(
             "perf_user_cpu_samples_total",
@@ -363,6 +401,10 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
 impl Source for CpuSource {
     fn name(&self) -> &'static str {
         "cpu"
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn health(&self) -> Result<(), String> {
@@ -455,7 +497,7 @@ mod tests {
     #[test]
     fn top_n_plus_other_sum_to_the_total() {
         let p = profile(&[("a", 50), ("b", 30), ("c", 15), ("d", 5)]);
-        let (top, other) = rank(&p, 2);
+        let (top, other) = crate::observe::cpu::rank(&p, 2);
         assert_eq!(
             top.iter().map(|r| r.function.as_str()).collect::<Vec<_>>(),
             ["a", "b"]
@@ -528,6 +570,12 @@ fn unwind_families(u: &crate::unwind::UnwindSummary) -> Vec<Family> {
             Kind::Gauge,
             "Unwind table rows the kernel's maps hold at most.",
             t.rows_budget as f64,
+        ),
+        Family::single(
+            "perf_user_unwind_table_evictions_total",
+            Kind::Counter,
+            "Times every unwind table was evicted from the kernel to make room (then rebuilt for the processes sampled after).",
+            t.evictions as f64,
         ),
         Family::single(
             "perf_user_unwind_table_load_seconds_total",

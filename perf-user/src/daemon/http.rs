@@ -214,6 +214,8 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .route("/debug/pprof/profile", get(super::pprof_endpoint::profile))
+        .route("/debug/pprof/heap", get(super::pprof_endpoint::heap))
         .route("/", get(index))
         .with_state(state)
         .layer(middleware::from_fn_with_state(web, web::guard))

@@ -71,6 +71,21 @@ impl LeaksSource {
     }
 }
 
+impl LeaksSource {
+    /// Calls `f` with each traced process (PID, name, tracer), holding the
+    /// lock that the attach thread takes: briefly.
+    pub fn for_each_traced(&self, mut f: impl FnMut(u32, &str, &mut AllocCollector)) {
+        for (pid, t) in lock(&self.shared.traced).iter_mut() {
+            f(*pid, &t.name, &mut t.collector);
+        }
+    }
+
+    /// Each tracked allocation stands for this many.
+    pub fn sample_every(&self) -> u32 {
+        self.shared.cfg.sample_every
+    }
+}
+
 impl Drop for LeaksSource {
     fn drop(&mut self) {
         self.stop.take();
@@ -183,6 +198,10 @@ fn outstanding_of(c: &AllocCounters, sample_every: u32) -> u64 {
 impl Source for LeaksSource {
     fn name(&self) -> &'static str {
         "leaks"
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn health(&self) -> Result<(), String> {

@@ -32,6 +32,11 @@ pub trait Source: Send + Sync {
     fn read(&self) -> Result<Option<Reading>, SourceError> {
         Ok(None)
     }
+    /// The source itself, for the endpoints that serve more than its
+    /// metrics (`/debug/pprof/*`); `None` for the others.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
     /// `Err(reason)` when it has stopped working (for `/healthz`).
     fn health(&self) -> Result<(), String> {
         Ok(())

@@ -35,6 +35,8 @@ pub struct HotRow {
     pub module: String,
     /// Samples with this function as the leaf.
     pub self_samples: u64,
+    /// The processes' cgroup, container and unit (the daemon's, bounded).
+    pub labels: crate::cgroup::CgroupLabels,
 }
 
 /// A finished window.
@@ -52,6 +54,9 @@ pub struct Window {
     pub other_samples: u64,
     /// Time spent reading, clearing and symbolizing it.
     pub processing: Duration,
+    /// Values of each container label (cgroup, container_id, unit) folded
+    /// into "other".
+    pub labels_dropped: [u64; 3],
 }
 
 /// Ranks a window: the top `n` by self samples, the rest summed.
@@ -69,6 +74,7 @@ pub fn rank(profile: &Profile, n: usize) -> (Vec<HotRow>, u64) {
             function: clip(h.function),
             module: clip(h.module),
             self_samples: h.self_samples,
+            labels: Default::default(),
         });
     }
     (top, profile.total_samples.saturating_sub(in_top))

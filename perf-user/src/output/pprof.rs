@@ -11,7 +11,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message as _;
 
-use crate::profile::{Frame, Profile};
+use crate::profile::{Frame, Profile, StackSample};
 
 /// The messages of Google's `profile.proto` (package `perftools.profiles`),
 /// with the field numbers and types of the official definition.
@@ -206,7 +206,46 @@ pub mod proto {
 /// the CPU time they stand for (`cpu`/`nanoseconds`). Samples are labelled
 /// with `pid`, `tid`, `process` and `thread`.
 pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
-    let bytes = build(profile).encode_to_vec();
+    write_with(profile, &Layout::cpu(), w)
+}
+
+/// The values of a profile's stack `i`, one per sample type.
+pub type Values<'a> = &'a dyn Fn(usize, &StackSample) -> Vec<i64>;
+
+/// Extra labels of a sample: (key, string value).
+pub type ExtraLabels<'a> = &'a dyn Fn(&StackSample) -> Vec<(&'static str, String)>;
+
+/// What a profile's samples measure and carry beyond the CPU profile's
+/// defaults: the daemon's endpoints label samples with their container and
+/// serve allocation profiles through the same writer.
+pub struct Layout<'a> {
+    /// (type, unit) of each value; the last is the default sample type.
+    pub sample_types: &'a [(&'a str, &'a str)],
+    /// The values of stack `i`, one per sample type; `None`: the CPU
+    /// profile's (samples, CPU nanoseconds).
+    pub values: Option<Values<'a>>,
+    /// Labels added to `pid`, `tid`, `process` and `thread`.
+    pub labels: Option<ExtraLabels<'a>>,
+    /// The period's (type, unit) and value; `None`: CPU time at the
+    /// profile's frequency.
+    pub period: Option<((&'a str, &'a str), i64)>,
+}
+
+impl Layout<'static> {
+    /// The CPU profile: samples (count) and CPU time (nanoseconds).
+    pub fn cpu() -> Self {
+        Layout {
+            sample_types: &[("samples", "count"), ("cpu", "nanoseconds")],
+            values: None,
+            labels: None,
+            period: None,
+        }
+    }
+}
+
+/// Writes `profile` as a gzipped `profile.proto` laid out as `layout` says.
+pub fn write_with(profile: &Profile, layout: &Layout<'_>, w: &mut dyn Write) -> io::Result<()> {
+    let bytes = build(profile, layout).encode_to_vec();
     let mut gz = GzEncoder::new(w, Compression::default());
     gz.write_all(&bytes)?;
     gz.finish()?.flush()
@@ -251,14 +290,26 @@ type LocationKey<'a> = (&'a str, u64, bool);
 type FunctionKey<'a> = (String, &'a str, Option<&'a str>);
 
 /// Builds the (not yet encoded) pprof message for `profile`.
-fn build(profile: &Profile) -> proto::Profile {
+fn build(profile: &Profile, layout: &Layout<'_>) -> proto::Profile {
     let mut strings = Strings::new();
-    let period = to_i64(profile.period_nanos());
+    let cpu_period = to_i64(profile.period_nanos());
 
-    let samples_type = strings.intern("samples");
-    let count_unit = strings.intern("count");
-    let cpu_type = strings.intern("cpu");
-    let nanos_unit = strings.intern("nanoseconds");
+    let sample_type: Vec<proto::ValueType> = layout
+        .sample_types
+        .iter()
+        .map(|(t, u)| proto::ValueType {
+            r#type: strings.intern(t),
+            unit: strings.intern(u),
+        })
+        .collect();
+    let ((period_kind, period_unit), period) = layout
+        .period
+        .unwrap_or((("cpu", "nanoseconds"), cpu_period));
+    let period_type = proto::ValueType {
+        r#type: strings.intern(period_kind),
+        unit: strings.intern(period_unit),
+    };
+    let default_sample_type = sample_type.last().map_or(0, |t| t.r#type);
     let pid_key = strings.intern("pid");
     let tid_key = strings.intern("tid");
     let process_key = strings.intern("process");
@@ -272,7 +323,7 @@ fn build(profile: &Profile) -> proto::Profile {
     let mut location_ids: HashMap<LocationKey<'_>, u64> = HashMap::new();
 
     let mut samples = Vec::with_capacity(profile.stacks.len());
-    for stack in &profile.stacks {
+    for (index, stack) in profile.stacks.iter().enumerate() {
         let mut location_id = Vec::with_capacity(stack.frames.len());
         // The model is root first; pprof wants the leaf first.
         for frame in stack.frames.iter().rev() {
@@ -344,7 +395,7 @@ fn build(profile: &Profile) -> proto::Profile {
             num,
             ..Default::default()
         };
-        let label = vec![
+        let mut label = vec![
             num(pid_key, i64::from(stack.pid)),
             num(tid_key, i64::from(stack.tid)),
             proto::Label {
@@ -358,10 +409,25 @@ fn build(profile: &Profile) -> proto::Profile {
                 ..Default::default()
             },
         ];
-        let count = to_i64(stack.count);
+        if let Some(extra) = layout.labels {
+            for (key, value) in extra(stack) {
+                label.push(proto::Label {
+                    key: strings.intern(key),
+                    str: strings.intern(&value),
+                    ..Default::default()
+                });
+            }
+        }
+        let value = match layout.values {
+            Some(values) => values(index, stack),
+            None => {
+                let count = to_i64(stack.count);
+                vec![count, count.saturating_mul(period)]
+            }
+        };
         samples.push(proto::Sample {
             location_id,
-            value: vec![count, count.saturating_mul(period)],
+            value,
             label,
         });
     }
@@ -383,16 +449,7 @@ fn build(profile: &Profile) -> proto::Profile {
 
     let duration_nanos = (profile.duration_secs.max(0.0) * 1e9) as i64;
     proto::Profile {
-        sample_type: vec![
-            proto::ValueType {
-                r#type: samples_type,
-                unit: count_unit,
-            },
-            proto::ValueType {
-                r#type: cpu_type,
-                unit: nanos_unit,
-            },
-        ],
+        sample_type,
         sample: samples,
         mapping: mappings,
         location: locations,
@@ -402,13 +459,10 @@ fn build(profile: &Profile) -> proto::Profile {
         keep_frames: 0,
         time_nanos: to_i64(profile.start_unix_nanos),
         duration_nanos,
-        period_type: Some(proto::ValueType {
-            r#type: cpu_type,
-            unit: nanos_unit,
-        }),
+        period_type: Some(period_type),
         period,
         comment,
-        default_sample_type: cpu_type,
+        default_sample_type,
     }
 }
 

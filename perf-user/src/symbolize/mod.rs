@@ -137,6 +137,8 @@ pub struct StackSymbolizer {
     /// Names only, from the ELF symbol tables, and no file kept parsed
     /// after its batch (see `names_only`).
     names_only: bool,
+    /// Names only, but files and function ranges kept (see `names_only_kept`).
+    keep_files: bool,
 }
 
 impl Default for StackSymbolizer {
@@ -163,6 +165,7 @@ impl StackSymbolizer {
             ranges: HashMap::new(),
             debuginfod: Debuginfod::from_env(),
             names_only: false,
+            keep_files: false,
         }
     }
 
@@ -436,7 +439,7 @@ impl StackSymbolizer {
                 Some(r) => r.clone(),
                 None => {
                     let r = FunctionRanges::read(&file.open).ok().map(Arc::new);
-                    if !self.names_only {
+                    if !self.names_only || self.keep_files {
                         self.ranges.insert(file.key.clone(), r.clone());
                     }
                     r
@@ -464,10 +467,22 @@ impl StackSymbolizer {
         infos
     }
 
+    /// Names only, as [`StackSymbolizer::names_only`], but each file stays
+    /// parsed (and its function ranges read) for the symbolizer's life: for
+    /// the daemon's profile requests, which a scraper repeats every few
+    /// seconds over mostly the same files (a compiler's 150 MiB library was
+    /// read again at each request otherwise). Its owner bounds that life.
+    pub fn names_only_kept() -> Self {
+        Self {
+            keep_files: true,
+            ..Self::names_only()
+        }
+    }
+
     /// In names-only mode, drops what blazesym has parsed and mapped (a new
     /// one starts with empty caches; the names found stay in ours).
     fn forget_files(&mut self) {
-        if self.names_only {
+        if self.names_only && !self.keep_files {
             self.blaze = blaze(true);
         }
     }
