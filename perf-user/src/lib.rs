@@ -25,6 +25,7 @@ pub mod procmaps;
 pub mod profile;
 pub mod progress;
 pub mod progstats;
+pub mod registry;
 pub mod symbolize;
 pub mod tracefs;
 pub mod unwind;

@@ -59,9 +59,6 @@ pub enum AdviseFormat {
     Json,
 }
 
-/// Collectors `advise` can sample.
-pub const COLLECTORS: &[&str] = &["block", "cpu", "tcp"];
-
 /// Options of `advise`.
 #[derive(Debug, Args)]
 pub struct AdviseArgs {
@@ -148,19 +145,20 @@ fn alerts_config(path: Option<&Path>) -> anyhow::Result<AlertsConfig> {
 /// Runs `advise`.
 pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
     let cfg = alerts_config(args.config.as_deref())?;
+    let collectors = crate::registry::advise_names();
     let wanted: Vec<String> = match &args.collectors {
         Some(names) => {
             for n in names {
-                if !COLLECTORS.contains(&n.as_str()) {
+                if !collectors.contains(&n.as_str()) {
                     bail!(
                         "unknown collector {n:?}; advise samples: {}",
-                        COLLECTORS.join(", ")
+                        collectors.join(", ")
                     );
                 }
             }
             names.clone()
         }
-        None => COLLECTORS.iter().map(|s| s.to_string()).collect(),
+        None => collectors.iter().map(|s| s.to_string()).collect(),
     };
     let want = |n: &str| wanted.iter().any(|w| w == n);
     if !args.devices.is_empty() && !want("block") {
@@ -366,7 +364,7 @@ pub async fn run(args: AdviseArgs) -> anyhow::Result<()> {
             elapsed.as_secs_f64()
         );
     }
-    status.sort_by_key(|s| COLLECTORS.iter().position(|n| *n == s.name));
+    status.sort_by_key(|s| collectors.iter().position(|n| *n == s.name));
 
     engine.evaluate(&batch);
     batch.observations.extend(leak_obs);

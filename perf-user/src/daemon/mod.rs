@@ -89,57 +89,12 @@ impl Source for Info {
 /// Attached collectors by name.
 pub type Attached = BTreeMap<&'static str, Arc<dyn Source>>;
 
-/// Attaches collector `name` with its section of `config`, and logs the outcome.
+/// Attaches collector `name` with its section of `config` (see
+/// [`crate::registry`]), and logs the outcome.
 pub fn start_collector(name: &'static str, config: &Config) -> Result<Arc<dyn Source>, String> {
-    let c = &config.collectors;
-    let started: Result<Arc<dyn Source>, String> = match name {
-        "cpu" => cpu::CpuSource::start(&c.cpu)
-            .map(|source| {
-                tracing::info!(
-                    collector = "cpu",
-                    frequency_hz = c.cpu.frequency_hz,
-                    window_seconds = c.cpu.window.as_secs_f64(),
-                    top = c.cpu.top,
-                    cpus = source.cpus(),
-                    "collector attached"
-                );
-                Arc::new(source) as Arc<dyn Source>
-            })
-            .map_err(|e| e.to_string()),
-        "block" => block::BlockSource::start(&c.block)
-            .map(|source| {
-                tracing::info!(
-                    collector = "block",
-                    devices = ?c.block.devices,
-                    queue_time = c.block.queue_time,
-                    "collector attached"
-                );
-                Arc::new(source) as Arc<dyn Source>
-            })
-            .map_err(|e| e.to_string()),
-        "tcp" => tcp::TcpSource::start(&c.tcp)
-            .map(|source| {
-                tracing::info!(
-                    collector = "tcp",
-                    ports = ?c.tcp.ports,
-                    max_ports = c.tcp.max_ports,
-                    "collector attached"
-                );
-                Arc::new(source) as Arc<dyn Source>
-            })
-            .map_err(|e| e.to_string()),
-        "leaks" => leaks::LeaksSource::start(&c.leaks)
-            .map(|source| {
-                tracing::info!(
-                    collector = "leaks",
-                    processes = ?c.leaks.processes,
-                    sample_every = c.leaks.sample_every,
-                    "collector started; attaching to matching processes"
-                );
-                Arc::new(source) as Arc<dyn Source>
-            })
-            .map_err(|e| e.to_string()),
-        other => Err(format!("unknown collector {other:?}")),
+    let started = match crate::registry::get(name) {
+        Some(spec) => (spec.start)(&config.collectors),
+        None => Err(format!("unknown collector {name:?}")),
     };
     if let Err(e) = &started {
         tracing::error!(collector = name, error = %e, "collector failed to start");

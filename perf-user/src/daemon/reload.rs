@@ -25,7 +25,7 @@ use super::{
     scrape::{Scraper, Source, SourceError},
     start_collector,
 };
-use crate::config::{COLLECTOR_NAMES, Config, ConfigError};
+use crate::config::{Config, ConfigError};
 
 /// Reads the configuration again: the file given with `--config` (if any)
 /// with the command line's flags on top, checked as at start-up.
@@ -50,23 +50,17 @@ pub struct Plan {
     pub log: bool,
 }
 
-/// Is collector `name` enabled in `c`, and is its section the same in `a` and `b`?
-fn section(name: &str, a: &Config, b: &Config) -> (bool, bool, bool) {
-    let (x, y) = (&a.collectors, &b.collectors);
-    match name {
-        "cpu" => (x.cpu.enabled, y.cpu.enabled, x.cpu == y.cpu),
-        "block" => (x.block.enabled, y.block.enabled, x.block == y.block),
-        "tcp" => (x.tcp.enabled, y.tcp.enabled, x.tcp == y.tcp),
-        "leaks" => (x.leaks.enabled, y.leaks.enabled, x.leaks == y.leaks),
-        _ => (false, false, true),
-    }
-}
-
 /// Compares the configuration in force with the new one.
 pub fn plan(old: &Config, new: &Config) -> Plan {
     let mut p = Plan::default();
-    for &name in COLLECTOR_NAMES {
-        match section(name, old, new) {
+    let (x, y) = (&old.collectors, &new.collectors);
+    for spec in crate::registry::COLLECTORS {
+        let name = spec.name;
+        match (
+            (spec.enabled)(x),
+            (spec.enabled)(y),
+            (spec.same_section)(x, y),
+        ) {
             (true, true, true) => p.keep.push(name),
             (true, true, false) => p.restart.push(name),
             (false, true, _) => p.start.push(name),
