@@ -12,14 +12,11 @@
 //! aya's `EbpfLoader::new()` parses /sys/kernel/btf/vmlinux when it exists
 //! and silently goes without it otherwise; [`crate::ebpf::load`] replaces
 //! that with [`for_loader`], so what the loader gets is explicit: the file
-//! given with `--btf`, or nothing. A future feature that needs BTF for
-//! relocations (fentry, CO-RE) asks [`kernel_btf`], whose error names the
-//! feature and the fix. BTF tracepoints are different: they attach by the
-//! running kernel's own type ids and need a kernel that has BTF to verify
-//! them, so they use [`sysfs_btf`] and [`sysfs_layout`], never a `--btf` file.
+//! given with `--btf`, or nothing. BTF tracepoints attach by the running
+//! kernel's own type ids and need a kernel that has BTF to verify them, so
+//! they use [`sysfs_btf`] and [`sysfs_layout`], never a `--btf` file.
 
 use std::{
-    borrow::Cow,
     path::{Path, PathBuf},
     sync::OnceLock,
 };
@@ -34,7 +31,7 @@ pub const SYSFS_BTF: &str = "/sys/kernel/btf/vmlinux";
 /// The `--btf FILE` BTF, parsed once at start-up.
 static BTF_FILE: OnceLock<(PathBuf, Btf)> = OnceLock::new();
 
-/// Why a feature cannot have the kernel's BTF.
+/// Why the `--btf` file cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum BtfError {
     /// `--btf FILE` cannot be read or parsed.
@@ -55,29 +52,6 @@ pub enum BtfError {
     NotAFile {
         /// The path.
         path: PathBuf,
-    },
-    /// The kernel has no BTF and no `--btf` was given.
-    #[error(
-        "{feature} needs the kernel's BTF type information, but {SYSFS_BTF} does not exist \
-         (the kernel was built without CONFIG_DEBUG_INFO_BTF, as Raspberry Pi OS kernels are); \
-         pass --btf FILE with the BTF of this exact kernel (BTFHub has many: \
-         https://github.com/aquasecurity/btfhub-archive; or make one with \
-         `pahole --btf_encode_detached FILE vmlinux`), or leave {feature} out"
-    )]
-    Missing {
-        /// What needed BTF, e.g. "block latency (tp_btf)".
-        feature: String,
-    },
-    /// /sys/kernel/btf/vmlinux exists but cannot be used.
-    #[error(
-        "{feature} needs the kernel's BTF type information, but {SYSFS_BTF}: {source}; pass --btf FILE"
-    )]
-    Sysfs {
-        /// What needed BTF.
-        feature: String,
-        /// What aya said.
-        #[source]
-        source: aya::BtfError,
     },
 }
 
@@ -110,25 +84,6 @@ pub fn for_loader() -> Option<&'static Btf> {
     BTF_FILE.get().map(|(_, btf)| btf)
 }
 
-/// The kernel's BTF for `feature` (named in the error when there is none):
-/// the `--btf` file, else /sys/kernel/btf/vmlinux.
-pub fn kernel_btf(feature: &str) -> Result<Cow<'static, Btf>, BtfError> {
-    if let Some(btf) = for_loader() {
-        return Ok(Cow::Borrowed(btf));
-    }
-    if !Path::new(SYSFS_BTF).exists() {
-        return Err(BtfError::Missing {
-            feature: feature.to_owned(),
-        });
-    }
-    Btf::from_sys_fs()
-        .map(Cow::Owned)
-        .map_err(|source| BtfError::Sysfs {
-            feature: feature.to_owned(),
-            source,
-        })
-}
-
 /// The running kernel's BTF, parsed for the struct layouts the BTF
 /// tracepoint programs read; the error says why there is none.
 pub fn sysfs_layout() -> Result<Layout, String> {
@@ -148,17 +103,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn missing_names_feature_and_fix() {
-        let msg = BtfError::Missing {
-            feature: "TCP latency (fentry)".into(),
-        }
-        .to_string();
-        assert!(msg.starts_with("TCP latency (fentry) needs"), "{msg}");
-        assert!(msg.contains("--btf FILE"), "{msg}");
-        assert!(msg.contains("CONFIG_DEBUG_INFO_BTF"), "{msg}");
-    }
-
-    #[test]
     fn bad_file_is_an_error_naming_it() {
         let path = std::env::temp_dir().join(format!("perf-user-btf-{}", std::process::id()));
         std::fs::write(&path, b"not BTF").unwrap();
@@ -166,19 +110,5 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
         assert!(file().is_none());
-    }
-
-    #[test]
-    fn no_sysfs_btf_names_the_feature() {
-        // Only meaningful on a kernel without BTF (parsing a present one is
-        // aya's business, and slow in a debug build under emulation).
-        if Path::new(SYSFS_BTF).exists() || file().is_some() {
-            return;
-        }
-        match kernel_btf("a test") {
-            Err(BtfError::Missing { feature }) => assert_eq!(feature, "a test"),
-            Ok(_) => panic!("BTF without {SYSFS_BTF} or --btf"),
-            Err(err) => panic!("{err}"),
-        }
     }
 }
