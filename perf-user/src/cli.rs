@@ -150,6 +150,13 @@ pub struct ProfileArgs {
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::unwind::UnwindMode::Auto)]
     pub unwind: crate::unwind::UnwindMode,
 
+    /// Kernel memory for unwind tables, in MiB (1 to 1024). When the tables
+    /// of the processes sampled do not fit, all are evicted (at most once a
+    /// minute) and rebuilt for the processes still sampled; meanwhile the
+    /// files that do not fit are walked with frame pointers.
+    #[arg(long, value_name = "MIB", default_value_t = crate::unwind::sampler::DEFAULT_TABLES_MIB, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub unwind_tables_mib: u32,
+
     /// Output format.
     #[arg(short, long, value_enum, default_value_t = Format::Table)]
     pub format: Format,

@@ -53,6 +53,8 @@ pub struct CpuOptions {
     pub include_idle: bool,
     /// How user stacks are walked.
     pub unwind: UnwindMode,
+    /// Memory for unwind table rows in the kernel, in MiB.
+    pub unwind_tables_mib: u32,
 }
 
 impl Default for CpuOptions {
@@ -65,6 +67,7 @@ impl Default for CpuOptions {
             kernel_stacks: true,
             include_idle: false,
             unwind: UnwindMode::Auto,
+            unwind_tables_mib: crate::unwind::sampler::DEFAULT_TABLES_MIB,
         }
     }
 }
@@ -158,7 +161,7 @@ impl CpuCollector {
         }
         let config = sample_config(opts)?;
         let dwarf = config.dwarf != 0;
-        let limits = Limits::default();
+        let limits = Limits::with_tables_mib(opts.unwind_tables_mib);
         let mut ebpf = ebpf::load(&ebpf::Globals {
             cpu: Some(config),
             unwind: dwarf.then(|| UnwindConfig {
@@ -235,6 +238,13 @@ impl CpuCollector {
         };
         for &pid in pids {
             if pid != 0 {
+                let _ = loader.load_process(&mut self.ebpf, pid);
+            }
+            if loader.take_eviction() && loader.evict(&mut self.ebpf).is_ok() {
+                // Every process is announced again when next sampled, and
+                // then gets its tables back (built ones are kept in user
+                // space); this one at once.
+                let _ = maps::clear_hash::<u32, u8>(&mut self.ebpf, "CPU_SEEN_PIDS");
                 let _ = loader.load_process(&mut self.ebpf, pid);
             }
         }

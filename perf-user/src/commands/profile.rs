@@ -55,6 +55,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         kernel_stacks: args.stacks != Stacks::User,
         include_idle: args.include_idle,
         unwind: args.unwind,
+        unwind_tables_mib: args.unwind_tables_mib,
     };
     let mut collector = CpuCollector::attach(&opts).context("cannot start the CPU profiler")?;
     super::drop_privileges(crate::privileges::Stage::Profile);

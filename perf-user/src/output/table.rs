@@ -101,11 +101,20 @@ fn write_unwind(unwind: &crate::unwind::UnwindSummary, w: &mut dyn Write) -> io:
     if !early.is_empty() {
         write!(w, "; ended early: {}", early.join(", "))?;
     }
-    writeln!(
+    let t = &unwind.tables;
+    write!(
         w,
-        " (tables of {} files, {} rows, for {} processes)",
-        unwind.tables.files, unwind.tables.rows, unwind.tables.processes
-    )
+        " (tables of {} files, {} rows, for {} processes",
+        t.files, t.rows, t.processes
+    )?;
+    if t.files_over_budget > 0 || t.evictions > 0 {
+        write!(
+            w,
+            "; {} files over the --unwind-tables-mib budget, {} evictions",
+            t.files_over_budget, t.evictions
+        )?;
+    }
+    writeln!(w, ")")
 }
 
 /// `s` cut to at most `max` characters, an ellipsis marking the cut.

@@ -3,8 +3,11 @@
 //! each process its executable mappings with the file and bias of each.
 //!
 //! The rows of all files share one array map sized at load (`Limits::rows`,
-//! the memory budget); a file that no longer fits is not loaded and its
-//! frames fall back to the frame pointer, counted in [`LoaderStats`].
+//! the memory budget). When a file no longer fits, everything is evicted at
+//! once (at most once a minute) and the processes sampled after that get
+//! their tables again, from the tables kept in user space; in between, a
+//! file that does not fit is walked with frame pointers. Both are counted in
+//! [`LoaderStats`].
 
 use std::{collections::HashMap, path::Path};
 
@@ -43,6 +46,8 @@ pub struct LoaderStats {
     pub files_without_table: u64,
     /// Files left out because the rows budget was spent.
     pub files_over_budget: u64,
+    /// Times every table was evicted to make room.
+    pub evictions: u64,
     /// Processes with more executable mappings than the kernel side keeps
     /// (`UNWIND_MAX_MAPPINGS`): frames in the others end the walk.
     pub processes_truncated: u64,
@@ -71,7 +76,14 @@ pub struct TableLoader {
     /// Pages of the index in the kernel.
     pages: usize,
     stats: LoaderStats,
+    /// A file did not fit: evict everything (`evict`) when allowed.
+    wants_eviction: bool,
+    last_eviction: Option<std::time::Instant>,
 }
+
+/// Least time between two evictions: a working set larger than the budget
+/// would otherwise rebuild tables all the time.
+const EVICTION_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl TableLoader {
     /// A loader for maps sized by `limits`.
@@ -84,6 +96,8 @@ impl TableLoader {
             files: HashMap::new(),
             next_row: 0,
             pages: 0,
+            wants_eviction: false,
+            last_eviction: None,
             stats: LoaderStats {
                 rows_budget: u64::from(limits.rows),
                 ..LoaderStats::default()
@@ -150,6 +164,33 @@ impl TableLoader {
         procs.insert(pid, proc, 0)?;
         self.stats.processes += 1;
         Ok(loaded)
+    }
+
+    /// True (once) when a file did not fit and the tables may be evicted
+    /// now: the caller then calls [`Self::evict`] and has the processes
+    /// announced again.
+    pub fn take_eviction(&mut self) -> bool {
+        let due = self
+            .last_eviction
+            .is_none_or(|at| at.elapsed() >= EVICTION_INTERVAL);
+        let evict = self.wants_eviction && due;
+        self.wants_eviction = false;
+        evict
+    }
+
+    /// Evicts every table and process from the kernel's maps: processes
+    /// first, so that no walk starts on pages being removed.
+    pub fn evict(&mut self, ebpf: &mut Ebpf) -> Result<(), SamplerError> {
+        maps::clear_hash::<u32, UnwindProcess>(ebpf, "UNWIND_PROCS")?;
+        maps::clear_hash::<UnwindPageKey, UnwindPage>(ebpf, "UNWIND_PAGES")?;
+        self.files.clear();
+        self.next_row = 0;
+        self.pages = 0;
+        self.stats.files = 0;
+        self.stats.rows = 0;
+        self.stats.evictions += 1;
+        self.last_eviction = Some(std::time::Instant::now());
+        Ok(())
     }
 
     /// Forgets `pid`'s mappings (it exited): its slot serves another.
@@ -225,6 +266,7 @@ impl TableLoader {
             || self.pages + index.len() > self.limits.pages as usize
         {
             self.stats.files_over_budget += 1;
+            self.wants_eviction = true;
             return Ok(none);
         }
         let file_id = self.stats.files as u32 + 1;

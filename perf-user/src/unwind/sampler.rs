@@ -77,6 +77,24 @@ impl Limits {
     }
 }
 
+/// Default memory for unwind table rows in the kernel: 1 Mi rows, enough
+/// for python3 and its libraries many times over, small for a Raspberry Pi.
+pub const DEFAULT_TABLES_MIB: u32 = 12;
+
+impl Limits {
+    /// Limits for `mib` MiB of table rows (12 bytes each), with index pages
+    /// in proportion (one per 64 rows).
+    pub fn with_tables_mib(mib: u32) -> Self {
+        let rows = (u64::from(mib) * 1024 * 1024 / size_of::<perf_ebpf_common::unwind::UnwindRow>() as u64)
+            .clamp(1024, u64::from(u32::MAX / 2)) as u32;
+        Self {
+            rows,
+            pages: (rows / 64).max(1024),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
