@@ -34,6 +34,10 @@ enum Input {
     /// `perf-user advise --config FILE`: `advise` loads the rules as the
     /// daemon does, and must refuse the same files.
     AdviseConfig(fn() -> Vec<u8>),
+    /// `perf-user run --check-config --web.config.file FILE`, FILE holding
+    /// this text, beside a server certificate and key (`server.crt`,
+    /// `server.key`) made with openssl.
+    WebConfig(fn() -> Vec<u8>),
     /// These bytes, raw, to the daemon's port on loopback.
     Http(fn() -> Vec<u8>),
     /// A scenario of its own (processes that exit during attach, slow
@@ -83,6 +87,14 @@ const fn config(name: &'static str, text: fn() -> Vec<u8>, expect: Expect) -> Ca
     Case {
         name,
         input: Input::Config(text),
+        expect,
+    }
+}
+
+const fn web_config(name: &'static str, text: fn() -> Vec<u8>, expect: Expect) -> Case {
+    Case {
+        name,
+        input: Input::WebConfig(text),
         expect,
     }
 }
@@ -945,6 +957,56 @@ fn catalogue() -> Vec<Case> {
             || "#".repeat(1 << 20).into_bytes(),
             Ignored(&["configuration OK"]),
         ),
+        // --- web config files (--web.config.file) -------------------------
+        web_config(
+            "web config good",
+            || b"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n".to_vec(),
+            Ignored(&["web config OK", "TLS"]),
+        ),
+        web_config(
+            "web config unknown key",
+            || {
+                b"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  keyfile: x\n".to_vec()
+            },
+            Error(1, &["line 4", "unknown field `keyfile`", "key_file"]),
+        ),
+        web_config(
+            "web config missing cert file",
+            || b"tls_server_config:\n  cert_file: nowhere.crt\n  key_file: server.key\n".to_vec(),
+            Error(
+                1,
+                &["tls_server_config.cert_file", "nowhere.crt", "No such file"],
+            ),
+        ),
+        web_config(
+            "web config key file is not a key",
+            || b"tls_server_config:\n  cert_file: server.crt\n  key_file: server.crt\n".to_vec(),
+            Error(1, &["key_file", "no private key"]),
+        ),
+        web_config(
+            "web config bad hash",
+            || b"basic_auth_users:\n  alice: secret\n".to_vec(),
+            Error(1, &["\"alice\"", "not a bcrypt hash"]),
+        ),
+        web_config(
+            "web config bad client_auth_type",
+            || {
+                b"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  client_auth_type: Sometimes\n".to_vec()
+            },
+            Error(1, &["client_auth_type", "RequireAndVerifyClientCert"]),
+        ),
+        web_config(
+            "web config TLS11 at most",
+            || {
+                b"tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n  max_version: TLS11\n".to_vec()
+            },
+            Error(1, &["max_version", "TLS12 and TLS13"]),
+        ),
+        web_config(
+            "web config not YAML",
+            || b"tls_server_config: [cert_file: {\n".to_vec(),
+            Error(1, &["line 1"]),
+        ),
         // --- PIDs that vanish ---------------------------------------------
         Case {
             name: "leaks pid exits during attach",
@@ -1246,6 +1308,32 @@ impl Drop for Fixtures {
 }
 
 const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A self-signed certificate and its key, `server.crt` and `server.key` in
+/// `dir`, for the web config cases.
+fn make_server_certificate(dir: &std::path::Path) {
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+        ])
+        .args(["-days", "2", "-subj", "/CN=localhost", "-keyout"])
+        .arg(dir.join("server.key"))
+        .arg("-out")
+        .arg(dir.join("server.crt"))
+        .output()
+        .expect("cannot run openssl: install the Debian package openssl");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 fn run_cli(args: &[&str]) -> Outcome {
     Outcome::Exit(run_perf_user(args, TIMEOUT))
@@ -1593,17 +1681,22 @@ fn half_request(f: &mut Fixtures) -> Outcome {
 // Running the table.
 
 impl Case {
-    /// `perf-user COMMAND... --config FILE`, FILE holding `text`.
+    /// `perf-user COMMAND... FLAG FILE` (`--config` or `--web.config.file`),
+    /// FILE holding `text`.
     fn with_config(
         &self,
         f: &Fixtures,
         text: fn() -> Vec<u8>,
         command: &[&str],
+        flag: &str,
     ) -> Result<Outcome, String> {
-        let path = f.dir.join(format!("{}.toml", self.name.replace(' ', "_")));
+        let extension = if flag == "--config" { "toml" } else { "yml" };
+        let path = f
+            .dir
+            .join(format!("{}.{extension}", self.name.replace(' ', "_")));
         std::fs::write(&path, text()).unwrap();
         let mut args = command.to_vec();
-        args.extend(["--config", path.to_str().unwrap()]);
+        args.extend([flag, path.to_str().unwrap()]);
         let out = run_perf_user(&args, TIMEOUT);
         // The error names the file.
         if out.status.code() == Some(1) && !out.stderr.contains(path.to_str().unwrap()) {
@@ -1619,7 +1712,7 @@ impl Case {
     /// but what clap refuses and `--check-config`.
     fn needs_root(&self) -> bool {
         match (&self.input, &self.expect) {
-            (Input::Config(_) | Input::AdviseConfig(_), _) => false,
+            (Input::Config(_) | Input::AdviseConfig(_) | Input::WebConfig(_), _) => false,
             (Input::Cli(args), _) if args.contains(&"--check-config") => false,
             (Input::Cli(_), Expect::Error(2, _) | Expect::Usage) => false,
             _ => true,
@@ -1632,8 +1725,17 @@ impl Case {
                 let args: Vec<String> = args.iter().map(|a| f.expand(a)).collect();
                 Outcome::Exit(run_perf_user(&args, TIMEOUT))
             }
-            Input::Config(text) => self.with_config(f, *text, &["run", "--check-config"])?,
-            Input::AdviseConfig(text) => self.with_config(f, *text, &["advise"])?,
+            Input::Config(text) => {
+                self.with_config(f, *text, &["run", "--check-config"], "--config")?
+            }
+            Input::AdviseConfig(text) => self.with_config(f, *text, &["advise"], "--config")?,
+            Input::WebConfig(text) => {
+                if !f.dir.join("server.crt").exists() {
+                    make_server_certificate(&f.dir);
+                }
+                let check = ["run", "--check-config"];
+                self.with_config(f, *text, &check, "--web.config.file")?
+            }
             Input::Http(request) => {
                 let addr = f.daemon().addr;
                 let (status, body) = exchange(addr, &request(), Duration::from_secs(10));

@@ -9,10 +9,12 @@
 //! test needs the Debian package `prometheus` (`cargo xtask test` installs it).
 
 mod common;
+#[path = "common/scrape.rs"]
+mod scrape_common;
 
 use std::collections::{BTreeSet, HashSet};
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -21,178 +23,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use scrape_common::*;
 use serde_json::Value;
-
-// ---------------------------------------------------------------------------
-// A minimal HTTP/1.1 client (std only), enough for the daemon and Prometheus.
-
-/// Status, headers (lower-case names) and body of a response.
-struct HttpResponse {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl HttpResponse {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// GET `path` from `addr`, with optional extra request headers.
-fn http_get(addr: SocketAddr, path: &str, extra: &[(&str, &str)]) -> std::io::Result<HttpResponse> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut body = raw[split + 4..].to_vec();
-    let mut lines = head.lines();
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            Some((k.trim().to_ascii_lowercase(), v.trim().to_string()))
-        })
-        .collect();
-    if headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
-    {
-        body = dechunk(&body);
-    }
-    Ok(HttpResponse {
-        status,
-        headers,
-        body: String::from_utf8_lossy(&body).into_owned(),
-    })
-}
-
-fn dechunk(mut data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let Some(eol) = data.windows(2).position(|w| w == b"\r\n") else {
-            return out;
-        };
-        let size_text = String::from_utf8_lossy(&data[..eol]);
-        let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("0").trim(), 16)
-            .unwrap_or(0);
-        data = &data[eol + 2..];
-        if size == 0 || data.len() < size {
-            return out;
-        }
-        out.extend_from_slice(&data[..size]);
-        data = &data[(size + 2).min(data.len())..];
-    }
-}
-
-/// Percent-encodes a query parameter.
-fn url_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// A port that was free a moment ago on 127.0.0.1.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("no free port on 127.0.0.1")
-}
-
-// ---------------------------------------------------------------------------
-// The daemon.
-
-/// A running `perf-user run`, stopped with SIGTERM when dropped.
-struct Daemon {
-    run: Option<Running>,
-    addr: SocketAddr,
-}
-
-impl Daemon {
-    /// Starts the daemon on a free port with `args`, and waits until
-    /// /healthz answers 200.
-    fn start(args: &[&str]) -> Daemon {
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let mut cmd = perf_user(&["run", "--listen", &addr.to_string(), "--log-format", "json"]);
-        cmd.args(args);
-        let mut run = Running::start(cmd);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if !run.is_running() {
-                let out = run.finish(Duration::from_secs(1));
-                panic!("perf-user run exited at start\n{}", out.describe());
-            }
-            if http_get(addr, "/healthz", &[]).is_ok_and(|r| r.status == 200) {
-                break;
-            }
-            if Instant::now() > deadline {
-                let out = run.finish(Duration::from_secs(1));
-                panic!("perf-user run never became healthy\n{}", out.describe());
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        Daemon {
-            run: Some(run),
-            addr,
-        }
-    }
-
-    fn pid(&self) -> u32 {
-        self.run.as_ref().unwrap().child.id()
-    }
-
-    /// A scrape in the Prometheus text format.
-    fn scrape(&self) -> String {
-        let r = http_get(self.addr, "/metrics", &[]).expect("GET /metrics");
-        assert_eq!(r.status, 200, "GET /metrics: {}", r.body);
-        r.body
-    }
-
-    /// Sends SIGTERM and waits for the exit.
-    fn stop(mut self) -> CmdOutput {
-        let run = self.run.take().unwrap();
-        signal(run.child.id(), libc::SIGTERM);
-        run.finish(Duration::from_secs(30))
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(run) = self.run.take() {
-            signal(run.child.id(), libc::SIGTERM);
-            let _ = run.finish(Duration::from_secs(10));
-        }
-    }
-}
-
-fn signal(pid: u32, sig: i32) {
-    // SAFETY: kill has no memory-safety preconditions; the pid is our child's.
-    unsafe { libc::kill(pid as i32, sig) };
-}
 
 /// A `/proc/PID/status` field in KiB: `VmRSS` (all resident memory) or
 /// `RssAnon` (the heap and stacks, without mapped files).
@@ -491,65 +323,18 @@ fn prometheus_scrapes_the_daemon() {
         return;
     }
     let _guard = exclusive();
-    let prometheus = Path::new("/usr/bin/prometheus");
-    assert!(
-        prometheus.exists(),
-        "{} is missing: install the Debian package `prometheus` (cargo xtask test does)",
-        prometheus.display()
-    );
     let dir = test_dir("daemon_prometheus");
     let exe = compile_c("hot", &dir);
     let mut hot = Workload::spawn(&exe, &["120"]);
     let daemon = Daemon::start(&["--cpu-window", "5s", "--cpu-top", "10"]);
-
-    let prom_port = free_port();
-    let prom_addr: SocketAddr = format!("127.0.0.1:{prom_port}").parse().unwrap();
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: perf-user\n    static_configs:\n      - targets: ['{}']\n",
+    let prom = Prometheus::start(
+        &dir,
+        &format!(
+            "  - job_name: perf-user\n    static_configs:\n      - targets: ['{}']\n",
             daemon.addr
         ),
-    )
-    .unwrap();
-    let data = dir.join("data");
-    let mut cmd = Command::new(prometheus);
-    cmd.arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address={prom_addr}"))
-        .stdin(Stdio::null());
-    let prom = Running::start(cmd);
-
-    let query = |q: &str| -> Option<Value> {
-        let r = http_get(
-            prom_addr,
-            &format!("/api/v1/query?query={}", url_encode(q)),
-            &[],
-        )
-        .ok()?;
-        let v: Value = serde_json::from_str(&r.body).ok()?;
-        (v["status"] == "success").then(|| v["data"]["result"].clone())
-    };
-    let first_value = |result: &Value| -> Option<f64> {
-        result.as_array()?.first()?["value"][1]
-            .as_str()?
-            .parse()
-            .ok()
-    };
-    let wait_for = |q: &str, pred: &dyn Fn(f64) -> bool| -> Option<f64> {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Some(v) = query(q).as_ref().and_then(first_value)
-                && pred(v)
-            {
-                return Some(v);
-            }
-            thread::sleep(Duration::from_millis(500));
-        }
-        None
-    };
+    );
+    let wait_for = |q: &str, pred: &dyn Fn(f64) -> bool| prom.wait_for(q, pred);
 
     let up = wait_for(r#"up{job="perf-user"}"#, &|v| v == 1.0);
     // Direct I/O on the disk under the test directory, until the queries are done.

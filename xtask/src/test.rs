@@ -47,6 +47,14 @@ pub const PACKAGES: &[&str] = &[
     "nodejs",
     "binutils",
     "libc6-dbg",
+    // tests/web_config.rs: node_exporter reads the same web config file as
+    // the daemon; htpasswd and Python's bcrypt make the hashes; openssl the
+    // certificates; curl sends the requests.
+    "prometheus-node-exporter",
+    "apache2-utils",
+    "python3-bcrypt",
+    "openssl",
+    "curl",
 ];
 
 #[derive(clap::Args)]
