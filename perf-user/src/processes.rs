@@ -139,6 +139,13 @@ impl ProcessTable {
         }
     }
 
+    /// Adds what `other` captured of processes this table does not have.
+    pub fn absorb(&mut self, other: ProcessTable) {
+        for (pid, info) in other.procs {
+            self.procs.entry(pid).or_insert(info);
+        }
+    }
+
     /// Number of processes captured.
     pub fn len(&self) -> usize {
         self.procs.len()

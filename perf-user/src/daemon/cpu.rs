@@ -226,11 +226,6 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
         // sampled (8,192 entries in about an hour of 10,000 short-lived
         // processes; an LRU, so bounded, but a reused PID then went
         // unannounced).
-        // A profile request under way may still name the exited ones'
-        // frames: they are forgotten at the next window without one.
-        if shared.hub.busy() {
-            continue;
-        }
         let exited = {
             let mut procs = lock(&shared.hub.procs);
             let exited = procs.refresh();

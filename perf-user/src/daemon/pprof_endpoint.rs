@@ -36,6 +36,9 @@ pub const DEFAULT_SECONDS: u64 = 30;
 pub const MAX_SECONDS: u64 = 60;
 /// Profile requests under way at once; more are refused with 429.
 pub const MAX_REQUESTS: usize = 16;
+/// How often a request's samples so far are read and named in the
+/// background, so that little is left to name at its end.
+const WARM_EVERY: Duration = Duration::from_secs(1);
 /// Highest PID Linux hands out (`PID_MAX_LIMIT` on 64-bit).
 const PID_MAX: u32 = 4_194_304;
 
@@ -257,6 +260,7 @@ pub async fn profile(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
     };
     drop(cpu);
     let asked = std::time::Instant::now();
+    let warmer = Arc::clone(&hub);
     let tap = match tokio::task::spawn_blocking(move || hub.tap()).await {
         Ok(Ok(tap)) => tap,
         Ok(Err(e)) => {
@@ -272,7 +276,19 @@ pub async fn profile(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         "profile request: tap started"
     );
     // Dropped with this future when the client goes away: the tap stops.
-    tokio::time::sleep(Duration::from_secs(query.seconds)).await;
+    let end = tokio::time::Instant::now() + Duration::from_secs(query.seconds);
+    loop {
+        let left = end.saturating_duration_since(tokio::time::Instant::now());
+        if left <= WARM_EVERY {
+            tokio::time::sleep(left).await;
+            break;
+        }
+        tokio::time::sleep(WARM_EVERY).await;
+        let warmer = Arc::clone(&warmer);
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || warmer.warm()).await {
+            tracing::debug!(error = %e, "reading the CPU samples during a profile request failed");
+        }
+    }
     answer(move || {
         let keep: Keep<'_> = &|k, process, l| {
             let end = k.comm.iter().position(|&b| b == 0).unwrap_or(k.comm.len());

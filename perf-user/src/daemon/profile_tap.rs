@@ -35,8 +35,17 @@ use crate::{
 #[derive(Default)]
 struct Reads {
     window: Merged,
-    taps: HashMap<u64, Merged>,
+    taps: HashMap<u64, TapReads>,
     next: u64,
+}
+
+/// A request's samples, and the processes they came from as captured when
+/// read: the window thread forgets exited processes at each window, which
+/// a request that spans one still has to name.
+#[derive(Default)]
+struct TapReads {
+    samples: Merged,
+    procs: ProcessTable,
 }
 
 /// The sampler as profile requests and the window thread share it.
@@ -136,7 +145,7 @@ impl TapHub {
     /// Reads and clears the maps, adding what was read to the window and
     /// to every request under way; then `then` runs on the reads, under the
     /// same locks, so that no sample falls between two requests' reads.
-    fn cut<T>(&self, then: impl FnOnce(&mut Reads) -> T) -> Result<T, CpuError> {
+    fn cut<T>(&self, then: impl FnOnce(&mut Reads, &RawProfile) -> T) -> Result<T, CpuError> {
         let t = Instant::now();
         let mut c = lock(&self.collector);
         let locked = t.elapsed();
@@ -151,30 +160,57 @@ impl TapHub {
             "CPU maps read and cleared"
         );
         let mut reads = lock(&self.reads);
-        for t in reads.taps.values_mut() {
-            t.add(&raw);
+        if !reads.taps.is_empty() {
+            let pids = pids(&raw);
+            let mut procs = lock(&self.procs);
+            procs.capture(pids.iter().copied());
+            for t in reads.taps.values_mut() {
+                t.samples.add(&raw);
+                t.procs.absorb(procs.subset(pids.iter().copied()));
+            }
         }
         reads.window.add(&raw);
-        Ok(then(&mut reads))
+        Ok(then(&mut reads, &raw))
+    }
+
+    /// Reads the maps now, while requests are under way, and has what was
+    /// read named in the background, so that each request's end finds most
+    /// names known: on a host that starts programs all the time every
+    /// request brings new files to read, seconds of work for a large one.
+    pub fn warm(&self) -> Result<(), CpuError> {
+        let (raw, procs) = self.cut(|r, raw| {
+            let procs = r.taps.values().next().map(|t| t.procs.subset(pids(raw)));
+            (raw.clone(), procs.unwrap_or_default())
+        })?;
+        // Nobody waits for the names: the symbolizer keeps them.
+        let (reply, _) = mpsc::channel();
+        let run = RunInfo {
+            frequency_hz: self.frequency_hz,
+            duration_secs: 0.0,
+            start_unix_nanos: 0,
+            cpus: self.cpus,
+        };
+        let _ = lock(&self.jobs).send(Job {
+            raw,
+            procs,
+            run,
+            reply,
+        });
+        Ok(())
     }
 
     /// Everything sampled since the last call: the window that closes.
     pub fn close_window(&self) -> Result<RawProfile, CpuError> {
-        self.cut(|r| std::mem::take(&mut r.window).into_raw())
-    }
-
-    /// True while a request is under way.
-    pub fn busy(&self) -> bool {
-        !lock(&self.reads).taps.is_empty()
+        self.cut(|r, _| std::mem::take(&mut r.window).into_raw())
     }
 
     /// Starts collecting samples for a request, from now until [`Tap::finish`].
     pub fn tap(self: &Arc<Self>) -> Result<Tap, CpuError> {
         // What was sampled before the request belongs to the window only.
-        let id = self.cut(|r| {
+        let id = self.cut(|r, _| {
             let id = r.next;
             r.next += 1;
-            r.taps.insert(id, Merged::default());
+            r.taps.insert(id, TapReads::default());
             id
         })?;
         Ok(Tap {
@@ -250,17 +286,10 @@ impl Tap {
     pub fn finish(self, keep: Keep<'_>) -> Result<Labelled, CpuError> {
         let hub = &self.hub;
         let t = Instant::now();
-        let mut raw = hub
-            .cut(|r| r.taps.remove(&self.id).unwrap_or_default())?
-            .into_raw();
+        let TapReads { samples, procs } =
+            hub.cut(|r, _| r.taps.remove(&self.id).unwrap_or_default())?;
+        let mut raw = samples.into_raw();
         let duration = self.began.elapsed();
-        // A copy, so that the window thread goes on capturing (and closing
-        // windows) while this request symbolizes.
-        let procs = {
-            let mut all = lock(&hub.procs);
-            all.capture(pids(&raw));
-            all.subset(pids(&raw))
-        };
         let cache = {
             let mut cache = lock(&hub.labels);
             // Now, not at first sight: a process may have been moved since.
