@@ -35,6 +35,9 @@ use crate::{
 /// The guest's init and the workload source, built into xtask.
 const INIT: &str = include_str!("guest/init.sh");
 const WORKLOAD_C: &str = include_str!("guest/workload.c");
+/// A chain of 60 functions and a 200-deep recursion, built without frame
+/// pointers: the guest checks that `profile` walks it exactly (issue 13).
+const DEEP_CHAIN_C: &str = include_str!("../../../tests/workloads/deep_chain.c");
 
 /// Drivers the guest loads when they are modules: the disk (`/dev/vda`,
 /// for the block latency test) on virtio-pci.
@@ -141,9 +144,16 @@ fn run_arch(arch: Arch, args: &Args) -> Result<String> {
     let built = Instant::now();
 
     let workload = build_workload(&cc, &work)?;
+    let chain = build_chain(&cc, &work)?;
     let modules = modules::resolve(&kernel.modules, MODULES)?;
     let initramfs = work.join("initramfs.cpio");
-    write_initramfs(&initramfs, &perf_user, &workload, &kernel, &modules)?;
+    write_initramfs(
+        &initramfs,
+        &perf_user,
+        &[("workload", &workload), ("chain", &chain)],
+        &kernel,
+        &modules,
+    )?;
     let disk = work.join("disk.img");
     let file =
         fs::File::create(&disk).with_context(|| format!("cannot create {}", disk.display()))?;
@@ -288,6 +298,29 @@ fn build_workload(cc: &str, work: &Path) -> Result<PathBuf> {
     Ok(binary)
 }
 
+/// Compiles the chain workload statically, optimized and without frame
+/// pointers, as distributions build their packages.
+fn build_chain(cc: &str, work: &Path) -> Result<PathBuf> {
+    let source = work.join("deep_chain.c");
+    let binary = work.join("chain");
+    fs::write(&source, DEEP_CHAIN_C)
+        .with_context(|| format!("cannot write {}", source.display()))?;
+    let mut compile = Command::new(cc);
+    compile
+        .args([
+            "-static",
+            "-O2",
+            "-fomit-frame-pointer",
+            "-fno-inline",
+            "-fno-optimize-sibling-calls",
+            "-o",
+        ])
+        .arg(&binary)
+        .arg(&source);
+    cmd::run(&mut compile).context("compiling the guest chain workload failed; the errors are above")?;
+    Ok(binary)
+}
+
 fn read(path: &Path) -> Result<Vec<u8>> {
     fs::read(path).with_context(|| format!("cannot read {}", path.display()))
 }
@@ -295,7 +328,7 @@ fn read(path: &Path) -> Result<Vec<u8>> {
 fn write_initramfs(
     out: &Path,
     perf_user: &Path,
-    workload: &Path,
+    workloads: &[(&str, &Path)],
     kernel: &kernel::Kernel,
     modules: &[modules::Module],
 ) -> Result<()> {
@@ -313,7 +346,9 @@ fn write_initramfs(
     // `busybox --install` in init makes the other applet links.
     archive.symlink("bin/sh", "busybox");
     archive.file("perf-user", 0o755, &read(perf_user)?);
-    archive.file("workload", 0o755, &read(workload)?);
+    for (name, path) in workloads {
+        archive.file(name, 0o755, &read(path)?);
+    }
     let mut order = String::new();
     for module in modules {
         archive.file(&format!("modules/{}.ko", module.name), 0o644, &module.data);

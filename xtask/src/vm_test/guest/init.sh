@@ -174,9 +174,33 @@ t_leaks() {
     expect leak_memory /tmp/leaks.out
 }
 
+# The exact stack of /chain (built without frame pointers): _start ... main,
+# f0 .. f59, 201 frames of recurse, burn, walked with unwind tables.
+t_unwind_chain() {
+    /chain &
+    w=$!
+    # shellcheck disable=SC2086
+    /perf-user $BTF_ARGS profile --pid $w --duration 3s --format folded --quiet >/tmp/chain.out
+    rc=$?
+    kill $w
+    wait $w 2>/dev/null
+    [ $rc -eq 0 ] || { echo "perf-user profile exited with $rc"; return 1; }
+    want="main"
+    i=0
+    while [ $i -lt 60 ]; do want="$want;f$i"; i=$((i + 1)); done
+    i=0
+    while [ $i -lt 201 ]; do want="$want;recurse"; i=$((i + 1)); done
+    want="$want;burn "
+    grep -qF "$want" /tmp/chain.out && return 0
+    echo "no folded stack holds main;f0;..;f59;recurse x201;burn exactly; the stacks (cut):"
+    cut -c1-300 /tmp/chain.out | head -20
+    return 1
+}
+
 # 1. As the kernel comes: BTF visible (only block and TCP latency read it,
 # for their BTF tracepoints).
 run_test profile t_profile
+run_test unwind-chain t_unwind_chain
 run_test latency-block t_latency_block_btf
 run_test latency-tcp t_latency_tcp_btf
 
@@ -190,6 +214,7 @@ if [ -e /sys/kernel/btf/vmlinux ]; then
     fail=$((fail + 1))
 fi
 run_test profile-no-btf t_profile
+run_test unwind-chain-no-btf t_unwind_chain
 run_test latency-block-no-btf t_latency_block_classic
 run_test latency-tcp-no-btf t_latency_tcp_classic
 run_test leaks-no-btf t_leaks
