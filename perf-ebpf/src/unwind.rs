@@ -251,6 +251,23 @@ unsafe fn task_user_regs(regs: *const pt_regs) -> Option<UserRegs> {
     Some((r.pc, r.sp, r.regs[29], r.regs[30]))
 }
 
+/// Where a frame's return address is: CFA + `ra_offset` on arm64 (0 while
+/// it is still in the link register); CFA - 8 on x86_64, written as a
+/// constant there so that the verifier, which checks the allocation probe's
+/// inlined walk near its instruction limit, has no branch to explore.
+#[inline(always)]
+fn ra_address(cfa_value: u64, ra_offset: i16) -> u64 {
+    if cfg!(bpf_target_arch = "aarch64") {
+        if ra_offset == 0 {
+            0
+        } else {
+            cfa_value.wrapping_add(ra_offset as i64 as u64)
+        }
+    } else {
+        cfa_value - 8
+    }
+}
+
 /// A return address without arm64's pointer authentication code (the bits
 /// above the 48-bit user address space); unchanged on x86_64.
 #[inline(always)]
@@ -467,14 +484,7 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
                 if r.fp_type == fp::UNSUPPORTED {
                     bp = 0;
                 }
-                // ra_offset 0: the return address is still in the link
-                // register (an arm64 leaf function).
-                let ra_at = if r.ra_offset == 0 {
-                    0
-                } else {
-                    cfa_value.wrapping_add(r.ra_offset as i64 as u64)
-                };
-                (cfa_value, ra_at, fp_at)
+                (cfa_value, ra_address(cfa_value, r.ra_offset), fp_at)
             }
             // No row or an unsupported rule: the frame pointer, if any.
             other => {
@@ -489,7 +499,9 @@ fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) ->
                 (bp + 16, bp + 8, Some(bp))
             }
         };
-        let ra = if ra_at == 0 {
+        // 0: the return address is still in the link register (an arm64
+        // leaf function); x86_64 never has that.
+        let ra = if cfg!(bpf_target_arch = "aarch64") && ra_at == 0 {
             if lr == 0 {
                 reason = Some(end::UNSUPPORTED);
                 break;
