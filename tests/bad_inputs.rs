@@ -755,6 +755,11 @@ fn catalogue() -> Vec<Case> {
             Error(1, &[":2:1:", "unknown key `windwo`"]),
         ),
         config(
+            "config max_label_values 0",
+            || b"[collectors.cpu]\nmax_label_values = 0\n".to_vec(),
+            Error(1, &["collectors.cpu.max_label_values", "1"]),
+        ),
+        config(
             "config unknown section",
             || b"[a.b.c.d]\n".to_vec(),
             Error(1, &["unknown key `a`"]),
@@ -1175,6 +1180,47 @@ fn catalogue() -> Vec<Case> {
             &[NO_RESPONSE, 400, 505],
         ),
         http("http connect and close", Vec::new, &[NO_RESPONSE]),
+        // /debug/pprof/*: a bad query is a 400 (its reason: tests/fleet.rs).
+        http(
+            "pprof seconds=0",
+            || get("/debug/pprof/profile?seconds=0", ""),
+            &[400],
+        ),
+        http(
+            "pprof seconds=1000",
+            || get("/debug/pprof/profile?seconds=1000", ""),
+            &[400],
+        ),
+        http(
+            "pprof seconds=abc",
+            || get("/debug/pprof/profile?seconds=abc", ""),
+            &[400],
+        ),
+        http(
+            "pprof seconds of 100 KB",
+            || {
+                get(
+                    &format!("/debug/pprof/profile?seconds={}", "9".repeat(100_000)),
+                    "",
+                )
+            },
+            &[400, 414],
+        ),
+        http(
+            "pprof pid=-1",
+            || get("/debug/pprof/profile?pid=-1", ""),
+            &[400],
+        ),
+        http(
+            "pprof bad percent escape",
+            || get("/debug/pprof/profile?comm=%zz", ""),
+            &[400],
+        ),
+        http(
+            "pprof heap pid=0",
+            || get("/debug/pprof/heap?pid=0", ""),
+            &[400],
+        ),
         Case {
             name: "http slowloris does not block scrapes",
             input: Input::Scenario(slowloris),

@@ -778,21 +778,7 @@ fn leaks_of_a_named_process() {
     }
     let _guard = exclusive();
     let dir = test_dir("daemon_leaks");
-    let exe = compile_c("leaky", &dir);
-    let (go, done) = (dir.join("go"), dir.join("done"));
-    let child = Command::new(&exe)
-        .args(["malloc", "500", "64"])
-        .env("LEAKY_GO", &go)
-        .env("LEAKY_DONE", &done)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("cannot start leaky");
-    let mut leaky = Workload {
-        child,
-        name: exe.display().to_string(),
-    };
+    let mut leaky = Leaky::spawn(&dir, &["malloc", "500", "64"]);
     let config = dir.join("leaks.toml");
     std::fs::write(
         &config,
@@ -826,13 +812,7 @@ fn leaks_of_a_named_process() {
     wait("attaching to leaky", &|s| {
         value(s, "perf_user_leak_traced_processes") == 1.0
     });
-    std::fs::write(&go, "").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !done.exists() {
-        leaky.assert_running();
-        assert!(Instant::now() < deadline, "leaky never finished");
-        thread::sleep(Duration::from_millis(50));
-    }
+    leaky.run();
     let s = daemon.scrape();
     let ctx = truncate(&s, 6000).to_string();
     let outstanding = value(&s, "perf_user_leak_outstanding_allocations");

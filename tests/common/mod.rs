@@ -172,6 +172,47 @@ impl Drop for Workload {
     }
 }
 
+/// `workloads/leaky.c` waiting to allocate until told (`LEAKY_GO`), so that
+/// a tracer attaches first; killed when dropped.
+pub struct Leaky {
+    pub workload: Workload,
+    go: PathBuf,
+    done: PathBuf,
+}
+
+impl Leaky {
+    /// Builds it in `dir` and starts it with `args` (`malloc 500 64`).
+    pub fn spawn(dir: &Path, args: &[&str]) -> Leaky {
+        let exe = compile_c("leaky", dir);
+        let (go, done) = (dir.join("go"), dir.join("done"));
+        let child = Command::new(&exe)
+            .args(args)
+            .env("LEAKY_GO", &go)
+            .env("LEAKY_DONE", &done)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start leaky");
+        let workload = Workload {
+            child,
+            name: exe.display().to_string(),
+        };
+        Leaky { workload, go, done }
+    }
+
+    /// Lets it allocate, and waits (30 s at most) until it has.
+    pub fn run(&mut self) {
+        std::fs::write(&self.go, "").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.done.exists() {
+            self.workload.assert_running();
+            assert!(Instant::now() < deadline, "leaky never finished");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// What a finished command left behind.
 #[derive(Debug)]
 pub struct CmdOutput {

@@ -55,6 +55,9 @@ pub const PACKAGES: &[&str] = &[
     "python3-bcrypt",
     "openssl",
     "curl",
+    // tests/fleet.rs: a real `go tool pprof` fetches the daemon's profile
+    // endpoints (curl, above, the rest).
+    "golang-go",
 ];
 
 #[derive(clap::Args)]
