@@ -346,3 +346,77 @@ fn read_key(pem: &Pem) -> Result<PrivateKeyDer<'static>, String> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> TlsSettings {
+        TlsSettings {
+            cert: Pem::Inline(String::new()),
+            key: Pem::Inline(String::new()),
+            client_ca: None,
+            client_auth: ClientAuth::None,
+            client_allowed_sans: Vec::new(),
+            min_version: TlsVersion::Tls12,
+            max_version: TlsVersion::Tls13,
+            cipher_suites: Vec::new(),
+            prefer_server_cipher_suites: true,
+            curve_preferences: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn cipher_suites_choose_among_tls12_suites_by_gos_names() {
+        let mut t = settings();
+        t.cipher_suites = vec![
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305".into(),
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256".into(),
+        ];
+        let p = provider(&t).unwrap();
+        let names: Vec<String> = p
+            .cipher_suites
+            .iter()
+            .filter(|s| s.tls13().is_none())
+            .map(|s| format!("{:?}", s.suite()))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+                "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256"
+            ]
+        );
+        // TLS 1.3's suites stay, as in Go.
+        assert!(p.cipher_suites.iter().any(|s| s.tls13().is_some()));
+        t.cipher_suites = vec!["TLS_RSA_WITH_AES_128_CBC_SHA".into()];
+        let e = provider(&t).unwrap_err();
+        assert!(e.contains("TLS_RSA_WITH_AES_128_CBC_SHA"), "{e}");
+    }
+
+    #[test]
+    fn curves_map_to_rustls_groups_in_order() {
+        let mut t = settings();
+        t.curve_preferences = vec!["CurveP384".into(), "X25519".into()];
+        let p = provider(&t).unwrap();
+        let names: Vec<String> = p
+            .kx_groups
+            .iter()
+            .map(|g| format!("{:?}", g.name()))
+            .collect();
+        assert_eq!(names, ["secp384r1", "X25519"]);
+        t.curve_preferences = vec!["CurveP521".into()];
+        assert!(provider(&t).unwrap_err().contains("CurveP521"));
+    }
+
+    #[test]
+    fn a_missing_file_names_the_key_and_path() {
+        let mut t = settings();
+        t.cert = Pem::File("/nonexistent/server.crt".into());
+        let e = server_config(&t).unwrap_err();
+        assert!(
+            e.contains("cert_file") && e.contains("/nonexistent/server.crt"),
+            "{e}"
+        );
+    }
+}
