@@ -127,14 +127,22 @@ impl Names {
     }
 }
 
-/// User stacks (root first) of `doc` for `pid`, with their counts.
+/// User stacks (root first) of `doc` for `pid`, with their counts, without
+/// inlined frames (those that repeat the address of the frame before: the
+/// report shows a function inlined at an address after the one it is in).
 fn our_stacks(doc: &Value, pid: u32, names: &mut Names) -> Vec<(Vec<String>, u64)> {
     stacks_of(doc, pid)
         .into_iter()
         .map(|s| {
-            let frames = frames(s)
+            let user: Vec<&Value> = frames(s)
                 .iter()
                 .filter(|f| !f["kernel"].as_bool().unwrap_or(false))
+                .collect();
+            let frames = user
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| *i == 0 || user[i - 1]["address"] != f["address"])
+                .map(|(_, f)| *f)
                 .map(|f| {
                     names.canonical(f["module"].as_str().unwrap_or("?"), f["function"].as_str())
                 })
@@ -389,5 +397,103 @@ fn profile_walks_an_exact_chain_without_frame_pointers() {
         start >= 0.95,
         "{:.1}% of {total} samples reach _start",
         start * 100.0
+    );
+}
+
+#[test]
+fn inlined_functions_are_frames_with_their_lines_as_perf_shows_them() {
+    if !require_privileges("inlined_functions_are_frames_with_their_lines_as_perf_shows_them") {
+        return;
+    }
+    let _x = exclusive();
+    let dir = test_dir("profile_stacks_inlined");
+    let exe = dir.join("inlined");
+    let src = workload_source("inlined.c");
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-o"])
+        .arg(&exe)
+        .arg(&src)
+        .status()
+        .unwrap();
+    assert!(status.success(), "gcc failed");
+    let text = std::fs::read_to_string(&src).unwrap();
+    let line_of = |marker: &str| {
+        text.lines()
+            .position(|l| l.contains(marker))
+            .map(|i| i as u64 + 1)
+            .unwrap()
+    };
+    let child = Kill(Command::new(&exe).spawn().unwrap());
+    let pid = child.0.id();
+    thread::sleep(Duration::from_millis(200));
+    let pid_s = pid.to_string();
+    let perf_data = dir.join("perf.data");
+    let perf = Command::new("perf")
+        .args([
+            "record",
+            "-q",
+            "-F",
+            "999",
+            "--call-graph",
+            "dwarf",
+            "-p",
+            &pid_s,
+            "-o",
+        ])
+        .arg(&perf_data)
+        .args(["--", "sleep", "1"])
+        .stdout(Stdio::null())
+        .status()
+        .expect("perf missing: install Debian's linux-perf");
+    assert!(perf.success(), "perf record failed");
+    let out = dir.join("profile.json");
+    let (doc, _run) = profile_json(&["--pid", &pid_s, "--duration", "2s"], &out);
+    // Ours: the hottest stack's frames from main on, with their lines.
+    let top = stacks_of(&doc, pid)
+        .into_iter()
+        .max_by_key(|s| count(s))
+        .expect("no stacks");
+    let ours: Vec<(String, u64)> = frames(top)
+        .iter()
+        .skip_while(|f| f["function"] != "main")
+        .map(|f| {
+            (
+                f["function"].as_str().unwrap_or("?").to_string(),
+                f["line"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let expected = vec![
+        ("main".to_string(), line_of("LINE:main")),
+        ("outer_work".to_string(), line_of("LINE:call")),
+        ("mix_inlined".to_string(), line_of("LINE:loop")),
+    ];
+    assert_eq!(ours, expected, "perf-user's hottest stack from main on");
+    // perf's, from the same program: the same three frames, the leaf marked
+    // inlined.
+    let script = Command::new("perf")
+        .args(["script", "-F", "ip,sym,dso", "-i"])
+        .arg(&perf_data)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap();
+    let script = String::from_utf8_lossy(&script.stdout);
+    let first = script
+        .split("\n\n")
+        .find(|b| b.contains("mix_inlined"))
+        .expect("perf has no sample in mix_inlined");
+    let theirs: Vec<&str> = first
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .take(3)
+        .collect();
+    assert_eq!(
+        theirs,
+        ["mix_inlined", "outer_work", "main"],
+        "perf's stack:\n{first}"
+    );
+    assert!(
+        first.contains("mix_inlined (inlined)"),
+        "perf's stack:\n{first}"
     );
 }

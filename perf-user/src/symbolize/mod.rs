@@ -61,6 +61,17 @@ struct SymInfo {
     line: Option<u32>,
     /// Without a name: the file offset where its function starts.
     start: Option<u64>,
+    /// Functions inlined at the address, outermost first (DWARF only):
+    /// each becomes a frame of its own, inside `name`'s.
+    inlined: Vec<InlinedInfo>,
+}
+
+/// A function inlined at an address.
+#[derive(Clone, Debug, Default)]
+struct InlinedInfo {
+    name: String,
+    file: Option<String>,
+    line: Option<u32>,
 }
 
 /// One user address, resolved to the place it should be looked up.
@@ -514,13 +525,15 @@ impl StackSymbolizer {
             .collect()
     }
 
-    /// Frames for a user stack given leaf first; returned root first.
+    /// Frames for a user stack given leaf first; returned root first. A
+    /// function inlined at an address is a frame of its own (as perf shows
+    /// it), with the same address as the frame it was inlined into.
     pub fn user_frames(&self, maps: Option<&ProcessMaps>, addrs: &[u64]) -> Vec<Arc<Frame>> {
         addrs
             .iter()
             .enumerate()
             .rev()
-            .map(|(i, &addr)| {
+            .flat_map(|(i, &addr)| {
                 let (module, offset, info) = match user_site(maps, lookup_addr(i, addr)) {
                     UserSite::File {
                         key,
@@ -563,16 +576,25 @@ impl StackSymbolizer {
                 };
                 // Show the offset of the sampled address itself, not the adjusted one.
                 let offset = offset + (addr - lookup_addr(i, addr));
-                Arc::new(Frame {
-                    function: info.name,
-                    module,
-                    offset,
-                    address: addr,
-                    function_start: info.start,
-                    file: info.file,
-                    line: info.line,
-                    kernel: false,
-                })
+                let frame = |function, file, line, function_start| {
+                    Arc::new(Frame {
+                        function,
+                        module: module.clone(),
+                        offset,
+                        address: addr,
+                        function_start,
+                        file,
+                        line,
+                        kernel: false,
+                    })
+                };
+                let mut out = vec![frame(info.name, info.file, info.line, info.start)];
+                out.extend(
+                    info.inlined
+                        .into_iter()
+                        .map(|f| frame(Some(f.name), f.file, f.line, None)),
+                );
+                out
             })
             .collect()
     }
@@ -596,6 +618,7 @@ fn blaze(names_only: bool) -> Symbolizer {
     Symbolizer::builder()
         .enable_demangling(true)
         .enable_code_info(!names_only)
+        .enable_inlined_fns(!names_only)
         .build()
 }
 
@@ -667,11 +690,30 @@ fn sym_info(s: Symbolized<'_>) -> SymInfo {
                 Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
                 None => (None, None),
             };
+            // Each frame's own line: the outer function's is where it
+            // called the first inlined one; an inlined function's, the
+            // place in it (blazesym gives each with its function).
+            let inlined = sym
+                .inlined
+                .iter()
+                .map(|f| {
+                    let (file, line) = match &f.code_info {
+                        Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
+                        None => (None, None),
+                    };
+                    InlinedInfo {
+                        name: f.name.to_string(),
+                        file,
+                        line,
+                    }
+                })
+                .collect();
             SymInfo {
                 name: Some(sym.name.into_owned()),
                 file,
                 line,
                 start: None,
+                inlined,
             }
         }
         Symbolized::Unknown(_) => SymInfo::default(),
