@@ -1409,6 +1409,7 @@ fn free_port() -> u16 {
 struct Daemon {
     run: Option<Running>,
     addr: SocketAddr,
+    started: Instant,
 }
 
 impl Daemon {
@@ -1425,6 +1426,7 @@ impl Daemon {
             "--log-format",
             "json",
         ]);
+        let started = Instant::now();
         let mut run = Running::start(cmd);
         let deadline = Instant::now() + TIMEOUT;
         while exchange(addr, &get("/healthz", ""), Duration::from_secs(5)).0 != Some(200) {
@@ -1441,6 +1443,7 @@ impl Daemon {
         Daemon {
             run: Some(run),
             addr,
+            started,
         }
     }
 
@@ -1465,7 +1468,9 @@ impl Daemon {
         let run = self.run.take().unwrap();
         // SAFETY: kill has no memory-safety preconditions; the PID is our child's.
         unsafe { libc::kill(run.child.id() as i32, libc::SIGTERM) };
-        run.finish(Duration::from_secs(30))
+        // 30 s from now: `finish` counts from the process's start, and the
+        // daemon has served the whole catalogue by then.
+        run.finish(self.started.elapsed() + Duration::from_secs(30))
     }
 }
 
