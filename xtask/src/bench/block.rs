@@ -48,6 +48,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
             c
         }),
         gated: false,
+        hold_at_end: false,
         parse: parse_fio,
         ops: ios as f64,
         op_name: "I/O",

@@ -28,6 +28,9 @@ pub struct Tracer {
     /// A line it prints on stdout once every probe is attached (bpftrace:
     /// `BEGIN { printf("ready\n"); }`, which runs after attaching).
     pub ready_line: Option<String>,
+    /// Uprobes it attaches: at least this many perf-event uprobes, or this
+    /// many uprobe_multi links (see [`Tracer::with_uprobes`]).
+    pub uprobes: Option<(usize, usize)>,
 }
 
 impl Tracer {
@@ -36,7 +39,17 @@ impl Tracer {
             program: program.into(),
             args: args.iter().map(|&a| a.to_owned()).collect(),
             ready_line: None,
+            uprobes: None,
         }
+    }
+
+    /// Attached only once it holds at least `perf_events` perf-event
+    /// uprobes or `multi_links` uprobe_multi links: a tracer that verifies
+    /// large programs for seconds before attaching (on a loaded machine)
+    /// keeps its descriptor count still for longer than the settling time.
+    pub fn with_uprobes(mut self, perf_events: usize, multi_links: usize) -> Self {
+        self.uprobes = Some((perf_events, multi_links));
+        self
     }
 
     /// A bpftrace script, ready once its BEGIN probe printed "ready".
@@ -48,6 +61,7 @@ impl Tracer {
             program: program.into(),
             args,
             ready_line: Some("ready".into()),
+            uprobes: None,
         }
     }
 
@@ -75,7 +89,14 @@ pub struct Variant {
     pub tracer: Result<Option<Tracer>, String>,
     /// Said next to its figures in the report (e.g. what its BPF time leaves out).
     pub note: Option<String>,
+    /// Run after each of its runs, once the tracer has exited: more figures
+    /// of that run (samples in its report, bytes it wrote, a post-processing
+    /// step's CPU), by name. An error makes the run a failed one.
+    pub after: Option<AfterRun>,
 }
+
+/// See [`Variant::after`].
+pub type AfterRun = Box<dyn Fn(&Run) -> Result<BTreeMap<String, f64>>>;
 
 impl Variant {
     pub fn untraced() -> Self {
@@ -83,6 +104,7 @@ impl Variant {
             name: "untraced".into(),
             tracer: Ok(None),
             note: None,
+            after: None,
         }
     }
 
@@ -91,11 +113,20 @@ impl Variant {
             name: name.into(),
             tracer: tracer.map(Some),
             note: None,
+            after: None,
         }
     }
 
     pub fn with_note(mut self, note: &str) -> Self {
         self.note = Some(note.into());
+        self
+    }
+
+    pub fn with_after(
+        mut self,
+        after: impl Fn(&Run) -> Result<BTreeMap<String, f64>> + 'static,
+    ) -> Self {
+        self.after = Some(Box::new(after));
         self
     }
 }
@@ -107,6 +138,10 @@ pub struct Workload {
     /// It prints `ready` and waits for a line on stdin before working, so
     /// that a tracer can attach to its PID (`{pid}`) first.
     pub gated: bool,
+    /// Once done it prints its figures and waits for one more line on
+    /// stdin before exiting (so that tracers scoped to its PID, which exit
+    /// with it, are still there to be read).
+    pub hold_at_end: bool,
     /// Seconds the work took, from its stdout.
     pub parse: fn(&str) -> Result<f64>,
     /// Units of work per run (iterations, I/Os, round trips).
@@ -127,6 +162,8 @@ pub fn parse_elapsed_ns(out: &str) -> Result<f64> {
 /// One run of the workload.
 #[derive(Clone, Debug, Serialize)]
 pub struct Run {
+    /// The workload's PID.
+    pub pid: i32,
     /// Seconds the fixed work took.
     pub seconds: f64,
     /// CPU seconds of the workload (and its children).
@@ -135,6 +172,8 @@ pub struct Run {
     /// other users' builds, daemons (the tracer's own CPU is left out).
     pub other_load_cores: Option<f64>,
     pub tracer: Option<TracerRun>,
+    /// Figures of the variant's `after` step.
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// What a tracer cost during one run of the workload.
@@ -181,6 +220,8 @@ pub struct VariantResult {
     /// Units of work per second (median).
     pub ops_per_second: Option<f64>,
     pub direct: Option<Direct>,
+    /// Medians over the runs of the `after` step's figures.
+    pub extra: BTreeMap<String, f64>,
 }
 
 /// Direct cost of a tracer, summed over its runs.
@@ -232,6 +273,7 @@ pub fn run(
             paired_ratio: None,
             ops_per_second: None,
             direct: None,
+            extra: BTreeMap::new(),
         })
         .collect();
     for r in &results {
@@ -263,7 +305,13 @@ pub fn run(
                 ctx.reps,
                 variants[i].name
             );
-            match run_once(ctx, workload, tracer) {
+            let run = run_once(ctx, workload, tracer).and_then(|mut run| {
+                if let Some(after) = &variants[i].after {
+                    run.extra = after(&run)?;
+                }
+                Ok(run)
+            });
+            match run {
                 Ok(run) => {
                     eprintln!(
                         "{label} {:>8.3} s{}",
@@ -331,7 +379,7 @@ fn start_workload(ctx: &Ctx, workload: &Workload) -> Result<Proc> {
     let mut cmd = (workload.command)();
     cmd.stdout(Stdio::piped())
         .stderr(Stdio::from(ctx.log_file("workload")?));
-    cmd.stdin(if workload.gated {
+    cmd.stdin(if workload.gated || workload.hold_at_end {
         Stdio::piped()
     } else {
         Stdio::null()
@@ -370,12 +418,35 @@ fn run_once(ctx: &Ctx, workload: &Workload, tracer: Option<&Tracer>) -> Result<R
         }
         None => start_workload(ctx, workload)?,
     };
+    // A held workload waits for a line after printing its figures: the
+    // tracer's counters are read while the process still exists (`profile
+    // --pid` and `perf record -p` exit with it).
+    let mut out = String::new();
+    let mut held = None;
+    if workload.hold_at_end {
+        while let Some(line) = work.read_line()? {
+            out.push_str(&line);
+            out.push('\n');
+            if (workload.parse)(&out).is_ok() {
+                held = Some((
+                    process::system_busy_seconds(),
+                    traced.as_ref().map(|t| t.snapshot()),
+                ));
+                let _ = work.write_line("exit");
+                break;
+            }
+        }
+    }
     let exit = work
         .wait_timeout(Duration::from_secs(3600))?
         .ok_or_else(|| anyhow!("`{}` ran for an hour; stopped", work.display))?;
-    let busy1 = process::system_busy_seconds();
-    let after = traced.as_ref().map(|t| t.snapshot());
-    let out = work.read_rest()?;
+    let (busy1, after) = held.unwrap_or_else(|| {
+        (
+            process::system_busy_seconds(),
+            traced.as_ref().map(|t| t.snapshot()),
+        )
+    });
+    out.push_str(&work.read_rest()?);
     if !exit.status.success() {
         return Err(anyhow!(
             "`{}` failed ({}); its stderr is in {}",
@@ -438,10 +509,12 @@ fn run_once(ctx: &Ctx, workload: &Workload, tracer: Option<&Tracer>) -> Result<R
         _ => None,
     };
     Ok(Run {
+        pid: work.pid,
         seconds,
         workload_cpu_seconds: exit.cpu_seconds,
         other_load_cores,
         tracer: tracer_run,
+        extra: BTreeMap::new(),
     })
 }
 
@@ -513,7 +586,8 @@ fn start_tracer(ctx: &Ctx, tracer: &Tracer, pid: Option<i32>) -> Result<Running,
     let unavailable =
         |e: String| RunError::Unavailable(format!("{e}; its stderr: {}", tail(&stderr)));
     let mut attach_seconds =
-        wait_attached(&mut proc, start, Duration::from_secs(60)).map_err(unavailable)?;
+        wait_attached_with(&mut proc, start, Duration::from_secs(60), tracer.uprobes)
+            .map_err(unavailable)?;
     if let Some(line) = &tracer.ready_line {
         loop {
             let text = fs::read_to_string(&stdout).unwrap_or_default();
@@ -540,6 +614,17 @@ fn start_tracer(ctx: &Ctx, tracer: &Tracer, pid: Option<i32>) -> Result<Running,
 /// Waits until `proc`'s probe descriptors are there and stable; returns the
 /// seconds from `since` until they reached their final count.
 pub fn wait_attached(proc: &mut Proc, since: Instant, timeout: Duration) -> Result<f64, String> {
+    wait_attached_with(proc, since, timeout, None)
+}
+
+/// [`wait_attached`], and with `uprobes` = (perf events, uprobe_multi
+/// links), until it holds at least that many of either.
+pub fn wait_attached_with(
+    proc: &mut Proc,
+    since: Instant,
+    timeout: Duration,
+    uprobes: Option<(usize, usize)>,
+) -> Result<f64, String> {
     let start = Instant::now();
     let mut last = 0;
     let mut last_change = start;
@@ -557,15 +642,31 @@ pub fn wait_attached(proc: &mut Proc, since: Instant, timeout: Duration) -> Resu
         if n != last {
             last = n;
             last_change = now;
-        } else if n > 0 && now - last_change >= Duration::from_millis(500) {
+        } else if n > 0
+            && now - last_change >= Duration::from_millis(500)
+            && uprobes.is_none_or(|(events, links)| {
+                let (e, l) = process::uprobe_fds(proc.pid);
+                e >= events || l >= links
+            })
+        {
             return Ok(last_change.saturating_duration_since(since).as_secs_f64());
         }
         if now - start > timeout {
-            return Err(format!(
-                "`{}` attached no probe within {} s",
-                proc.display,
-                timeout.as_secs()
-            ));
+            return Err(match uprobes {
+                Some((events, links)) => {
+                    let (e, l) = process::uprobe_fds(proc.pid);
+                    format!(
+                        "`{}` did not attach its uprobes within {} s ({e} of {events} perf                          events, {l} of {links} uprobe_multi links)",
+                        proc.display,
+                        timeout.as_secs()
+                    )
+                }
+                None => format!(
+                    "`{}` attached no probe within {} s",
+                    proc.display,
+                    timeout.as_secs()
+                ),
+            });
         }
         thread::sleep(Duration::from_millis(20));
     }
@@ -587,6 +688,20 @@ fn summarize(workload: &Workload, results: &mut [VariantResult]) {
             r.paired_ratio = stats::paired_ratio(&s, &base);
             r.direct = direct(workload, &r.runs);
         }
+        let keys: std::collections::BTreeSet<&String> =
+            r.runs.iter().flat_map(|x| x.extra.keys()).collect();
+        r.extra = keys
+            .into_iter()
+            .filter_map(|k| {
+                let values: Vec<f64> = r
+                    .runs
+                    .iter()
+                    .filter_map(|x| x.extra.get(k))
+                    .copied()
+                    .collect();
+                Some((k.clone(), stats::median(&values)?))
+            })
+            .collect();
     }
 }
 
@@ -668,6 +783,7 @@ mod tests {
 
     fn run(seconds: f64, tracer: Option<(u64, u64, f64)>) -> Run {
         Run {
+            pid: 1,
             seconds,
             workload_cpu_seconds: seconds * 2.0,
             other_load_cores: Some(0.0),
@@ -680,6 +796,7 @@ mod tests {
                 per_program: Vec::new(),
                 attach_seconds: 0.1,
             }),
+            extra: BTreeMap::from([("samples".to_owned(), seconds * 10.0)]),
         }
     }
 
@@ -688,6 +805,7 @@ mod tests {
         let workload = Workload {
             command: Box::new(|| Command::new("true")),
             gated: false,
+            hold_at_end: false,
             parse: parse_elapsed_ns,
             ops: 1000.0,
             op_name: "op",
@@ -704,6 +822,7 @@ mod tests {
             paired_ratio: None,
             ops_per_second: None,
             direct: None,
+            extra: BTreeMap::new(),
         };
         let mut results = vec![
             result(
@@ -737,5 +856,6 @@ mod tests {
         assert!((d.bpf_percent_of_workload_cpu - 0.03).abs() < 1e-9);
         assert!((d.tracer_percent_of_workload_cpu - 0.3).abs() < 1e-9);
         assert_eq!(d.tracer_cpu_seconds_total, 0.02);
+        assert_eq!(t.extra.get("samples"), Some(&15.0));
     }
 }

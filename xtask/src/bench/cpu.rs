@@ -33,6 +33,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
             c
         }),
         gated: false,
+        hold_at_end: false,
         parse: compare::parse_elapsed_ns,
         ops: iterations as f64 * procs as f64 / 1e6,
         op_name: "M iterations",

@@ -63,7 +63,8 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
         }
     }
     report.work = format!(
-        "`perf-user {}` for {seconds} s while `cpu_burn` keeps every CPU busy and a small \
+        "`perf-user {}` for {seconds} s while `cpu_burn` keeps every CPU busy, Debian's python3 \
+         runs a json and zlib loop (its stacks need unwind tables), and a small \
          loopback TCP exchange (`tcp_rr 20 50`) and a /metrics scrape run every {} s.",
         args.join(" "),
         scrape_every.as_secs()
@@ -106,11 +107,21 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
             .stdout(Stdio::null())
             .process_group(0),
     )?;
+    // And a process built without frame pointers, whose stacks need unwind
+    // tables (the CPU collector walks them by default on x86_64 and arm64).
+    let mut python = match super::unwind::endless_python(ctx) {
+        Ok(mut c) => Some(Proc::spawn(&mut c)?),
+        Err(e) => {
+            report.notes.push(format!("no python3 load: {e:#}"));
+            None
+        }
+    };
     let before_cpu = process::cpu_seconds(daemon.pid).unwrap_or(0.0);
     let before_progs = process::bpf_progs(daemon.pid);
     let t0 = Instant::now();
     let mut scrape_ms = Vec::new();
     let mut metrics_bytes = 0;
+    let mut last_metrics = String::new();
     let mut scrape_errors = Vec::new();
     let mut next = t0;
     while t0.elapsed() < Duration::from_secs(seconds) {
@@ -135,6 +146,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
                     Ok((200, body)) => {
                         scrape_ms.push(s.elapsed().as_secs_f64() * 1e3);
                         metrics_bytes = body.len();
+                        last_metrics = body;
                     }
                     Ok((code, _)) => scrape_errors.push(format!("HTTP {code}")),
                     Err(e) => scrape_errors.push(format!("{e:#}")),
@@ -155,6 +167,10 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     // our unreaped cpu_burn child leads.
     unsafe { libc::kill(-burn.pid, libc::SIGKILL) };
     let _ = burn.wait_timeout(Duration::from_secs(10));
+    if let Some(p) = &mut python {
+        p.signal(libc::SIGKILL);
+        let _ = p.wait_timeout(Duration::from_secs(10));
+    }
     let alive = daemon.alive();
     let exit = daemon.stop(Duration::from_secs(60))?;
     ctx.check_interrupted()?;
@@ -203,6 +219,16 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     ));
     if let Some(kib) = hwm_kib {
         m.push(Metric::new("peak RSS (VmHWM)", kib as f64 / 1024.0, "MiB").below(50.0, "50 MB"));
+        if unwind_figures(&last_metrics, m) {
+            m.push(
+                Metric::new(
+                    "peak RSS with unwind tables for every sampled process",
+                    kib as f64 / 1024.0,
+                    "MiB",
+                )
+                .below(60.0, "60 MiB"),
+            );
+        }
     }
     if let (Some(anon), Some(file)) = (anon_kib, file_kib) {
         m.push(Metric::new(
@@ -255,6 +281,57 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
     Ok(report)
 }
 
+/// The unwind tables' figures of the last scrape; whether there were any.
+fn unwind_figures(metrics: &str, m: &mut Vec<Metric>) -> bool {
+    let value = |name: &str| {
+        metrics.lines().find_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            (k == name).then(|| v.parse::<f64>().ok()).flatten()
+        })
+    };
+    let Some(rows) = value("perf_user_unwind_table_rows") else {
+        return false;
+    };
+    if let Some(files) = value("perf_user_unwind_table_files{state=\"loaded\"}") {
+        m.push(Metric::new("unwind tables loaded: files", files, ""));
+    }
+    m.push(Metric::new(
+        "unwind tables loaded: rows (12 bytes each)",
+        rows,
+        "",
+    ));
+    if let Some(s) = value("perf_user_unwind_table_load_seconds_total") {
+        m.push(Metric::new(
+            "unwind tables: time building and loading",
+            s,
+            "s",
+        ));
+    }
+    let walks: Vec<(String, f64)> = metrics
+        .lines()
+        .filter(|l| l.starts_with("perf_user_unwind_walks_ended_total{"))
+        .filter_map(|l| {
+            let (k, v) = l.rsplit_once(' ')?;
+            let reason = k.split("reason=\"").nth(1)?.split('"').next()?;
+            Some((reason.to_owned(), v.parse().ok()?))
+        })
+        .collect();
+    let total: f64 = walks.iter().map(|(_, n)| n).sum();
+    if total > 0.0 {
+        let complete: f64 = walks
+            .iter()
+            .filter(|(r, _)| r == "complete")
+            .map(|(_, n)| n)
+            .sum();
+        m.push(Metric::new(
+            "table walks that reached the outermost frame",
+            100.0 * complete / total,
+            "%",
+        ));
+    }
+    true
+}
+
 fn has_flag(help: &str, flag: &str) -> bool {
     help.split(|c: char| c.is_whitespace() || c == ',' || c == '=')
         .any(|w| w == flag)
@@ -300,5 +377,20 @@ mod tests {
         assert!(has_flag(help, "--listen"));
         assert!(has_flag(help, "--port"));
         assert!(!has_flag(help, "--address"));
+    }
+
+    #[test]
+    fn unwind_metrics() {
+        let text = "# HELP x\nperf_user_unwind_table_rows 1200\n\
+                    perf_user_unwind_table_files{state=\"loaded\"} 9\n\
+                    perf_user_unwind_walks_ended_total{collector=\"cpu\",reason=\"complete\"} 3\n\
+                    perf_user_unwind_walks_ended_total{collector=\"cpu\",reason=\"no_row\"} 1\n";
+        let mut m = Vec::new();
+        assert!(unwind_figures(text, &mut m));
+        let get = |name: &str| m.iter().find(|x| x.name.starts_with(name)).unwrap().value;
+        assert_eq!(get("unwind tables loaded: files"), 9.0);
+        assert_eq!(get("unwind tables loaded: rows"), 1200.0);
+        assert_eq!(get("table walks"), 75.0);
+        assert!(!unwind_figures("", &mut m));
     }
 }

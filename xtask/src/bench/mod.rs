@@ -20,6 +20,7 @@ mod report;
 pub(crate) mod stats;
 mod symbolize;
 mod tcp;
+mod unwind;
 
 use std::{
     fs::{self, File},
@@ -88,6 +89,8 @@ pub struct Ctx {
     pub perf_user: Result<PathBuf, String>,
     /// The symbolization benchmark example, or why there is none.
     pub symbolize_bench: Result<PathBuf, String>,
+    /// The unwind-table build-time example, or why there is none.
+    pub unwind_table_bench: Result<PathBuf, String>,
     pub target_dir: PathBuf,
     pub ncpu: usize,
 }
@@ -256,25 +259,42 @@ pub fn main(args: &Args) -> Result<()> {
     let bin = tmp.join("bin");
     fs::create_dir_all(&bin).with_context(|| format!("cannot create {}", bin.display()))?;
     compile_workloads(&bin)?;
-    let (perf_user, symbolize_bench) = match &args.perf_user {
+    let mut examples = Vec::new();
+    if selected("symbolize") {
+        examples.push("symbolize_bench");
+    }
+    if selected("cpu") {
+        examples.push("unwind_table_bench");
+    }
+    let (perf_user, mut built) = match &args.perf_user {
         Some(path) => {
             let path = fs::canonicalize(path)
                 .with_context(|| format!("--perf-user {}: no such file", path.display()))?;
-            let example = path
-                .parent()
-                .map(|d| d.join("examples").join("symbolize_bench"))
-                .filter(|p| p.is_file())
-                .ok_or_else(|| {
-                    format!(
-                        "no examples/symbolize_bench next to {}; build it with `cargo build \
-                         --release -p perf-user --example symbolize_bench`",
-                        path.display()
-                    )
-                });
-            (Ok(path), example)
+            let next_to = |name: &str| {
+                path.parent()
+                    .map(|d| d.join("examples").join(name))
+                    .filter(|p| p.is_file())
+                    .ok_or_else(|| {
+                        format!(
+                            "no examples/{name} next to {}; build it with `cargo build \
+                             --release -p perf-user --example {name}`",
+                            path.display()
+                        )
+                    })
+            };
+            let examples = examples.iter().map(|&e| (e, next_to(e))).collect();
+            (Ok(path.clone()), examples)
         }
-        None => build_ours(&target_dir, selected("symbolize")),
+        None => build_ours(&target_dir, &examples),
     };
+    let mut example = |name: &str| {
+        built
+            .iter()
+            .position(|(e, _)| *e == name)
+            .map_or_else(|| Err("not built".into()), |i| built.swap_remove(i).1)
+    };
+    let symbolize_bench = example("symbolize_bench");
+    let unwind_table_bench = example("unwind_table_bench");
     let ncpu = std::thread::available_parallelism().map_or(1, |n| n.get());
     let ctx = Ctx {
         quick: args.quick,
@@ -283,6 +303,7 @@ pub fn main(args: &Args) -> Result<()> {
         bin,
         perf_user,
         symbolize_bench,
+        unwind_table_bench,
         target_dir,
         ncpu,
     };
@@ -299,32 +320,39 @@ pub fn main(args: &Args) -> Result<()> {
             break;
         }
         eprintln!("== case {case}");
-        let t0 = Instant::now();
-        let result = match case {
-            "cpu" => cpu::run(&ctx),
-            "block" => block::run(&ctx),
-            "tcp" => tcp::run(&ctx),
-            "alloc" => alloc::run(&ctx),
-            "daemon" => daemon::run(&ctx),
-            "symbolize" => symbolize::run(&ctx),
+        // The cpu case is two comparisons: cpu_burn, and whole user stacks
+        // on python3 (issue 13).
+        let parts: &[(&'static str, CaseFn)] = match case {
+            "cpu" => &[("cpu", cpu::run), ("cpu-unwind", unwind::run)],
+            "block" => &[("block", block::run)],
+            "tcp" => &[("tcp", tcp::run)],
+            "alloc" => &[("alloc", alloc::run)],
+            "daemon" => &[("daemon", daemon::run)],
+            "symbolize" => &[("symbolize", symbolize::run)],
             _ => unreachable!("checked against CASES"),
         };
-        let mut report = match result {
-            Ok(r) => r,
-            Err(e) if ctx.check_interrupted().is_err() => {
-                eprintln!("interrupted during case {case}: {e:#}");
+        for &(id, run) in parts {
+            if ctx.check_interrupted().is_err() {
                 break;
             }
-            Err(e) => {
-                eprintln!("case {case} failed: {e:#}");
-                CaseReport::new(case, case_title(case)).unavailable(format!("failed: {e:#}"))
+            let t0 = Instant::now();
+            let mut report = match run(&ctx) {
+                Ok(r) => r,
+                Err(e) if ctx.check_interrupted().is_err() => {
+                    eprintln!("interrupted during case {id}: {e:#}");
+                    break;
+                }
+                Err(e) => {
+                    eprintln!("case {id} failed: {e:#}");
+                    CaseReport::new(id, case_title(id)).unavailable(format!("failed: {e:#}"))
+                }
+            };
+            report.seconds = t0.elapsed().as_secs_f64();
+            if let Some(why) = &report.not_available {
+                eprintln!("  [{id}] not available: {why}");
             }
-        };
-        report.seconds = t0.elapsed().as_secs_f64();
-        if let Some(why) = &report.not_available {
-            eprintln!("  [{case}] not available: {why}");
+            cases.push(report);
         }
-        cases.push(report);
     }
     drop(stats);
 
@@ -353,6 +381,7 @@ pub fn main(args: &Args) -> Result<()> {
 pub fn case_title(id: &str) -> &'static str {
     match id {
         "cpu" => "CPU profiling",
+        "cpu-unwind" => "CPU profiling, whole user stacks without frame pointers (issue 13)",
         "block" => "Block I/O latency",
         "tcp" => "TCP latency",
         "alloc" => "Allocation tracing",
@@ -382,37 +411,47 @@ fn compile_workloads(bin: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Builds target/release/perf-user and the symbolization example; a failed
-/// build is reported per case instead of stopping the peers' measurements.
+/// One comparison or measurement of a case.
+type CaseFn = fn(&Ctx) -> Result<CaseReport>;
+
+/// A built example, or why there is none.
+type Example = (&'static str, Result<PathBuf, String>);
+
+/// Builds target/release/perf-user and the `examples` the selected cases
+/// use; a failed build is reported per case instead of stopping the peers'
+/// measurements.
 fn build_ours(
     target_dir: &Path,
-    with_example: bool,
-) -> (Result<PathBuf, String>, Result<PathBuf, String>) {
+    examples: &[&'static str],
+) -> (Result<PathBuf, String>, Vec<Example>) {
     let release = target_dir.join("release");
     let ours = build::build(true, &[])
         .map(|()| release.join("perf-user"))
         .map_err(|e| format!("building perf-user failed: {e:#}"));
-    let example = if with_example {
-        let build_example = || -> Result<PathBuf> {
-            let ready = crate::setup::ensure(crate::setup::Mode::Quiet)?;
-            let mut cargo = ready.cargo()?;
-            cargo.args([
-                "build",
-                "--release",
-                "--package",
-                "perf-user",
-                "--example",
-                "symbolize_bench",
-            ]);
-            eprintln!("running: {}", cmd::display(&cargo));
-            cmd::run(&mut cargo)?;
-            Ok(release.join("examples").join("symbolize_bench"))
-        };
-        build_example().map_err(|e| format!("building the symbolize_bench example failed: {e:#}"))
-    } else {
-        Err("not built".into())
-    };
-    (ours, example)
+    let built = examples
+        .iter()
+        .map(|&name| {
+            let build_example = || -> Result<PathBuf> {
+                let ready = crate::setup::ensure(crate::setup::Mode::Quiet)?;
+                let mut cargo = ready.cargo()?;
+                cargo.args([
+                    "build",
+                    "--release",
+                    "--package",
+                    "perf-user",
+                    "--example",
+                    name,
+                ]);
+                eprintln!("running: {}", cmd::display(&cargo));
+                cmd::run(&mut cargo)?;
+                Ok(release.join("examples").join(name))
+            };
+            let result =
+                build_example().map_err(|e| format!("building the {name} example failed: {e:#}"));
+            (name, result)
+        })
+        .collect();
+    (ours, built)
 }
 
 /// Kernel BPF run-time statistics, on while this lives.

@@ -286,6 +286,48 @@ pub fn probe_fds(pid: i32) -> usize {
         .count()
 }
 
+/// Uprobes `pid` holds: (perf events, or BPF links of type perf, and BPF
+/// links of type uprobe_multi). A tracer that attaches N probes holds N of
+/// the first, or one link of the second per program on Linux 6.6+.
+pub fn uprobe_fds(pid: i32) -> (usize, usize) {
+    let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return (0, 0);
+    };
+    let (mut events, mut multi) = (0, 0);
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else {
+            continue;
+        };
+        let target = target.as_os_str().to_string_lossy();
+        if target.contains("perf_event") {
+            events += 1;
+            continue;
+        }
+        if !target.contains("bpf_link") {
+            continue;
+        }
+        let info = fs::read_to_string(format!(
+            "/proc/{pid}/fdinfo/{}",
+            fd.file_name().to_string_lossy()
+        ))
+        .unwrap_or_default();
+        match link_type(&info) {
+            Some(t) if t.contains("probe_multi") => multi += 1,
+            Some(t) if t.contains("perf") => events += 1,
+            _ => {}
+        }
+    }
+    (events, multi)
+}
+
+/// `link_type` of a bpf-link fd's fdinfo.
+fn link_type(fdinfo: &str) -> Option<&str> {
+    fdinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("link_type:"))
+        .map(str::trim)
+}
+
 /// A `Key:   123 kB` line of /proc/PID/status, in KiB.
 pub fn status_kib(pid: i32, key: &str) -> Option<u64> {
     status_kib_in(&format!("/proc/{pid}/status"), key)
@@ -334,6 +376,15 @@ mod tests {
             ))
         );
         assert_eq!(parse_prog_fdinfo("pos:\t0\n"), None);
+    }
+
+    #[test]
+    fn link_types() {
+        assert_eq!(
+            link_type("pos:\t0\nlink_type:\tuprobe_multi\nlink_id:\t3\n"),
+            Some("uprobe_multi")
+        );
+        assert_eq!(link_type("pos:\t0\n"), None);
     }
 
     #[test]

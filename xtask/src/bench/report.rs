@@ -285,6 +285,7 @@ fn comparison_markdown(s: &mut String, op: &str, variants: &[VariantResult]) {
         }
         s.push('\n');
     }
+    extra_markdown(s, variants);
     for v in variants {
         if let Some(cmd) = &v.command {
             let _ = writeln!(s, "- {}: `{}`", v.name, cmd.replace('\n', " "));
@@ -301,6 +302,34 @@ fn comparison_markdown(s: &mut String, op: &str, variants: &[VariantResult]) {
             );
         }
     }
+}
+
+/// The variants' own figures (medians of their `after` steps), one row per
+/// figure, one column per variant that has any.
+fn extra_markdown(s: &mut String, variants: &[VariantResult]) {
+    let with: Vec<&VariantResult> = variants.iter().filter(|v| !v.extra.is_empty()).collect();
+    if with.is_empty() {
+        return;
+    }
+    let keys: std::collections::BTreeSet<&String> =
+        with.iter().flat_map(|v| v.extra.keys()).collect();
+    let _ = writeln!(
+        s,
+        "Per variant (medians over the runs):\n\n| figure | {} |\n|---|{}",
+        with.iter()
+            .map(|v| cell(&v.name))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---:|".repeat(with.len())
+    );
+    for key in keys {
+        let values: Vec<String> = with
+            .iter()
+            .map(|v| v.extra.get(key).map_or_else(String::new, |x| num(*x)))
+            .collect();
+        let _ = writeln!(s, "| {} | {} |", cell(key), values.join(" | "));
+    }
+    s.push('\n');
 }
 
 /// Markdown-table-safe text.

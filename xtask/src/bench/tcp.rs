@@ -46,6 +46,7 @@ pub fn run(ctx: &Ctx) -> Result<CaseReport> {
             c
         }),
         gated: false,
+        hold_at_end: false,
         parse: compare::parse_elapsed_ns,
         ops: (conns * trips) as f64,
         op_name: "round trip",
