@@ -142,11 +142,12 @@ pub struct ProfileArgs {
     #[arg(long)]
     pub include_idle: bool,
 
-    /// How user stacks are walked: `auto` (the default) is `dwarf` on
-    /// x86_64 and `fp` elsewhere; `fp`, frame pointers (cheap, but one or two
-    /// frames deep in code built without them, as most distribution packages
-    /// are); `dwarf`, tables built from each file's .eh_frame when a process
-    /// is first sampled, frame pointers where a file has none (JIT code).
+    /// How user stacks are walked: `auto` (the default) is `dwarf` with
+    /// --pid on x86_64 and arm64, `fp` otherwise; `fp`, frame pointers
+    /// (cheap, but one or two frames deep in code built without them, as most
+    /// distribution packages are); `dwarf`, tables built from each file's
+    /// .eh_frame when a process is first sampled (--pid ones before the
+    /// first sample), frame pointers where a file has none (JIT code).
     #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::unwind::UnwindMode::Auto)]
     pub unwind: crate::unwind::UnwindMode,
 

@@ -157,8 +157,8 @@ pub struct CpuSection {
     pub stacks: StackKind,
     /// Count the idle task (pid 0) too.
     pub include_idle: bool,
-    /// How user stacks are walked: "auto" (dwarf on x86_64, fp elsewhere),
-    /// "fp" or "dwarf" (docs/unwinding.md).
+    /// How user stacks are walked: "auto" (frame pointers: the daemon
+    /// samples every process), "fp" or "dwarf" (docs/unwinding.md).
     pub unwind: crate::unwind::UnwindMode,
     /// Kernel memory for unwind tables, in MiB (1 to 1024).
     #[serde(deserialize_with = "unwind_tables_mib")]

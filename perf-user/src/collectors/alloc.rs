@@ -328,7 +328,7 @@ impl AllocCollector {
             sample_every: opts.sample_every,
         };
         let mut map_entries = vec![("ALLOC_OUTSTANDING", opts.max_allocations)];
-        if opts.unwind.resolve() == UnwindMode::Dwarf {
+        if opts.unwind.resolve(true) == UnwindMode::Dwarf {
             map_entries.extend(Limits::default().map_entries());
         }
         let mut ebpf = ebpf::load(&ebpf::Globals {
@@ -383,7 +383,7 @@ impl AllocCollector {
             ebpf,
             tgid,
             attached: Vec::new(),
-            tables: (opts.unwind.resolve() == UnwindMode::Dwarf)
+            tables: (opts.unwind.resolve(true) == UnwindMode::Dwarf)
                 .then(|| TableLoader::new(Limits::default())),
         })
     }

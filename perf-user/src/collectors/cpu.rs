@@ -454,7 +454,8 @@ fn sample_config(opts: &CpuOptions) -> Result<SampleConfig, CpuError> {
     cfg.include_idle = u8::from(opts.include_idle);
     cfg.user_stacks = u8::from(opts.user_stacks);
     cfg.kernel_stacks = u8::from(opts.kernel_stacks);
-    cfg.dwarf = u8::from(opts.user_stacks && opts.unwind.resolve() == UnwindMode::Dwarf);
+    let selected = !opts.pids.is_empty();
+    cfg.dwarf = u8::from(opts.user_stacks && opts.unwind.resolve(selected) == UnwindMode::Dwarf);
     if let Some(comm) = &opts.comm {
         cfg.filter_comm = 1;
         cfg.comm = comm_bytes(comm)?;

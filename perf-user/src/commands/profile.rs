@@ -187,8 +187,10 @@ async fn sample_loop(
                 // unread until the end.
                 guard.clear_ready();
                 let new = collector.new_pids();
+                // Maps first: a short-lived process may be gone by the time
+                // its tables are built.
+                procs.capture(new.iter().copied());
                 collector.load_tables(&new);
-                procs.capture(new);
                 continue;
             }
             _ = tokio::time::sleep_until(wake.into()) => {}

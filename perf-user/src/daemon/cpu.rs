@@ -449,6 +449,62 @@ impl Source for CpuSource {
     }
 }
 
+/// How the table walks of user stacks went (docs/metrics.md).
+fn unwind_families(u: &crate::unwind::UnwindSummary) -> Vec<Family> {
+    let mut ended = Family::new(
+        "perf_user_unwind_walks_ended_total",
+        Kind::Counter,
+        "Table walks of user stacks, by how they ended: complete reached the outermost frame; the other reasons stopped early or did not start (frame pointers were walked instead).",
+    );
+    for (reason, n) in &u.walks_ended {
+        ended.push(
+            vec![("collector", "cpu".into()), ("reason", (*reason).into())],
+            *n as f64,
+        );
+    }
+    let t = &u.tables;
+    let mut files = Family::new(
+        "perf_user_unwind_table_files",
+        Kind::Gauge,
+        "Executable files by the state of their unwind table: loaded into the kernel, without a usable table (frame pointers for them), or left out because the rows budget was spent.",
+    );
+    for (state, n) in [
+        ("loaded", t.files),
+        ("without_table", t.files_without_table),
+        ("over_budget", t.files_over_budget),
+    ] {
+        files.push(vec![("state", state.into())], n as f64);
+    }
+    vec![
+        ended,
+        files,
+        Family::single(
+            "perf_user_unwind_table_rows",
+            Kind::Gauge,
+            "Unwind table rows in the kernel's maps.",
+            t.rows as f64,
+        ),
+        Family::single(
+            "perf_user_unwind_table_rows_budget",
+            Kind::Gauge,
+            "Unwind table rows the kernel's maps hold at most.",
+            t.rows_budget as f64,
+        ),
+        Family::single(
+            "perf_user_unwind_table_evictions_total",
+            Kind::Counter,
+            "Times every unwind table was evicted from the kernel to make room (then rebuilt for the processes sampled after).",
+            t.evictions as f64,
+        ),
+        Family::single(
+            "perf_user_unwind_table_load_seconds_total",
+            Kind::Counter,
+            "Time spent building and loading unwind tables.",
+            t.load_ms as f64 / 1000.0,
+        ),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc as StdArc;
@@ -523,60 +579,4 @@ mod tests {
             super::super::exposition::Value::Number(1.0)
         );
     }
-}
-
-/// How the table walks of user stacks went (docs/metrics.md).
-fn unwind_families(u: &crate::unwind::UnwindSummary) -> Vec<Family> {
-    let mut ended = Family::new(
-        "perf_user_unwind_walks_ended_total",
-        Kind::Counter,
-        "Table walks of user stacks, by how they ended: complete reached the outermost frame; the other reasons stopped early or did not start (frame pointers were walked instead).",
-    );
-    for (reason, n) in &u.walks_ended {
-        ended.push(
-            vec![("collector", "cpu".into()), ("reason", (*reason).into())],
-            *n as f64,
-        );
-    }
-    let t = &u.tables;
-    let mut files = Family::new(
-        "perf_user_unwind_table_files",
-        Kind::Gauge,
-        "Executable files by the state of their unwind table: loaded into the kernel, without a usable table (frame pointers for them), or left out because the rows budget was spent.",
-    );
-    for (state, n) in [
-        ("loaded", t.files),
-        ("without_table", t.files_without_table),
-        ("over_budget", t.files_over_budget),
-    ] {
-        files.push(vec![("state", state.into())], n as f64);
-    }
-    vec![
-        ended,
-        files,
-        Family::single(
-            "perf_user_unwind_table_rows",
-            Kind::Gauge,
-            "Unwind table rows in the kernel's maps.",
-            t.rows as f64,
-        ),
-        Family::single(
-            "perf_user_unwind_table_rows_budget",
-            Kind::Gauge,
-            "Unwind table rows the kernel's maps hold at most.",
-            t.rows_budget as f64,
-        ),
-        Family::single(
-            "perf_user_unwind_table_evictions_total",
-            Kind::Counter,
-            "Times every unwind table was evicted from the kernel to make room (then rebuilt for the processes sampled after).",
-            t.evictions as f64,
-        ),
-        Family::single(
-            "perf_user_unwind_table_load_seconds_total",
-            Kind::Counter,
-            "Time spent building and loading unwind tables.",
-            t.load_ms as f64 / 1000.0,
-        ),
-    ]
 }

@@ -28,8 +28,11 @@ use perf_ebpf_common::unwind::end;
 )]
 #[serde(rename_all = "lowercase")]
 pub enum UnwindMode {
-    /// `dwarf` where the kernel unwinder exists (x86_64, arm64), `fp`
-    /// elsewhere.
+    /// `dwarf` for selected processes (`--pid`) where the kernel unwinder
+    /// exists (x86_64, arm64); `fp` for the whole host and elsewhere: tables
+    /// are loaded synchronously when a process is first sampled, which on a
+    /// host starting many processes delays naming them and costs memory
+    /// (docs/unwinding.md).
     #[default]
     Auto,
     /// Frame pointers, by the kernel (`bpf_get_stackid`): cheap, but one or
@@ -42,11 +45,16 @@ pub enum UnwindMode {
 }
 
 impl UnwindMode {
-    /// What `self` means on this machine: never `Auto`.
-    pub fn resolve(self) -> Self {
+    /// What `self` means on this machine for a sampler of `selected`
+    /// processes only (or of every process): never `Auto`.
+    pub fn resolve(self, selected: bool) -> Self {
         match self {
             // The kernel walk knows the registers of these two.
-            Self::Auto if cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) => Self::Dwarf,
+            Self::Auto
+                if selected && cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) =>
+            {
+                Self::Dwarf
+            }
             Self::Auto => Self::Fp,
             other => other,
         }
@@ -113,7 +121,9 @@ mod tests {
         for reason in 0..end::LEN {
             assert_ne!(end_reason_name(reason), "unknown", "reason {reason}");
         }
-        assert_ne!(UnwindMode::Auto.resolve(), UnwindMode::Auto);
+        assert_ne!(UnwindMode::Auto.resolve(true), UnwindMode::Auto);
+        assert_eq!(UnwindMode::Auto.resolve(false), UnwindMode::Fp);
+        assert_eq!(UnwindMode::Dwarf.resolve(false), UnwindMode::Dwarf);
     }
 
     #[test]

@@ -85,7 +85,8 @@ impl Limits {
     /// Limits for `mib` MiB of table rows (12 bytes each), with index pages
     /// in proportion (one per 64 rows).
     pub fn with_tables_mib(mib: u32) -> Self {
-        let rows = (u64::from(mib) * 1024 * 1024 / size_of::<perf_ebpf_common::unwind::UnwindRow>() as u64)
+        let rows = (u64::from(mib) * 1024 * 1024
+            / size_of::<perf_ebpf_common::unwind::UnwindRow>() as u64)
             .clamp(1024, u64::from(u32::MAX / 2)) as u32;
         Self {
             rows,

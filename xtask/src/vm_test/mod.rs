@@ -317,7 +317,8 @@ fn build_chain(cc: &str, work: &Path) -> Result<PathBuf> {
         ])
         .arg(&binary)
         .arg(&source);
-    cmd::run(&mut compile).context("compiling the guest chain workload failed; the errors are above")?;
+    cmd::run(&mut compile)
+        .context("compiling the guest chain workload failed; the errors are above")?;
     Ok(binary)
 }
 
