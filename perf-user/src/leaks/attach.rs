@@ -33,17 +33,17 @@ pub enum AttachError {
     /// No allocator could be chosen.
     #[error(transparent)]
     Allocator(#[from] AllocatorError),
-    /// The tracer did not load.
+    /// The tracer did not load. The cause is part of the message, not a
+    /// `source`: shown with its chain (`{:#}`) it would be said twice.
     #[error("cannot start the allocation tracer: {0}")]
-    Load(#[source] Box<AllocError>),
-    /// The probes did not attach.
-    #[error("cannot trace {what}: {source}")]
+    Load(Box<AllocError>),
+    /// The probes did not attach (the cause in the message, as above).
+    #[error("cannot trace {what}: {cause}")]
     Probe {
         /// The process, for people.
         what: String,
         /// What the kernel said.
-        #[source]
-        source: Box<AllocError>,
+        cause: Box<AllocError>,
     },
 }
 
@@ -64,9 +64,9 @@ pub fn attach_running(
     let mut collector = AllocCollector::load(opts).map_err(|e| AttachError::Load(Box::new(e)))?;
     collector
         .attach_allocator(&allocator.path, &allocator.sites)
-        .map_err(|source| AttachError::Probe {
+        .map_err(|e| AttachError::Probe {
             what: process.describe(),
-            source: Box::new(source),
+            cause: Box::new(e),
         })?;
     Ok(Attached {
         process,
