@@ -327,7 +327,10 @@ pub fn main(args: &Args) -> Result<()> {
             "block" => &[("block", block::run)],
             "tcp" => &[("tcp", tcp::run)],
             "alloc" => &[("alloc", alloc::run)],
-            "daemon" => &[("daemon", daemon::run)],
+            "daemon" => &[
+                ("daemon", daemon::run),
+                ("daemon-unwind", daemon::run_unwind),
+            ],
             "symbolize" => &[("symbolize", symbolize::run)],
             _ => unreachable!("checked against CASES"),
         };
@@ -386,6 +389,7 @@ pub fn case_title(id: &str) -> &'static str {
         "tcp" => "TCP latency",
         "alloc" => "Allocation tracing",
         "daemon" => "Daemon, all collectors",
+        "daemon-unwind" => "Daemon, unwind tables for every process (issue 13)",
         "symbolize" => "Symbolization",
         _ => "?",
     }
