@@ -286,6 +286,12 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 /// once: over a million instructions to check).
 const FRAMES_PER_RUN: usize = 32;
 
+/// Frames walked at an allocation's return, in one run (a uprobe program
+/// cannot tail-call the perf-event ones). 32 went over the verifier's
+/// million instructions in some builds of the object; a leak report needs
+/// the innermost frames.
+const UPROBE_FRAMES: usize = 20;
+
 /// A walk under way, carried from one program run to the next.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -425,7 +431,7 @@ fn step(ctx: &PerfEventContext, state: &mut WalkState) {
     };
     // SAFETY: this CPU's scratch slot, not shared with another program run.
     let stack = unsafe { &mut *stack };
-    let reason = walk(proc, state, stack);
+    let reason = walk::<FRAMES_PER_RUN>(proc, state, stack);
     if reason.is_none() {
         // SAFETY: a tail call either jumps (never returns) or fails and
         // falls through; the context is this program's own.
@@ -437,10 +443,14 @@ fn step(ctx: &PerfEventContext, state: &mut WalkState) {
 /// Walks frames from `state`; `Some(reason)` once the walk has ended,
 /// `None` when frames may remain after this run's share.
 #[inline(always)]
-fn walk(proc: &UnwindProcess, state: &mut WalkState, stack: &mut UnwindStack) -> Option<u32> {
+fn walk<const FRAMES: usize>(
+    proc: &UnwindProcess,
+    state: &mut WalkState,
+    stack: &mut UnwindStack,
+) -> Option<u32> {
     let (mut pc, mut sp, mut bp, mut lr) = (state.pc, state.sp, state.bp, state.lr);
     let mut reason = None;
-    for _ in 0..FRAMES_PER_RUN {
+    for _ in 0..FRAMES {
         let i = state.len as usize;
         if i >= UNWIND_MAX_FRAMES {
             reason = Some(end::DEPTH);
@@ -569,7 +579,7 @@ fn finish(ctx: &PerfEventContext, state: &WalkState, stack: &mut UnwindStack, re
 
 /// The user stack of the current thread of `tgid` at a uretprobe (`regs`'s
 /// pc is the return address into the caller, sp and fp the registers there),
-/// walked with the tables in one go (FRAMES_PER_RUN frames at most: a
+/// walked with the tables in one go (UPROBE_FRAMES frames at most: a
 /// uprobe program cannot tail-call into a perf-event one) and stored in
 /// UNWIND_STACKS under the id returned. `None` when user space loaded no
 /// tables for the process: the caller then walks frame pointers.
@@ -587,7 +597,7 @@ pub(crate) fn user_stack_id(tgid: u32, regs: UserRegs) -> Option<i32> {
     // kernel's bpf_prog_active guard), so no other run uses them meanwhile.
     let (state, stack) = unsafe { (&mut *state, &mut *stack) };
     *state = WalkState::start(tgid, regs, 1);
-    let reason = walk(proc, state, stack).unwrap_or(end::DEPTH);
+    let reason = walk::<UPROBE_FRAMES>(proc, state, stack).unwrap_or(end::DEPTH);
     stack.len = state.len;
     stack.end = reason;
     count_end(reason);
