@@ -430,9 +430,9 @@ impl Source for CpuSource {
             (collector.counters_now()?, collector.unwind_summary()?)
         };
         let mut out = window_families(&self.latest(), self.shared.cfg.frequency_hz, &counters);
-        if let Some(unwind) = unwind {
-            out.extend(unwind_families(&unwind));
-        }
+        // Exported with frame pointers too (zero), so that dashboards and
+        // alerts on them need no second form.
+        out.extend(unwind_families(&unwind.unwrap_or_default()));
         out.push(Family::single(
             "perf_user_cpu_windows_total",
             Kind::Counter,
@@ -456,7 +456,9 @@ fn unwind_families(u: &crate::unwind::UnwindSummary) -> Vec<Family> {
         Kind::Counter,
         "Table walks of user stacks, by how they ended: complete reached the outermost frame; the other reasons stopped early or did not start (frame pointers were walked instead).",
     );
-    for (reason, n) in &u.walks_ended {
+    let complete = u.walks_ended.get("complete").copied().unwrap_or(0);
+    let early = u.walks_ended.iter().filter(|(r, _)| **r != "complete");
+    for (reason, n) in std::iter::once((&"complete", &complete)).chain(early) {
         ended.push(
             vec![("collector", "cpu".into()), ("reason", (*reason).into())],
             *n as f64,
