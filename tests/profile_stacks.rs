@@ -8,7 +8,7 @@ mod common;
 use std::{
     collections::HashMap,
     path::Path,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     thread,
     time::Duration,
 };
@@ -16,30 +16,6 @@ use std::{
 use common::*;
 use object::{Object as _, ObjectSymbol as _};
 use serde_json::Value;
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A CPU-bound Python script (json, zlib, hashlib), as in the issue.
-const PYTHON_LOOP: &str = "
-import json, zlib, hashlib
-data = [{'k': i, 'v': str(i) * 20} for i in range(2000)]
-def work():
-    s = json.dumps(data).encode()
-    c = zlib.compress(s, 6)
-    hashlib.sha256(c).hexdigest()
-    json.loads(zlib.decompress(c))
-def outer(n):
-    return work() if n == 0 else outer(n - 1)
-while True:
-    outer(5)
-";
 
 /// Names both sides agree on: the function symbols of each module's ELF
 /// symbol tables, aliases at one address folded into one name. Other names
@@ -243,8 +219,8 @@ fn debian_python3_profile_matches_perf_dwarf() {
         python.exists(),
         "/usr/bin/python3 is missing: install Debian's python3"
     );
-    let child = Kill(Command::new(python).arg(&script).spawn().unwrap());
-    let pid = child.0.id();
+    let child = Workload::spawn(python, &[&script]);
+    let pid = child.pid();
     thread::sleep(Duration::from_millis(500));
     let out = dir.join("profile.json");
     let pid_s = pid.to_string();
@@ -364,8 +340,8 @@ fn profile_walks_an_exact_chain_without_frame_pointers() {
         .status()
         .unwrap();
     assert!(status.success(), "gcc failed");
-    let child = Kill(Command::new(&exe).spawn().unwrap());
-    let pid = child.0.id();
+    let child = Workload::spawn::<&str>(&exe, &[]);
+    let pid = child.pid();
     thread::sleep(Duration::from_millis(300));
     let out = dir.join("profile.json");
     let (doc, _run) = profile_json(&["--pid", &pid.to_string(), "--duration", "3s"], &out);
@@ -423,8 +399,8 @@ fn inlined_functions_are_frames_with_their_lines_as_perf_shows_them() {
             .map(|i| i as u64 + 1)
             .unwrap()
     };
-    let child = Kill(Command::new(&exe).spawn().unwrap());
-    let pid = child.0.id();
+    let child = Workload::spawn::<&str>(&exe, &[]);
+    let pid = child.pid();
     thread::sleep(Duration::from_millis(200));
     let pid_s = pid.to_string();
     let perf_data = dir.join("perf.data");

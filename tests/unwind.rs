@@ -177,21 +177,6 @@ fn chain_of_60_functions_and_200_deep_recursion_without_frame_pointers_is_exact(
     );
 }
 
-/// A CPU-bound Python script (json, zlib, hashlib), as in the issue.
-const PYTHON_LOOP: &str = "
-import json, zlib, hashlib
-data = [{'k': i, 'v': str(i) * 20} for i in range(2000)]
-def work():
-    s = json.dumps(data).encode()
-    c = zlib.compress(s, 6)
-    hashlib.sha256(c).hexdigest()
-    json.loads(zlib.decompress(c))
-def outer(n):
-    return work() if n == 0 else outer(n - 1)
-while True:
-    outer(5)
-";
-
 #[test]
 fn debian_python3_stacks_reach_start() {
     if !require_privileges("debian_python3_stacks_reach_start") {

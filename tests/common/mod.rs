@@ -594,3 +594,18 @@ pub fn summarize(doc: &Value, limit: usize) -> String {
     }
     s
 }
+
+/// A CPU-bound Python script (json, zlib, hashlib), as in the issue.
+pub const PYTHON_LOOP: &str = "
+import json, zlib, hashlib
+data = [{'k': i, 'v': str(i) * 20} for i in range(2000)]
+def work():
+    s = json.dumps(data).encode()
+    c = zlib.compress(s, 6)
+    hashlib.sha256(c).hexdigest()
+    json.loads(zlib.decompress(c))
+def outer(n):
+    return work() if n == 0 else outer(n - 1)
+while True:
+    outer(5)
+";
