@@ -326,20 +326,7 @@ fn profile_walks_an_exact_chain_without_frame_pointers() {
     }
     let _x = exclusive();
     let dir = test_dir("profile_stacks_chain");
-    let exe = dir.join("deep_chain");
-    let status = Command::new("gcc")
-        .args([
-            "-O2",
-            "-fomit-frame-pointer",
-            "-fno-inline",
-            "-fno-optimize-sibling-calls",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(workload_source("deep_chain.c"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc failed");
+    let exe = compile_c_with("deep_chain", &dir, NO_FRAME_POINTERS);
     let child = Workload::spawn::<&str>(&exe, &[]);
     let pid = child.pid();
     thread::sleep(Duration::from_millis(300));
@@ -383,15 +370,8 @@ fn inlined_functions_are_frames_with_their_lines_as_perf_shows_them() {
     }
     let _x = exclusive();
     let dir = test_dir("profile_stacks_inlined");
-    let exe = dir.join("inlined");
+    let exe = compile_c_with("inlined", &dir, &["-O2", "-g"]);
     let src = workload_source("inlined.c");
-    let status = Command::new("gcc")
-        .args(["-O2", "-g", "-o"])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc failed");
     let text = std::fs::read_to_string(&src).unwrap();
     let line_of = |marker: &str| {
         text.lines()

@@ -110,21 +110,7 @@ fn chain_of_60_functions_and_200_deep_recursion_without_frame_pointers_is_exact(
     }
     let _x = exclusive();
     let dir = test_dir("unwind_chain");
-    let src = workload_source("deep_chain.c");
-    let exe = dir.join("deep_chain");
-    let status = Command::new("gcc")
-        .args([
-            "-O2",
-            "-fomit-frame-pointer",
-            "-fno-inline",
-            "-fno-optimize-sibling-calls",
-            "-o",
-        ])
-        .arg(&exe)
-        .arg(&src)
-        .status()
-        .unwrap();
-    assert!(status.success(), "gcc failed");
+    let exe = compile_c_with("deep_chain", &dir, NO_FRAME_POINTERS);
     let child = Kill(Command::new(&exe).spawn().unwrap());
     let pid = child.0.id();
     // Let the loader map libc before the mappings are read.

@@ -88,19 +88,35 @@ fn run_compiler(mut cmd: Command, what: &str) {
 /// Compiles `tests/workloads/<name>.c` into `dir/<name>` with frame pointers
 /// and debug info, and returns the executable's path.
 pub fn compile_c(name: &str, dir: &Path) -> PathBuf {
+    compile_c_with(
+        name,
+        dir,
+        &[
+            "-O1",
+            "-g",
+            "-fno-omit-frame-pointer",
+            "-fno-inline",
+            "-fno-optimize-sibling-calls",
+        ],
+    )
+}
+
+/// gcc flags of a distribution package without frame pointers, keeping
+/// every call a frame (tests of the table unwinder).
+pub const NO_FRAME_POINTERS: &[&str] = &[
+    "-O2",
+    "-fomit-frame-pointer",
+    "-fno-inline",
+    "-fno-optimize-sibling-calls",
+];
+
+/// Compiles `tests/workloads/<name>.c` into `dir/<name>` with `flags`, and
+/// returns the executable's path.
+pub fn compile_c_with(name: &str, dir: &Path, flags: &[&str]) -> PathBuf {
     let src = workload_source(&format!("{name}.c"));
     let exe = dir.join(name);
     let mut cmd = Command::new(std::env::var_os("CC").unwrap_or_else(|| "gcc".into()));
-    cmd.args([
-        "-O1",
-        "-g",
-        "-fno-omit-frame-pointer",
-        "-fno-inline",
-        "-fno-optimize-sibling-calls",
-    ])
-    .arg("-o")
-    .arg(&exe)
-    .arg(&src);
+    cmd.args(flags).arg("-o").arg(&exe).arg(&src);
     run_compiler(cmd, &src.display().to_string());
     exe
 }
