@@ -249,11 +249,16 @@ impl TableLoader {
             rows: 0,
             segments: Vec::new(),
         };
-        let Some(segments) = segments(local) else {
+        // Read once: the segments and the table come from the same bytes.
+        let Ok(data) = std::fs::read(local) else {
             self.stats.files_without_table += 1;
             return Ok(none);
         };
-        let Ok(table) = self.store.get_or_build(key, local) else {
+        let Some(segments) = segments(&data) else {
+            self.stats.files_without_table += 1;
+            return Ok(none);
+        };
+        let Ok(table) = self.store.get_or_build_from(key, &data) else {
             self.stats.files_without_table += 1;
             return Ok(none);
         };
@@ -306,9 +311,8 @@ impl TableLoader {
 }
 
 /// The PT_LOAD segments of an ELF file: (file offset, file size, address).
-fn segments(path: &Path) -> Option<Vec<(u64, u64, u64)>> {
-    let data = std::fs::read(path).ok()?;
-    let file = object::File::parse(&*data).ok()?;
+fn segments(data: &[u8]) -> Option<Vec<(u64, u64, u64)>> {
+    let file = object::File::parse(data).ok()?;
     Some(
         file.segments()
             .map(|s| {

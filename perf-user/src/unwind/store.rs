@@ -159,17 +159,33 @@ impl TableStore {
             self.stats.hits += 1;
             return Ok(Arc::clone(&e.table));
         }
-        let built = std::fs::read(path)
-            .map_err(|source| StoreError::Read {
+        let data = std::fs::read(path).map_err(|source| {
+            self.stats.failed += 1;
+            StoreError::Read {
                 path: path.display().to_string(),
                 source,
-            })
-            .and_then(|data| Ok(table::build(&data)?));
-        let table = match built {
+            }
+        })?;
+        self.get_or_build_from(key, &data)
+    }
+
+    /// As [`Self::get_or_build`], for a caller that has read the file.
+    pub fn get_or_build_from(
+        &mut self,
+        key: FileKey,
+        data: &[u8],
+    ) -> Result<Arc<UnwindTable>, StoreError> {
+        self.clock += 1;
+        if let Some(e) = self.tables.get_mut(&key) {
+            e.last_used = self.clock;
+            self.stats.hits += 1;
+            return Ok(Arc::clone(&e.table));
+        }
+        let table = match table::build(data) {
             Ok(t) => t,
             Err(e) => {
                 self.stats.failed += 1;
-                return Err(e);
+                return Err(e.into());
             }
         };
         self.insert(key, table)
