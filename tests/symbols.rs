@@ -476,6 +476,10 @@ fn jit_functions_from_the_perf_map() {
     .unwrap();
     let child = Command::new("node")
         .arg("--perf-basic-prof")
+        // Inlined into the optimized top-level loop, the function would have
+        // no frame of its own and the test would measure V8's heuristics
+        // (the CI run at b03706f saw it on 17% of the stacks).
+        .arg("--no-turbo-inlining")
         .arg(&script)
         // Anything node writes beside the perf map goes to the test's directory.
         .current_dir(&dir)
@@ -522,11 +526,10 @@ fn jit_functions_from_the_perf_map() {
         }
     }
     assert!(total >= 50, "only {total} samples of node\n{ctx}");
-    // V8 may inline the function into the optimized top-level loop, whose
-    // samples are then named after the script: the function must still be
-    // there, and JIT code must be named.
+    // Nearly all the time is spent in the (not inlined) function; JIT code
+    // must be named.
     assert!(
-        hot * 5 >= total,
+        hot * 2 >= total,
         "perfUserHotLoop is on {hot} of {total} stacks of node\n{ctx}"
     );
     assert!(
