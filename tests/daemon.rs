@@ -791,8 +791,9 @@ fn leaks_of_a_named_process() {
         "--collectors",
         "leaks",
     ]);
+    // The container labels follow `process` (tests/fleet.rs checks them).
     let value = |s: &str, name: &str| {
-        sample_value(s, &format!("{name}{{process=\"leaky\"}} ")).unwrap_or(-1.0)
+        sample_value(s, &format!("{name}{{process=\"leaky\",")).unwrap_or(-1.0)
     };
     let wait = |what: &str, pred: &dyn Fn(&str) -> bool| -> String {
         let deadline = Instant::now() + Duration::from_secs(30);

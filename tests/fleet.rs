@@ -353,6 +353,13 @@ impl Cgroups {
 
     /// Makes the cgroup `/<rel>` and moves `w` into it.
     fn run_in(&mut self, rel: &str, w: Workload) {
+        self.enter(rel, w.pid());
+        self.workloads.push(w);
+    }
+
+    /// Makes the cgroup `/<rel>` and moves `pid` into it; the caller ends
+    /// the process before this drops.
+    fn enter(&mut self, rel: &str, pid: u32) {
         let dir = self.root.join(rel);
         std::fs::create_dir_all(&dir)
             .unwrap_or_else(|e| panic!("cannot make the cgroup {}: {e}", dir.display()));
@@ -363,9 +370,8 @@ impl Cgroups {
             }
             p.pop();
         }
-        std::fs::write(dir.join("cgroup.procs"), w.pid().to_string())
-            .unwrap_or_else(|e| panic!("cannot move {} into {}: {e}", w.pid(), dir.display()));
-        self.workloads.push(w);
+        std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("cannot move {pid} into {}: {e}", dir.display()));
     }
 }
 
@@ -387,6 +393,16 @@ impl Drop for Cgroups {
 }
 
 const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+/// `s` carries the labels of the Docker scope `path` of container [`ID`].
+fn assert_container_labels(s: &Sample, path: &str) {
+    assert_eq!(s.label("cgroup"), Some(path));
+    assert_eq!(
+        s.label("container_id"),
+        Some(format!("docker://{ID}").as_str())
+    );
+    assert_eq!(s.label("unit"), Some(format!("docker-{ID}.scope").as_str()));
+}
 
 #[test]
 fn container_labels_on_series_and_samples() {
@@ -429,12 +445,7 @@ fn container_labels_on_series_and_samples() {
         .collect();
     assert!(!mine.is_empty(), "no samples of the workload");
     for s in &mine {
-        assert_eq!(s.label("cgroup"), Some(path.as_str()));
-        assert_eq!(
-            s.label("container_id"),
-            Some(format!("docker://{ID}").as_str())
-        );
-        assert_eq!(s.label("unit"), Some(format!("docker-{ID}.scope").as_str()));
+        assert_container_labels(s, &path);
         assert!(s.num("tid").is_some_and(|t| t > 0));
         assert_eq!(s.label("process"), Some("hot"));
     }
@@ -496,6 +507,23 @@ fn cgroups_beyond_the_bound_are_other() {
     assert!(values.contains("other") && values.len() <= 3, "{values:?}");
 }
 
+/// The daemon with only the leaks collector, tracing `processes` (TOML
+/// strings, comma-separated).
+fn leaks_daemon(dir: &Path, processes: &str) -> Daemon {
+    let config = dir.join("leaks.toml");
+    std::fs::write(
+        &config,
+        format!("[collectors.leaks]\nenabled = true\nprocesses = [{processes}]\n"),
+    )
+    .unwrap();
+    Daemon::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--collectors",
+        "leaks",
+    ])
+}
+
 #[test]
 fn heap_profile_of_a_leaking_process() {
     if !require_privileges("heap_profile_of_a_leaking_process") {
@@ -504,20 +532,12 @@ fn heap_profile_of_a_leaking_process() {
     let _guard = exclusive();
     let dir = test_dir("fleet_heap");
     let mut leaky = Leaky::spawn(&dir, &["malloc", "500", "64"]);
-    let config = dir.join("leaks.toml");
-    std::fs::write(
-        &config,
-        "[collectors.leaks]\nenabled = true\nprocesses = [\"leaky\"]\n",
-    )
-    .unwrap();
-    let mut daemon = Daemon::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--collectors",
-        "leaks",
-    ]);
+    let mut daemon = leaks_daemon(&dir, "\"leaky\"");
     daemon.wait_for("attaching to leaky", Duration::from_secs(60), |s| {
-        s.contains("perf_user_leak_traced_processes{process=\"leaky\"} 1")
+        s.lines().any(|l| {
+            l.starts_with("perf_user_leak_traced_processes{process=\"leaky\",")
+                && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) == Some(1.0)
+        })
     });
     leaky.run();
     let r = curl(&daemon.url("/debug/pprof/heap"), None);
@@ -551,4 +571,65 @@ fn heap_profile_of_a_leaking_process() {
     let top = go_pprof(&dir, &["-top", "-sample_index=inuse_space", &url]);
     println!("{}", truncate(&top, 1500));
     assert!(top.contains("leak_malloc_blocks"), "{top}");
+}
+
+#[test]
+fn container_labels_on_leak_series_and_heap_samples() {
+    if !require_privileges("container_labels_on_leak_series_and_heap_samples") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("fleet_leak_labels");
+    let top = format!("perf-user-fleet-leaks-{}", std::process::id());
+    let path = format!("/{top}/docker-{ID}.scope");
+    // Declared first, dropped last: the cgroup is removed once leaky is gone.
+    let mut groups = Cgroups::new();
+    let mut leaky = Leaky::spawn(&dir, &["malloc", "300", "64"]);
+    groups.enter(&path[1..], leaky.workload.pid());
+    let mut daemon = leaks_daemon(&dir, "\"leaky\", \"absent\"");
+    let want = format!(
+        "process=\"leaky\",cgroup=\"{path}\",container_id=\"docker://{ID}\",unit=\"docker-{ID}.scope\"}}"
+    );
+    daemon.wait_for(
+        "leaky traced, with its container labels",
+        Duration::from_secs(60),
+        |s| s.contains(&format!("perf_user_leak_traced_processes{{{want} 1")),
+    );
+    leaky.run();
+    let scrape = daemon.wait_for(
+        "its 300 outstanding allocations under its labels",
+        Duration::from_secs(30),
+        |s| {
+            s.lines().any(|l| {
+                l.starts_with("perf_user_leak_outstanding_allocations{")
+                    && l.contains(&want)
+                    && l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()) >= Some(300.0)
+            })
+        },
+    );
+    // A configured name with nothing to trace keeps its zero series.
+    assert!(
+        scrape.contains(
+            "perf_user_leak_traced_processes{process=\"absent\",cgroup=\"\",container_id=\"\",unit=\"\"} 0"
+        ),
+        "{scrape}"
+    );
+    assert!(
+        scrape.contains("perf_user_leak_label_values_dropped{label=\"cgroup\"} 0"),
+        "{scrape}"
+    );
+    promtool_accepts(&scrape);
+
+    let r = curl(&daemon.url("/debug/pprof/heap"), None);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let mine: Vec<Sample> = samples(&decode(&r.body))
+        .into_iter()
+        .filter(|s| s.frames.iter().any(|f| f == "leak_malloc_blocks"))
+        .collect();
+    assert!(!mine.is_empty(), "no heap samples from leak_malloc_blocks");
+    for s in &mine {
+        assert_container_labels(s, &path);
+    }
+    drop(daemon);
+    drop(leaky);
 }

@@ -263,6 +263,10 @@ pub struct LeaksSection {
     /// Most processes traced at once (each tracer has its own maps).
     #[serde(deserialize_with = "max_processes")]
     pub max_processes: u32,
+    /// Values kept per container label in the leak series; the rest are
+    /// "other".
+    #[serde(deserialize_with = "max_label_values")]
+    pub max_label_values: u32,
 }
 
 impl Default for LeaksSection {
@@ -272,6 +276,7 @@ impl Default for LeaksSection {
             processes: Vec::new(),
             sample_every: 1,
             max_processes: 4,
+            max_label_values: 50,
         }
     }
 }

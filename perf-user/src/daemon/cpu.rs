@@ -350,7 +350,11 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
     vec![
         ratio,
         seconds,
-        labels::dropped_family(&w.labels_dropped),
+        labels::dropped_family(
+            "perf_user_cpu_label_values_dropped",
+            "Values of this container label (cgroup, container_id, unit) shown as \"other\" in the last CPU window's series: beyond collectors.cpu.max_label_values.",
+            &w.labels_dropped,
+        ),
         lost,
         Family::single(
             "perf_user_cpu_samples_total",

@@ -179,15 +179,12 @@ pub fn rank(
     (rows, profile.total_samples.saturating_sub(in_top))
 }
 
-/// `perf_user_cpu_label_values_dropped`.
-pub fn dropped_family(dropped: &Dropped) -> Family {
-    let mut f = Family::new(
-        "perf_user_cpu_label_values_dropped",
-        Kind::Gauge,
-        "Values of this container label (cgroup, container_id, unit) shown as \"other\" in the last CPU window's series: beyond collectors.cpu.max_label_values.",
-    );
-    for (name, n) in NAMES.iter().zip(dropped) {
-        f.push(vec![("label", (*name).to_string())], *n as f64);
+/// A `*_label_values_dropped` family: how many values of each label were
+/// folded into "other".
+pub fn dropped_family(name: &'static str, help: &'static str, dropped: &Dropped) -> Family {
+    let mut f = Family::new(name, Kind::Gauge, help);
+    for (label, n) in NAMES.iter().zip(dropped) {
+        f.push(vec![("label", (*label).to_string())], *n as f64);
     }
     f
 }

@@ -15,6 +15,7 @@ use std::{
 };
 
 use crate::{
+    cgroup::{self, CgroupLabels},
     collectors::alloc::{AllocCollector, AllocCounters, AllocOptions},
     config::LeaksSection,
     leaks::attach::{AttachError, attach_running},
@@ -24,6 +25,7 @@ use crate::{
 
 use super::{
     exposition::{Family, Kind, lost_events},
+    labels::{self, Bound},
     scrape::{Source, SourceError},
 };
 
@@ -33,6 +35,8 @@ const RESCAN: Duration = Duration::from_secs(5);
 /// One traced process.
 struct Traced {
     name: String,
+    /// Read at each rescan: a process can be moved to another cgroup.
+    labels: CgroupLabels,
     collector: AllocCollector,
 }
 
@@ -133,6 +137,11 @@ fn attach_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
                 }
                 alive
             });
+            for (pid, t) in traced.iter_mut() {
+                if let Ok(l) = cgroup::read(*pid) {
+                    t.labels = l;
+                }
+            }
             failed_pids.retain(|p| found.iter().any(|(f, _)| f == p));
             for (pid, name) in &found {
                 if traced.contains_key(pid) || failed_pids.contains(pid) {
@@ -147,6 +156,7 @@ fn attach_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
                             *pid,
                             Traced {
                                 name: name.clone(),
+                                labels: cgroup::read(*pid).unwrap_or_default(),
                                 collector,
                             },
                         );
@@ -166,7 +176,7 @@ fn attach_loop(shared: &Shared, stop: &mpsc::Receiver<()>) {
     }
 }
 
-/// Sums per process name.
+/// Sums per process name and set of container labels.
 #[derive(Default)]
 struct PerName {
     processes: u64,
@@ -226,15 +236,28 @@ impl Source for LeaksSource {
     }
 
     fn collect(&self) -> Result<Vec<Family>, SourceError> {
-        let mut per_name: BTreeMap<String, PerName> = BTreeMap::new();
-        for name in &self.shared.cfg.processes {
-            per_name.entry(name.clone()).or_default();
-        }
+        let cfg = &self.shared.cfg;
+        let mut read = Vec::new();
         for t in lock(&self.shared.traced).values() {
-            let c = t.collector.counters()?;
-            let e = per_name.entry(t.name.clone()).or_default();
+            read.push((t.name.clone(), t.labels.clone(), t.collector.counters()?));
+        }
+        // The labels with the most outstanding allocations are kept.
+        let bound = Bound::new(
+            read.iter()
+                .map(|(_, l, c)| (l, outstanding_of(c, cfg.sample_every))),
+            cfg.max_label_values as usize,
+        );
+        let mut per_name: BTreeMap<(String, CgroupLabels), PerName> = BTreeMap::new();
+        for (name, l, c) in &read {
+            let e = per_name.entry((name.clone(), bound.apply(l))).or_default();
             e.processes += 1;
-            add(&mut e.counters, &c);
+            add(&mut e.counters, c);
+        }
+        // A configured name with nothing traced still has its (zero) series.
+        for name in &cfg.processes {
+            if !per_name.keys().any(|(n, _)| n == name) {
+                per_name.insert((name.clone(), CgroupLabels::default()), PerName::default());
+            }
         }
         let mut traced = Family::new(
             "perf_user_leak_traced_processes",
@@ -258,8 +281,9 @@ impl Source for LeaksSource {
         );
         let failures = lock(&self.shared.failures).clone();
         let mut lost_sum = AllocCounters::default();
-        for (name, p) in &per_name {
-            let labels = vec![("process", name.clone())];
+        for ((name, l), p) in &per_name {
+            let mut labels = vec![("process", name.clone())];
+            labels.extend(labels::pairs(l.clone()));
             let c = &p.counters;
             traced.push(labels.clone(), p.processes as f64);
             outstanding.push(
@@ -282,6 +306,11 @@ impl Source for LeaksSource {
                 ("attach_failed", failures.values().sum()),
             ],
         );
-        Ok(vec![traced, outstanding, allocs, frees, lost])
+        let dropped = labels::dropped_family(
+            "perf_user_leak_label_values_dropped",
+            "Values of this container label (cgroup, container_id, unit) shown as \"other\" in the leak series: beyond collectors.leaks.max_label_values.",
+            &bound.dropped,
+        );
+        Ok(vec![traced, outstanding, allocs, frees, lost, dropped])
     }
 }
