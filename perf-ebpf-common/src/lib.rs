@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod block;
 pub mod hist;
+pub mod offcpu;
 pub mod tcp;
 pub mod unwind;
 

@@ -7,6 +7,8 @@ mod block_btf;
 mod cpu_sample;
 mod hist;
 mod kmem;
+mod offcpu;
+mod offcpu_btf;
 mod record;
 mod tcp;
 mod tcp_btf;

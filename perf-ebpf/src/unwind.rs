@@ -206,7 +206,7 @@ pub(crate) fn return_regs(_regs: *const pt_regs) -> Option<UserRegs> {
 /// elsewhere or when they cannot be read.
 #[cfg(not(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64")))]
 #[inline(always)]
-fn user_regs_of_current() -> Option<UserRegs> {
+pub(crate) fn user_regs_of_current() -> Option<UserRegs> {
     None
 }
 
@@ -214,7 +214,7 @@ fn user_regs_of_current() -> Option<UserRegs> {
 /// elsewhere or when they cannot be read.
 #[cfg(any(bpf_target_arch = "x86_64", bpf_target_arch = "aarch64"))]
 #[inline(always)]
-fn user_regs_of_current() -> Option<UserRegs> {
+pub(crate) fn user_regs_of_current() -> Option<UserRegs> {
     if config().task_regs == 0 {
         return None;
     }

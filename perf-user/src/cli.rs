@@ -30,11 +30,16 @@ pub struct Cli {
 pub enum Command {
     /// Sample on-CPU stacks of every process (or the ones you pick) and report
     /// the hottest functions, folded stacks, a flame graph, pprof or JSON.
+    /// With --off-cpu, where threads wait instead (sleeps, locks, disk,
+    /// network) and for how long; with --wall, both, so that a thread's time
+    /// adds up to the wall clock.
     ///
     /// Examples:
     ///   perf-user profile --duration 10s
     ///   perf-user profile --pid 1234 --format svg --output flame.svg
     ///   perf-user profile --comm postgres --stacks user --format pprof -o cpu.pb.gz
+    ///   perf-user profile --off-cpu --pid 1234 --format svg -o waits.svg
+    ///   perf-user profile --wall --pid 1234
     #[command(verbatim_doc_comment)]
     Profile(ProfileArgs),
 
@@ -141,6 +146,38 @@ pub struct ProfileArgs {
     /// Also count samples of the idle task (pid 0), left out by default.
     #[arg(long)]
     pub include_idle: bool,
+
+    /// Off-CPU time instead of CPU samples: how long threads were off the
+    /// CPU, by stack and by the state they left in (sleeping: sleeps, locks,
+    /// poll, sockets; disk: uninterruptible, mostly I/O; runnable: preempted,
+    /// waiting for a CPU). Counts are microseconds.
+    #[arg(long, conflicts_with_all = ["wall", "include_idle"])]
+    pub off_cpu: bool,
+
+    /// Wall-clock time: CPU samples (as time, at the sampling period) and
+    /// off-CPU time in one profile, each stack marked on-cpu or with its
+    /// off-CPU state. Best with --pid: each thread's time then adds up to
+    /// the duration.
+    #[arg(long, conflicts_with = "include_idle")]
+    pub wall: bool,
+
+    /// With --off-cpu or --wall: leave out absences shorter than this
+    /// (e.g. 1us, 100us, 1ms); longer ones are what latency is made of, and a
+    /// higher bound keeps the cost of a busy host down.
+    #[arg(long, value_name = "DURATION", default_value = "1us", value_parser = duration::clap_parse)]
+    pub min_block: Duration,
+
+    /// With --off-cpu or --wall: only threads in this cgroup v2 subtree, the
+    /// path as /proc/PID/cgroup shows it after `0::` (e.g.
+    /// /system.slice/nginx.service). Filtered in the kernel.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<String>,
+
+    /// With --off-cpu or --wall: btf reads the scheduler's task struct
+    /// (cheaper; needs kernel BTF), classic the sched_switch record (any
+    /// kernel); auto takes btf where it can.
+    #[arg(long, value_enum, value_name = "KIND", default_value_t = Tracepoints::Auto)]
+    pub tracepoints: Tracepoints,
 
     /// How user stacks are walked: `auto` (the default) is `dwarf` with
     /// --pid on x86_64 and arm64, `fp` otherwise; `fp`, frame pointers

@@ -12,7 +12,7 @@ pub struct DurationError {
     reason: &'static str,
 }
 
-/// Parses a duration made of one or more `<number><unit>` parts (units ms, s, m, h).
+/// Parses a duration made of one or more `<number><unit>` parts (units us, ms, s, m, h).
 /// A bare number is taken as seconds.
 pub fn parse(input: &str) -> Result<Duration, DurationError> {
     let err = |reason| DurationError {
@@ -43,11 +43,12 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
             .find(|c: char| c.is_ascii_digit() || c == '.')
             .unwrap_or(rest.len());
         let scale = match &rest[..unit_len] {
+            "us" | "µs" => 0.000_001,
             "ms" => 0.001,
             "s" | "sec" | "secs" => 1.0,
             "m" | "min" | "mins" => 60.0,
             "h" | "hr" | "hours" => 3600.0,
-            _ => return Err(err("unknown unit (use ms, s, m or h)")),
+            _ => return Err(err("unknown unit (use us, ms, s, m or h)")),
         };
         total += value * scale;
         rest = &rest[unit_len..];

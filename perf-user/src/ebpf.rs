@@ -2,7 +2,9 @@
 
 use aya::{Ebpf, EbpfError, EbpfLoader};
 use perf_ebpf_common::alloc::AllocConfig;
-use perf_ebpf_common::{SampleConfig, block::BlockConfig, tcp::TcpConfig, unwind::UnwindConfig};
+use perf_ebpf_common::{
+    SampleConfig, block::BlockConfig, offcpu::OffCpuConfig, tcp::TcpConfig, unwind::UnwindConfig,
+};
 
 /// The eBPF object built from perf-ebpf by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/perf-ebpf"));
@@ -22,6 +24,8 @@ pub struct Globals {
     pub block: Option<BlockConfig>,
     /// The TCP latency programs' field offsets and filters.
     pub tcp: Option<TcpConfig>,
+    /// The off-CPU programs' configuration.
+    pub offcpu: Option<OffCpuConfig>,
     /// The allocation tracer's configuration (`leaks`).
     pub alloc: Option<AllocConfig>,
     /// The experimental unwinding sampler's (`unwind::sampler`).
@@ -67,6 +71,9 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
     if let Some(tcp) = &globals.tcp {
         loader.override_global("TCP_CONFIG", tcp, true);
     }
+    if let Some(offcpu) = &globals.offcpu {
+        loader.override_global("OFFCPU_CONFIG", offcpu, true);
+    }
     // Every load creates every map in the object; the preallocated ones of
     // collectors not in use would cost memory for nothing (the CPU stack map
     // alone is ~16 MiB), so those shrink to one entry.
@@ -80,6 +87,10 @@ pub fn load(globals: &Globals) -> Result<Ebpf, EbpfError> {
             &["BLOCK_INFLIGHT", "BLOCK_RQ_INFLIGHT"],
         ),
         (globals.tcp.is_none(), &["TCP_START"]),
+        (
+            globals.offcpu.is_none(),
+            &["OFFCPU_STACKS", "OFFCPU_START", "OFFCPU_TIME"],
+        ),
     ];
     for (_, maps) in unused.iter().filter(|(unused, _)| *unused) {
         for map in *maps {

@@ -17,7 +17,7 @@ use std::{
 
 use aya::{
     Ebpf, EbpfError,
-    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap, StackTraceMap},
+    maps::{Array, HashMap as BpfHashMap, MapData, MapError, PerCpuHashMap},
     programs::{
         ProgramError, RawTracePoint, UProbe,
         uprobe::{UProbeLink, UProbeScope},
@@ -27,7 +27,6 @@ use perf_ebpf_common::alloc::{
     ALLOC_OUTSTANDING_ENTRIES, AllocConfig, AllocInfo, AllocStackKey, AllocStackTotals, counter,
     state,
 };
-use perf_ebpf_common::unwind::{UNWIND_STACK_ID_BASE, UnwindStack};
 
 use super::{
     Collector, maps,
@@ -522,28 +521,12 @@ impl AllocCollector {
         &self,
         ids: impl IntoIterator<Item = u32>,
     ) -> Result<HashMap<u32, Vec<u64>>, AllocError> {
-        let map = maps::find(&self.ebpf, "ALLOC_STACKS")?;
-        let stacks: StackTraceMap<&MapData> =
-            StackTraceMap::try_from(map).map_err(maps::MapAccessError::on("ALLOC_STACKS"))?;
-        let unwound: Option<BpfHashMap<&MapData, u64, UnwindStack>> = if self.tables.is_some() {
-            let map = maps::find(&self.ebpf, "UNWIND_STACKS")?;
-            Some(BpfHashMap::try_from(map).map_err(maps::MapAccessError::on("UNWIND_STACKS"))?)
-        } else {
-            None
-        };
-        let mut out = HashMap::new();
-        for id in ids {
-            if id >= UNWIND_STACK_ID_BASE as u32 {
-                // Walked with the tables (see perf-ebpf/src/unwind.rs).
-                if let Some(Ok(stack)) = unwound.as_ref().map(|m| m.get(&u64::from(id), 0)) {
-                    let len = (stack.len as usize).min(stack.pcs.len());
-                    out.insert(id, stack.pcs[..len].to_vec());
-                }
-            } else if let Ok(trace) = stacks.get(&id, 0) {
-                out.insert(id, trace.frames().iter().map(|f| f.ip).collect());
-            }
-        }
-        Ok(out)
+        Ok(maps::read_stacks(
+            &self.ebpf,
+            "ALLOC_STACKS",
+            ids,
+            self.tables.is_some(),
+        )?)
     }
 
     /// Removes what belongs to images before `generation`: that memory died

@@ -20,7 +20,7 @@ use aya::{
 };
 use perf_ebpf_common::{
     SampleConfig, SampleKey, TASK_COMM_LEN, counter,
-    unwind::{UNWIND_STACK_ID_BASE, UnwindConfig, UnwindStack, end},
+    unwind::{UnwindConfig, UnwindStack, end},
 };
 
 use super::{
@@ -32,6 +32,12 @@ use crate::{
     profile::LostCounts,
     unwind::{UnwindMode, UnwindSummary, loader::TableLoader, sampler::Limits},
 };
+
+/// Online CPUs (0 when the list cannot be read): what a profile reports
+/// it covered.
+pub fn online_cpu_count() -> u32 {
+    online_cpus().map_or(0, |c| c.len() as u32)
+}
 
 /// Highest sampling frequency accepted; above it the sampler costs more than it tells.
 pub const MAX_FREQUENCY_HZ: u64 = 10_000;
@@ -349,16 +355,6 @@ impl CpuCollector {
     }
 
     /// The table walks' stacks, when user stacks are walked with tables.
-    fn unwound_stacks(&self) -> Result<Option<BpfHashMap<&MapData, u64, UnwindStack>>, CpuError> {
-        if self.tables.is_none() {
-            return Ok(None);
-        }
-        Ok(Some(
-            BpfHashMap::try_from(maps::find(&self.ebpf, "UNWIND_STACKS")?)
-                .map_err(MapAccessError::on("UNWIND_STACKS"))?,
-        ))
-    }
-
     /// How the table walks went so far, when user stacks are walked with
     /// tables.
     pub fn unwind_summary(&self) -> Result<Option<UnwindSummary>, CpuError> {
@@ -403,27 +399,12 @@ impl Collector for CpuCollector {
                 samples.push((key, count));
             }
         }
-        let stack_map: StackTraceMap<&MapData> =
-            StackTraceMap::try_from(maps::find(&self.ebpf, "CPU_STACKS")?)
-                .map_err(MapAccessError::on("CPU_STACKS"))?;
         let ids: HashSet<u32> = samples
             .iter()
             .flat_map(|(k, _)| [k.user_stack_id, k.kernel_stack_id])
             .filter_map(|id| u32::try_from(id).ok())
             .collect();
-        let mut stacks = HashMap::new();
-        let unwound = self.unwound_stacks()?;
-        for id in ids {
-            // A stack evicted between the two reads is shown as lost, not as an error.
-            if id >= UNWIND_STACK_ID_BASE as u32 {
-                if let Some(Ok(stack)) = unwound.as_ref().map(|m| m.get(&u64::from(id), 0)) {
-                    let len = (stack.len as usize).min(stack.pcs.len());
-                    stacks.insert(id, stack.pcs[..len].to_vec());
-                }
-            } else if let Ok(trace) = stack_map.get(&id, 0) {
-                stacks.insert(id, trace.frames().iter().map(|f| f.ip).collect());
-            }
-        }
+        let stacks = maps::read_stacks(&self.ebpf, "CPU_STACKS", ids, self.tables.is_some())?;
         let counters = self.counters_now()?;
         Ok(RawProfile {
             samples,

@@ -96,3 +96,36 @@ pub fn clear_per_cpu_hash<K: Pod, V: Pod>(
     }
     Ok(())
 }
+
+/// The stacks of `ids`, leaf first: ids from `UNWIND_STACK_ID_BASE` up
+/// from `UNWIND_STACKS` (walked with unwind tables) when `unwound`, the
+/// others from the stack-trace map `name`. A stack evicted since its id was
+/// read is left out (shown as lost).
+pub fn read_stacks(
+    ebpf: &Ebpf,
+    name: &'static str,
+    ids: impl IntoIterator<Item = u32>,
+    unwound: bool,
+) -> Result<std::collections::HashMap<u32, Vec<u64>>, MapAccessError> {
+    use perf_ebpf_common::unwind::{UNWIND_STACK_ID_BASE, UnwindStack};
+    let traces: aya::maps::StackTraceMap<&MapData> =
+        aya::maps::StackTraceMap::try_from(find(ebpf, name)?).map_err(MapAccessError::on(name))?;
+    let walked: Option<aya::maps::HashMap<&MapData, u64, UnwindStack>> = if unwound {
+        let map = find(ebpf, "UNWIND_STACKS")?;
+        Some(aya::maps::HashMap::try_from(map).map_err(MapAccessError::on("UNWIND_STACKS"))?)
+    } else {
+        None
+    };
+    let mut out = std::collections::HashMap::new();
+    for id in ids {
+        if id >= UNWIND_STACK_ID_BASE as u32 {
+            if let Some(Ok(stack)) = walked.as_ref().map(|m| m.get(&u64::from(id), 0)) {
+                let len = (stack.len as usize).min(stack.pcs.len());
+                out.insert(id, stack.pcs[..len].to_vec());
+            }
+        } else if let Ok(trace) = traces.get(&id, 0) {
+            out.insert(id, trace.frames().iter().map(|f| f.ip).collect());
+        }
+    }
+    Ok(out)
+}

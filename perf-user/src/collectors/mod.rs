@@ -5,6 +5,7 @@ pub mod alloc;
 pub mod block;
 pub mod cpu;
 pub mod maps;
+pub mod offcpu;
 pub mod tcp;
 pub mod tracepoints;
 pub mod uprobe_multi;

@@ -13,10 +13,15 @@ use crate::{
     collectors::{
         Collector as _,
         cpu::{CpuCollector, CpuOptions},
+        offcpu::{OffCpuCollector, OffCpuOptions},
     },
     output,
     processes::{self, ProcessTable},
-    profile::build::{RunInfo, build},
+    profile::{
+        ProfileKind,
+        build::{RunInfo, build},
+        offcpu,
+    },
     progress::Progress,
     symbolize::StackSymbolizer,
 };
@@ -47,70 +52,138 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
     super::ready_for_ebpf()?;
     let mut out = super::open_output(args.output.as_deref())?;
 
-    let opts = CpuOptions {
-        frequency_hz: args.frequency,
-        pids: args.pids.clone(),
-        comm: args.comm.clone(),
-        user_stacks: args.stacks != Stacks::Kernel,
-        kernel_stacks: args.stacks != Stacks::User,
-        include_idle: args.include_idle,
-        unwind: args.unwind,
-        unwind_tables_mib: args.unwind_tables_mib,
+    let kind = if args.off_cpu {
+        ProfileKind::OffCpu
+    } else if args.wall {
+        ProfileKind::Wall
+    } else {
+        ProfileKind::Cpu
     };
-    let mut collector = CpuCollector::attach(&opts).context("cannot start the CPU profiler")?;
+    if kind == ProfileKind::Cpu && args.cgroup.is_some() {
+        bail!(
+            "--cgroup selects threads for --off-cpu and --wall; for a CPU profile use --pid or --comm"
+        );
+    }
+    let mut cpu = if kind == ProfileKind::OffCpu {
+        None
+    } else {
+        let opts = CpuOptions {
+            frequency_hz: args.frequency,
+            pids: args.pids.clone(),
+            comm: args.comm.clone(),
+            user_stacks: args.stacks != Stacks::Kernel,
+            kernel_stacks: args.stacks != Stacks::User,
+            include_idle: args.include_idle,
+            unwind: args.unwind,
+            unwind_tables_mib: args.unwind_tables_mib,
+        };
+        Some(CpuCollector::attach(&opts).context("cannot start the CPU profiler")?)
+    };
+    let mut off = if kind == ProfileKind::Cpu {
+        None
+    } else {
+        let opts = OffCpuOptions {
+            pids: args.pids.clone(),
+            comm: args.comm.clone(),
+            cgroup: args.cgroup.clone(),
+            user_stacks: args.stacks != Stacks::Kernel,
+            kernel_stacks: args.stacks != Stacks::User,
+            min_ns: u64::try_from(args.min_block.as_nanos()).unwrap_or(u64::MAX),
+            tracepoints: args.tracepoints,
+            unwind: args.unwind,
+            unwind_tables_mib: args.unwind_tables_mib,
+        };
+        let c = OffCpuCollector::attach(&opts).context("cannot start the off-CPU profiler")?;
+        if let Some(why) = crate::collectors::tracepoints::unexpected_fallback(c.fallback_reason())
+        {
+            eprintln!(
+                "warning: the BTF sched_switch program could not be used ({why}); the classic tracepoint is used instead"
+            );
+        }
+        Some(c)
+    };
     super::drop_privileges(crate::privileges::Stage::Profile);
     let start_wall = SystemTime::now();
     let started = Instant::now();
-    let cpus = collector.cpus().len() as u32;
+    let cpus = crate::collectors::cpu::online_cpu_count();
 
     let mut procs = ProcessTable::default();
     let mut progress = Progress::new(args.quiet);
-    let stop_reason =
-        sample_loop(&mut collector, &args, &mut procs, &mut progress, started).await?;
+    let stop_reason = sample_loop(
+        cpu.as_mut(),
+        off.as_mut(),
+        &args,
+        &mut procs,
+        &mut progress,
+        started,
+    )
+    .await?;
     let elapsed = started.elapsed();
-    let raw = collector.read().context("reading the CPU samples")?;
+    let raw = cpu
+        .as_mut()
+        .map(|c| c.read().context("reading the CPU samples"))
+        .transpose()?;
+    let off_raw = off
+        .as_mut()
+        .map(|c| c.read().context("reading the off-CPU times"))
+        .transpose()?;
     // Detach now: symbolizing can take a while and should not be profiled.
-    drop(collector);
-    procs.capture(raw.samples.iter().map(|(k, _)| k.pid));
+    drop(cpu);
+    drop(off);
+    let pids = raw
+        .iter()
+        .flat_map(|r| r.samples.iter().map(|(k, _)| k.pid))
+        .chain(
+            off_raw
+                .iter()
+                .flat_map(|r| r.times.iter().map(|(k, _)| k.pid)),
+        );
+    procs.capture(pids);
     procs.reread_live();
     progress.update(&format!(
-        "Symbolizing {} stacks from {} processes…",
-        raw.samples.len(),
+        "Symbolizing stacks from {} processes…",
         procs.len()
     ));
 
     let mut sym = StackSymbolizer::new();
-    let profile = build(
-        &raw,
-        &procs,
-        &mut sym,
-        &RunInfo {
-            frequency_hz: args.frequency,
-            duration_secs: elapsed.as_secs_f64(),
-            start_unix_nanos: start_wall
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default()
-                .as_nanos() as u64,
-            cpus,
-        },
-    );
+    let run = RunInfo {
+        frequency_hz: args.frequency,
+        duration_secs: elapsed.as_secs_f64(),
+        start_unix_nanos: start_wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64,
+        cpus,
+    };
+    let on = raw.map(|raw| build(&raw, &procs, &mut sym, &run));
+    let away = off_raw.map(|snap| offcpu::build(&snap, &procs, &mut sym, &run));
+    let profile = match (on, away) {
+        (Some(on), Some(away)) => offcpu::wall(on, away),
+        (Some(p), None) | (None, Some(p)) => p,
+        (None, None) => unreachable!("one collector at least is attached"),
+    };
     progress.finish();
     if let Some(reason) = stop_reason {
         eprintln!("{reason}");
     }
     warn_unreadable(sym.failures());
     note_missing_symbols(&sym);
+    let what = match kind {
+        ProfileKind::Cpu => "CPU profile",
+        ProfileKind::OffCpu => "Off-CPU time",
+        ProfileKind::Wall => "Wall-clock time",
+    };
     let title = match &args.comm {
-        Some(c) => format!("CPU profile of {c}"),
+        Some(c) => format!("{what} of {c}"),
         None if !args.pids.is_empty() => format!(
-            "CPU profile of PID {}",
+            "{what} of PID {}",
             args.pids
                 .iter()
                 .map(u32::to_string)
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
-        None => "CPU profile".to_string(),
+        None => what.to_string(),
     };
     let opts = output::OutputOptions {
         top: args.top,
@@ -120,12 +193,12 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         .and_then(|()| out.flush())
         .context("writing the report")?;
     if let Some(path) = &args.output {
-        eprintln!(
-            "Wrote {} samples as {:?} to {}",
-            profile.total_samples,
-            args.format,
-            path.display()
-        );
+        let amount = if kind.is_time() {
+            format!("{:.3} s", profile.total_samples as f64 / 1e6)
+        } else {
+            format!("{} samples", profile.total_samples)
+        };
+        eprintln!("Wrote {amount} as {:?} to {}", args.format, path.display());
     }
     Ok(())
 }
@@ -139,30 +212,46 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
 /// selected PID to watch, the next redraw. Waking on a timer instead would
 /// cost CPU on an idle host.
 async fn sample_loop(
-    collector: &mut CpuCollector,
+    mut collector: Option<&mut CpuCollector>,
+    mut off: Option<&mut OffCpuCollector>,
     args: &ProfileArgs,
     procs: &mut ProcessTable,
     progress: &mut Progress,
     started: Instant,
 ) -> anyhow::Result<Option<String>> {
     let deadline = started + args.duration;
-    let fd = collector
-        .new_pids_fd()
-        .try_clone_to_owned()
-        .context("duplicating the new-PID ring buffer's descriptor")?;
-    // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays open, and
-    // as_raw_fd returns the same descriptor, until the AsyncFd is dropped.
-    let new_pids = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
-        .map_err(|e| anyhow::anyhow!("watching the new-PID ring buffer: {e}"))?;
+    // Only the CPU sampler announces new processes; off-CPU alone captures
+    // them at the end.
+    let new_pids = match collector.as_deref() {
+        Some(c) => {
+            let fd = c
+                .new_pids_fd()
+                .try_clone_to_owned()
+                .context("duplicating the new-PID ring buffer's descriptor")?;
+            // SAFETY: `fd` is an OwnedFd moved into the AsyncFd: it stays
+            // open, and as_raw_fd returns the same descriptor, until the
+            // AsyncFd is dropped.
+            Some(
+                unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+                    .map_err(|e| anyhow::anyhow!("watching the new-PID ring buffer: {e}"))?,
+            )
+        }
+        None => None,
+    };
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
-    let redraw = progress.enabled() || !args.pids.is_empty();
+    // Off-CPU time has no new-process announcements: its processes' maps
+    // are read at each redraw instead.
+    let redraw = progress.enabled() || !args.pids.is_empty() || off.is_some();
+    procs.capture(args.pids.iter().copied());
     let mut next_redraw = started + REDRAW;
     let mut last_reread = started;
     loop {
         let now = Instant::now();
         if now >= deadline {
-            procs.capture(collector.new_pids());
+            if let Some(c) = collector.as_deref_mut() {
+                procs.capture(c.new_pids());
+            }
             return Ok(None);
         }
         let mut wake = deadline;
@@ -179,18 +268,25 @@ async fn sample_loop(
                     started.elapsed().as_secs_f64()
                 )));
             }
-            ready = new_pids.readable() => {
+            ready = async {
+                match &new_pids {
+                    Some(fd) => fd.readable().await,
+                    None => std::future::pending().await,
+                }
+            } => {
                 let mut guard = ready.context("waiting on the new-PID ring buffer")?;
                 // Cleared before draining: the kernel signals only a record
                 // written after the reader caught up, so clearing after
                 // draining could lose that signal and leave every later PID
                 // unread until the end.
                 guard.clear_ready();
-                let new = collector.new_pids();
-                // Maps first: a short-lived process may be gone by the time
-                // its tables are built.
-                procs.capture(new.iter().copied());
-                collector.load_tables(&new);
+                if let Some(c) = collector.as_deref_mut() {
+                    let new = c.new_pids();
+                    // Maps first: a short-lived process may be gone by the
+                    // time its tables are built.
+                    procs.capture(new.iter().copied());
+                    c.load_tables(&new);
+                }
                 continue;
             }
             _ = tokio::time::sleep_until(wake.into()) => {}
@@ -204,19 +300,40 @@ async fn sample_loop(
             continue;
         }
         next_redraw = now + REDRAW;
+        if let Some(c) = off.as_deref_mut()
+            && let Ok(pids) = c.pids()
+        {
+            let new: Vec<u32> = pids
+                .into_iter()
+                .filter(|p| procs.get(*p).is_none())
+                .collect();
+            procs.capture(new.iter().copied());
+            c.load_tables(new);
+        }
         if !args.pids.is_empty() && args.pids.iter().all(|&p| !processes::exists(p)) {
             return Ok(Some(format!(
                 "All selected processes exited after {:.1} s; reporting what was sampled.",
                 started.elapsed().as_secs_f64()
             )));
         }
+        let secs = (now - started)
+            .as_secs_f64()
+            .min(args.duration.as_secs_f64());
+        let mut parts = Vec::new();
+        if let Some(c) = collector.as_deref() {
+            parts.push(format!(
+                "{} samples at {} Hz",
+                c.samples_counted().unwrap_or(0),
+                args.frequency
+            ));
+        }
+        if let Some(c) = off.as_deref().and_then(|c| c.counters_now().ok()) {
+            parts.push(format!("{} waits of {} switches", c.counted, c.switches));
+        }
         progress.update(&format!(
-            "Sampling at {} Hz on {} CPUs: {:.0}/{:.0} s, {} samples, {} processes (Ctrl-C to stop)",
-            args.frequency,
-            collector.cpus().len(),
-            (now - started).as_secs_f64().min(args.duration.as_secs_f64()),
+            "Tracing: {secs:.0}/{:.0} s, {}, {} processes (Ctrl-C to stop)",
             args.duration.as_secs_f64(),
-            collector.samples_counted().unwrap_or(0),
+            parts.join(", "),
             procs.len()
         ));
     }

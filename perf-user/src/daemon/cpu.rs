@@ -522,6 +522,7 @@ mod tests {
         let stacks: Vec<StackSample> = rows
             .iter()
             .map(|(f, n)| StackSample {
+                state: None,
                 pid: 1,
                 tid: 1,
                 process: "app".into(),
@@ -540,6 +541,7 @@ mod tests {
             })
             .collect();
         Profile {
+            kind: crate::profile::ProfileKind::Cpu,
             frequency_hz: 49,
             duration_secs: 30.0,
             start_unix_nanos: 0,

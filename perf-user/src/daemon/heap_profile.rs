@@ -118,6 +118,7 @@ pub fn in_use(leaks: &LeaksSource, keep: KeepProcess<'_>) -> InUse {
             out.profile.total_samples += s.allocations;
             out.bytes.push(s.bytes);
             out.profile.stacks.push(StackSample {
+                state: None,
                 pid,
                 tid: pid,
                 process: name.to_string(),

@@ -145,6 +145,7 @@ pub fn rank(
 ) -> (Vec<HotRow>, u64) {
     // Each group is the profile with only its stacks.
     let template = Profile {
+        kind: crate::profile::ProfileKind::Cpu,
         stacks: Vec::new(),
         ..profile.clone()
     };

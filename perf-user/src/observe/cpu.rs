@@ -191,6 +191,7 @@ mod tests {
     #[test]
     fn cpu_observations_carry_the_hottest_stack() {
         let stack = |pid, frames: &[&str], count| StackSample {
+            state: None,
             pid,
             tid: pid,
             process: "app".into(),
@@ -199,6 +200,7 @@ mod tests {
             count,
         };
         let profile = Profile {
+            kind: crate::profile::ProfileKind::Cpu,
             frequency_hz: 99,
             duration_secs: 10.0,
             start_unix_nanos: 0,

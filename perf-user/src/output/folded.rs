@@ -18,6 +18,13 @@ pub fn lines(profile: &Profile) -> Vec<String> {
                 line.push_str("_[k]");
             }
         }
+        // Off-CPU and wall-clock stacks end in their state, so that the
+        // flame graph's tops say what the time was spent doing.
+        if let Some(state) = stack.state {
+            line.push_str(";[");
+            line.push_str(state.name());
+            line.push(']');
+        }
         *merged.entry(line).or_default() += stack.count;
     }
     merged
@@ -62,6 +69,7 @@ mod tests {
     #[test]
     fn folds_and_merges_threads() {
         let s = |tid, count| StackSample {
+            state: None,
             pid: 1,
             tid,
             process: "app".into(),
@@ -75,6 +83,7 @@ mod tests {
             count,
         };
         let p = Profile {
+            kind: crate::profile::ProfileKind::Cpu,
             frequency_hz: 99,
             duration_secs: 1.0,
             start_unix_nanos: 0,

@@ -11,7 +11,7 @@ use flate2::Compression;
 use flate2::write::GzEncoder;
 use prost::Message as _;
 
-use crate::profile::{Frame, Profile, StackSample};
+use crate::profile::{Frame, Profile, ProfileKind, StackSample};
 
 /// The messages of Google's `profile.proto` (package `perftools.profiles`),
 /// with the field numbers and types of the official definition.
@@ -206,7 +206,24 @@ pub mod proto {
 /// the CPU time they stand for (`cpu`/`nanoseconds`). Samples are labelled
 /// with `pid`, `tid`, `process` and `thread`.
 pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
-    write_with(profile, &Layout::cpu(), w)
+    // Microseconds in the model, nanoseconds in the format.
+    let time = |_: usize, s: &StackSample| vec![to_i64(s.count.saturating_mul(1_000))];
+    let layout = match profile.kind {
+        ProfileKind::Cpu => Layout::cpu(),
+        ProfileKind::OffCpu => Layout {
+            sample_types: &[("off_cpu", "nanoseconds")],
+            values: Some(&time),
+            labels: None,
+            period: Some((("off_cpu", "nanoseconds"), 1)),
+        },
+        ProfileKind::Wall => Layout {
+            sample_types: &[("wall", "nanoseconds")],
+            values: Some(&time),
+            labels: None,
+            period: Some((("wall", "nanoseconds"), 1)),
+        },
+    };
+    write_with(profile, &layout, w)
 }
 
 /// The values of a profile's stack `i`, one per sample type.
@@ -409,6 +426,13 @@ fn build(profile: &Profile, layout: &Layout<'_>) -> proto::Profile {
                 ..Default::default()
             },
         ];
+        if let Some(state) = stack.state {
+            label.push(proto::Label {
+                key: strings.intern("state"),
+                str: strings.intern(state.name()),
+                ..Default::default()
+            });
+        }
         if let Some(extra) = layout.labels {
             for (key, value) in extra(stack) {
                 label.push(proto::Label {
@@ -512,6 +536,7 @@ mod tests {
             true,
         );
         Profile {
+            kind: crate::profile::ProfileKind::Cpu,
             frequency_hz: 100,
             duration_secs: 2.5,
             start_unix_nanos: 1_700_000_000_123_456_789,
@@ -524,6 +549,7 @@ mod tests {
             unwind: None,
             stacks: vec![
                 StackSample {
+                    state: None,
                     pid: 100,
                     tid: 101,
                     process: "app".to_owned(),
@@ -532,6 +558,7 @@ mod tests {
                     count: 3,
                 },
                 StackSample {
+                    state: None,
                     pid: 100,
                     tid: 100,
                     process: "app".to_owned(),
@@ -582,6 +609,7 @@ mod tests {
         ]
         .into_iter()
         .map(|(o, s)| StackSample {
+            state: None,
             frames: vec![template.frames[0].clone(), at(o, s)],
             count: 1,
             ..template.clone()
@@ -845,6 +873,7 @@ mod tests {
     #[test]
     fn empty_profile_is_valid() {
         let profile = Profile {
+            kind: crate::profile::ProfileKind::Cpu,
             frequency_hz: 0,
             duration_secs: f64::NAN,
             start_unix_nanos: 0,

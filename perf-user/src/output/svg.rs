@@ -14,11 +14,12 @@ pub fn write(profile: &Profile, title: &str, w: &mut dyn Write) -> io::Result<()
     let lines = folded::lines(profile);
     let mut opts = Options::default();
     opts.title = title.to_string();
-    opts.count_name = "samples".to_string();
-    opts.subtitle = Some(format!(
-        "{} samples at {} Hz over {:.1} s on {} CPUs",
-        profile.total_samples, profile.frequency_hz, profile.duration_secs, profile.cpus
-    ));
+    opts.subtitle = Some(super::table::summary(profile));
+    if profile.kind.is_time() {
+        opts.count_name = "µs".to_string();
+    } else {
+        opts.count_name = "samples".to_string();
+    }
     if lines.is_empty() {
         // inferno refuses an empty input; an empty profile still gets a valid SVG.
         return writeln!(

@@ -2,27 +2,62 @@
 
 use std::io::{self, Write};
 
-use crate::profile::{Profile, hotspots};
+use crate::profile::{Profile, ProfileKind, hotspots, offcpu::by_state};
 
 /// Longest function name shown before it is cut with `…`.
 const MAX_FUNCTION_WIDTH: usize = 60;
 
+/// The first line: what the profile holds. Off-CPU and wall-clock time
+/// are split by state.
+pub fn summary(profile: &Profile) -> String {
+    let secs = |us: u64| us as f64 / 1e6;
+    let states = || {
+        by_state(profile)
+            .iter()
+            .map(|(st, us)| format!("{} {:.3} s", st.name(), secs(*us)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match profile.kind {
+        ProfileKind::Cpu => format!(
+            "{} samples at {} Hz over {:.1} s on {} CPUs ({} stacks)",
+            profile.total_samples,
+            profile.frequency_hz,
+            profile.duration_secs,
+            profile.cpus,
+            profile.stacks.len()
+        ),
+        ProfileKind::OffCpu => format!(
+            "{:.3} s off-CPU over {:.1} s ({} stacks): {}",
+            secs(profile.total_samples),
+            profile.duration_secs,
+            profile.stacks.len(),
+            states()
+        ),
+        ProfileKind::Wall => format!(
+            "{:.3} s of wall-clock time over {:.1} s, on-CPU sampled at {} Hz ({} stacks): {}",
+            secs(profile.total_samples),
+            profile.duration_secs,
+            profile.frequency_hz,
+            profile.stacks.len(),
+            states()
+        ),
+    }
+}
+
 /// Writes a summary line, the hotspot table and any losses.
 pub fn write(profile: &Profile, top: usize, w: &mut dyn Write) -> io::Result<()> {
-    writeln!(
-        w,
-        "{} samples at {} Hz over {:.1} s on {} CPUs ({} stacks)",
-        profile.total_samples,
-        profile.frequency_hz,
-        profile.duration_secs,
-        profile.cpus,
-        profile.stacks.len()
-    )?;
+    writeln!(w, "{}", summary(profile))?;
     if profile.total_samples == 0 {
-        writeln!(
-            w,
-            "No samples matched: was the target busy on a CPU? (idle time is left out unless --include-idle)"
-        )?;
+        let hint = match profile.kind {
+            ProfileKind::Cpu => {
+                "No samples matched: was the target busy on a CPU? (idle time is left out unless --include-idle)"
+            }
+            _ => {
+                "Nothing matched: did the target run, and did its threads leave the CPU for longer than --min-block?"
+            }
+        };
+        writeln!(w, "{hint}")?;
         return Ok(());
     }
     let rows = hotspots(profile);

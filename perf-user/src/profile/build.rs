@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use perf_ebpf_common::SampleKey;
 
-use super::model::{Frame, LostCounts, Profile, StackSample};
+use super::model::{Frame, LostCounts, Profile, StackSample, ThreadState};
 use crate::{
     collectors::cpu::RawProfile,
     processes::ProcessTable,
@@ -31,6 +31,17 @@ pub fn build(
     sym: &mut StackSymbolizer,
     run: &RunInfo,
 ) -> Profile {
+    build_with(raw, &[], procs, sym, run)
+}
+
+/// As [`build`], the `i`th sample of `raw` in `states[i]` when given.
+pub fn build_with(
+    raw: &RawProfile,
+    states: &[ThreadState],
+    procs: &ProcessTable,
+    sym: &mut StackSymbolizer,
+    run: &RunInfo,
+) -> Profile {
     let stack = |id: i32| -> &[u64] {
         u32::try_from(id)
             .ok()
@@ -48,7 +59,8 @@ pub fn build(
     let mut stacks: Vec<StackSample> = raw
         .samples
         .iter()
-        .map(|(key, count)| {
+        .enumerate()
+        .map(|(i, (key, count))| {
             let info = procs.get(key.pid);
             let maps = info.and_then(|p| p.maps.as_ref());
             let mut frames: Vec<Arc<Frame>> = sym.user_frames(maps, stack(key.user_stack_id));
@@ -58,6 +70,7 @@ pub fn build(
             frames.extend(sym.kernel_frames(stack(key.kernel_stack_id)));
             let thread = comm_string(key);
             StackSample {
+                state: states.get(i).copied(),
                 pid: key.pid,
                 tid: key.tid,
                 process: info
@@ -76,6 +89,7 @@ pub fn build(
             .then(a.tid.cmp(&b.tid))
     });
     Profile {
+        kind: crate::profile::ProfileKind::Cpu,
         frequency_hz: run.frequency_hz,
         duration_secs: run.duration_secs,
         start_unix_nanos: run.start_unix_nanos,

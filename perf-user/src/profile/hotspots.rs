@@ -91,6 +91,7 @@ mod tests {
         let stacks: Vec<StackSample> = stacks
             .into_iter()
             .map(|(names, count)| StackSample {
+                state: None,
                 pid: 1,
                 tid: 1,
                 process: "p".into(),
@@ -100,6 +101,7 @@ mod tests {
             })
             .collect();
         Profile {
+            kind: crate::profile::ProfileKind::Cpu,
             frequency_hz: 99,
             duration_secs: 1.0,
             start_unix_nanos: 0,

@@ -4,6 +4,8 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
+pub use crate::collectors::offcpu::ThreadState;
+
 /// One symbolized stack frame.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct Frame {
@@ -59,8 +61,12 @@ pub struct StackSample {
     /// Frames from the outermost caller (root) to the sampled function (leaf):
     /// user frames first, then kernel frames.
     pub frames: Vec<Arc<Frame>>,
-    /// Number of samples.
+    /// Number of samples; in an off-CPU or wall-clock profile,
+    /// microseconds.
     pub count: u64,
+    /// Off-CPU and wall-clock profiles: the state the thread was in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<ThreadState>,
 }
 
 /// Samples and stacks that were lost, as the kernel program counted them.
@@ -85,9 +91,33 @@ impl LostCounts {
     }
 }
 
-/// A finished CPU profile.
+/// What a profile's counts measure.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileKind {
+    /// CPU samples at `frequency_hz`.
+    #[default]
+    Cpu,
+    /// Microseconds off the CPU.
+    OffCpu,
+    /// Microseconds of wall-clock time: on-CPU samples turned into time at
+    /// the sampling period, plus off-CPU time.
+    Wall,
+}
+
+impl ProfileKind {
+    /// True when counts are microseconds rather than samples.
+    pub fn is_time(self) -> bool {
+        self != ProfileKind::Cpu
+    }
+}
+
+/// A finished profile.
 #[derive(Clone, Debug, Serialize)]
 pub struct Profile {
+    /// What `count` and `total_samples` measure: samples (`cpu`) or
+    /// microseconds (`off-cpu`, `wall`).
+    pub kind: ProfileKind,
     /// Sampling frequency per CPU.
     pub frequency_hz: u64,
     /// How long sampling ran, in seconds.
