@@ -549,6 +549,7 @@ mod tests {
             total_samples: rows.iter().map(|r| r.1).sum(),
             lost: LostCounts::default(),
             unwind: None,
+            off_cpu: None,
             stacks,
         }
     }

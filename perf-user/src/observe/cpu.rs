@@ -208,6 +208,7 @@ mod tests {
             total_samples: 100,
             lost: LostCounts::default(),
             unwind: None,
+            off_cpu: None,
             stacks: vec![
                 stack(7, &["main", "a", "hot"], 50),
                 stack(8, &["main", "b", "hot"], 20),

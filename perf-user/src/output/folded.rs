@@ -91,6 +91,7 @@ mod tests {
             total_samples: 5,
             lost: LostCounts::default(),
             unwind: None,
+            off_cpu: None,
             stacks: vec![s(1, 2), s(2, 3)],
         };
         assert_eq!(

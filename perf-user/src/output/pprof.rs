@@ -547,6 +547,7 @@ mod tests {
                 ..Default::default()
             },
             unwind: None,
+            off_cpu: None,
             stacks: vec![
                 StackSample {
                     state: None,
@@ -881,6 +882,7 @@ mod tests {
             total_samples: 0,
             lost: LostCounts::default(),
             unwind: None,
+            off_cpu: None,
             stacks: Vec::new(),
         };
         let p = proto::Profile::decode(&encode(&profile)[..]).unwrap();

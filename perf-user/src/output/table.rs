@@ -112,6 +112,19 @@ pub fn write(profile: &Profile, top: usize, w: &mut dyn Write) -> io::Result<()>
     if let Some(unwind) = &profile.unwind {
         write_unwind(unwind, w)?;
     }
+    if let Some(o) = &profile.off_cpu {
+        let c = &o.counters;
+        writeln!(
+            w,
+            "Context switches: {} seen ({} tracepoint), {} switch-outs recorded, {} left out by the filters in the kernel, {} absences counted, {} shorter than --min-block",
+            c.switches,
+            o.tracepoints.name(),
+            c.recorded,
+            c.filtered,
+            c.counted,
+            c.too_short
+        )?;
+    }
     Ok(())
 }
 

@@ -97,6 +97,7 @@ pub fn build_with(
         total_samples: stacks.iter().map(|s| s.count).sum(),
         lost: LostCounts { ..raw.lost.clone() },
         unwind: raw.unwind.clone(),
+        off_cpu: None,
         stacks,
     }
 }

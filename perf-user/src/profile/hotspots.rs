@@ -109,6 +109,7 @@ mod tests {
             total_samples: stacks.iter().map(|s| s.count).sum(),
             lost: LostCounts::default(),
             unwind: None,
+            off_cpu: None,
             stacks,
         }
     }

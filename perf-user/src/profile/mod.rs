@@ -6,4 +6,4 @@ pub mod model;
 pub mod offcpu;
 
 pub use hotspots::{Hotspot, hotspots};
-pub use model::{Frame, LostCounts, Profile, ProfileKind, StackSample, ThreadState};
+pub use model::{Frame, LostCounts, OffCpuSummary, Profile, ProfileKind, StackSample, ThreadState};

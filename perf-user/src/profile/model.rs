@@ -91,6 +91,16 @@ impl LostCounts {
     }
 }
 
+/// What the off-CPU program counted, and which one ran.
+#[derive(Clone, Debug, Serialize)]
+pub struct OffCpuSummary {
+    /// `btf` or `classic`.
+    pub tracepoints: crate::collectors::tracepoints::Tracepoints,
+    /// Switch-outs the filters kept and dropped, absences counted, losses.
+    #[serde(flatten)]
+    pub counters: crate::collectors::offcpu::OffCpuCounters,
+}
+
 /// What a profile's counts measure.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -133,6 +143,9 @@ pub struct Profile {
     /// How user stacks were walked with unwind tables, when they were.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unwind: Option<crate::unwind::UnwindSummary>,
+    /// Off-CPU and wall-clock profiles: what the sched_switch program saw.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub off_cpu: Option<OffCpuSummary>,
     /// Stacks, most samples first.
     pub stacks: Vec<StackSample>,
 }

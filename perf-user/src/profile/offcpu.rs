@@ -5,7 +5,7 @@
 use perf_ebpf_common::SampleKey;
 
 use super::{
-    Profile, ProfileKind, ThreadState,
+    OffCpuSummary, Profile, ProfileKind, ThreadState,
     build::{RunInfo, build_with},
 };
 use crate::{
@@ -64,6 +64,10 @@ pub fn build(
     let (raw, states) = raw_samples(snap);
     let mut p = build_with(&raw, &states, procs, sym, run);
     p.kind = ProfileKind::OffCpu;
+    p.off_cpu = Some(OffCpuSummary {
+        tracepoints: snap.tracepoints,
+        counters: snap.counters,
+    });
     for s in &mut p.stacks {
         cut_scheduler(&mut s.frames);
     }
@@ -135,6 +139,7 @@ pub fn wall(cpu: Profile, off: Profile) -> Profile {
         total_samples: stacks.iter().map(|s| s.count).sum(),
         lost,
         unwind: cpu.unwind,
+        off_cpu: off.off_cpu,
         stacks,
     }
 }
@@ -240,6 +245,7 @@ mod tests {
             total_samples: 30,
             lost: LostCounts::default(),
             unwind: None,
+            off_cpu: None,
             stacks: vec![one(30, None)],
         };
         let off = Profile {
