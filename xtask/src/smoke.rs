@@ -83,6 +83,7 @@ pub fn main(args: &Args) -> Result<ExitCode> {
     type Check<'a> = (&'a str, Box<dyn Fn() -> Result<String> + 'a>);
     let checks: Vec<Check> = vec![
         ("profile", Box::new(|| smoke_profile(&runner, &workload))),
+        ("offcpu", Box::new(|| smoke_offcpu(&runner, &workload))),
         ("latency", Box::new(|| smoke_latency(&runner))),
         ("leaks", Box::new(|| smoke_leaks(&runner, &workload))),
         ("run", Box::new(|| smoke_daemon(&runner, &workload))),
@@ -496,6 +497,42 @@ fn smoke_profile(runner: &Runner, workload: &Path) -> Result<String> {
     Ok(format!(
         "{samples} samples, {named} named hotspots, smoke_spin_hot {} samples",
         spin["self_samples"]
+    ))
+}
+
+/// `profile --off-cpu -d 2s --format json` while a root-owned process naps
+/// in smoke_nap: time off the CPU under that function, sleeping (BTF
+/// tracepoint, no tracefs).
+fn smoke_offcpu(runner: &Runner, workload: &Path) -> Result<String> {
+    let _nap = Background::spawn(Command::new(workload).args(["nap", "30"]))?;
+    let out = runner.run(
+        &["profile", "--off-cpu", "-d", "2s", "--format", "json"],
+        Duration::from_secs(60),
+    )?;
+    let doc = json(&out, "profile --off-cpu")?;
+    let stacks = doc["stacks"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+    let napping: u64 = stacks
+        .iter()
+        .filter(|s| s["state"] == "sleeping")
+        .filter(|s| {
+            s["frames"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f["function"] == "smoke_nap"))
+        })
+        .filter_map(|s| s["count"].as_u64())
+        .sum();
+    ensure!(
+        napping > 1_000_000,
+        "{} µs off-CPU in {} stacks, but only {napping} µs asleep under smoke_nap          (a root-owned process sleeping there all along): tracepoint {}",
+        doc["total_samples"],
+        stacks.len(),
+        doc["off_cpu"]["tracepoints"]
+    );
+    Ok(format!(
+        "{:.2} s asleep under smoke_nap of {:.2} s off-CPU ({} tracepoint)",
+        napping as f64 / 1e6,
+        doc["total_samples"].as_u64().unwrap_or(0) as f64 / 1e6,
+        doc["off_cpu"]["tracepoints"].as_str().unwrap_or("?")
     ))
 }
 

@@ -2,6 +2,7 @@
  * Workload of `cargo xtask smoke-nonroot`.
  *
  *   smoke_workload spin SECONDS   burn CPU in smoke_spin_hot, then exit
+ *   smoke_workload nap SECONDS    sleep 10 ms at a time in smoke_nap, then exit
  *   smoke_workload leak           leak LEAKS strdup copies of a LEAK_SIZE-byte
  *                                 string from smoke_leak_strings, then wait
  *                                 until killed
@@ -33,6 +34,15 @@ __attribute__((noinline)) void smoke_spin_hot(double seconds)
 	} while ((now.tv_sec - start.tv_sec) + (now.tv_nsec - start.tv_nsec) / 1e9 < seconds);
 }
 
+__attribute__((noinline)) void smoke_nap(double seconds)
+{
+	struct timespec ten_ms = {0, 10000000};
+	for (int i = 0; i < seconds * 100; i++) {
+		nanosleep(&ten_ms, NULL);
+		sink++; /* not a tail call: smoke_nap stays on the stack */
+	}
+}
+
 __attribute__((noinline)) void smoke_leak_strings(void)
 {
 	char text[LEAK_SIZE];
@@ -46,6 +56,10 @@ int main(int argc, char **argv)
 {
 	if (argc == 3 && strcmp(argv[1], "spin") == 0) {
 		smoke_spin_hot(atof(argv[2]));
+		return 0;
+	}
+	if (argc == 3 && strcmp(argv[1], "nap") == 0) {
+		smoke_nap(atof(argv[2]));
 		return 0;
 	}
 	if (argc == 2 && strcmp(argv[1], "leak") == 0) {

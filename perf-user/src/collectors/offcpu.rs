@@ -20,8 +20,8 @@ use aya::{
 use perf_ebpf_common::{
     TASK_COMM_LEN,
     offcpu::{
-        OFFCPU_PID_FILTER_ENTRIES, OffCpuConfig, OffCpuKey, SWITCH_SPAN_MAX, SwitchFields,
-        TaskOffsets, counter, state,
+        OFFCPU_PID_FILTER_ENTRIES, OffCpuConfig, OffCpuKey, OffCpuStart, SWITCH_SPAN_MAX,
+        SwitchFields, TaskOffsets, counter, state,
     },
     unwind::{UnwindConfig, end},
 };
@@ -360,8 +360,12 @@ impl OffCpuCollector {
         let mut cfg = btf_config(&layout).map_err(|e| OffCpuError::NoBtf(e.to_string()))?;
         drop(layout);
         filters(&mut cfg, opts)?;
-        let dwarf =
-            opts.user_stacks && opts.unwind.resolve(!opts.pids.is_empty()) == UnwindMode::Dwarf;
+        // `auto` walks with tables for the whole host too: nearly every
+        // off-CPU stack starts in a C library syscall wrapper, built without
+        // frame pointers, so a frame-pointer walk loses its caller; and
+        // tables are loaded at most once per process per tick here, off the
+        // sampling path (profile.rs), not at each sample.
+        let dwarf = opts.user_stacks && opts.unwind.resolve(true) == UnwindMode::Dwarf;
         cfg.dwarf = u8::from(dwarf);
         let btf = sysfs_btf().map_err(OffCpuError::NoBtf)?;
         let limits = Limits::with_tables_mib(opts.unwind_tables_mib);
@@ -488,6 +492,49 @@ impl OffCpuCollector {
             pids.insert(key.map_err(MapAccessError::on("OFFCPU_TIME"))?.pid);
         }
         Ok(pids)
+    }
+
+    /// Deletes the stacks that no thread off the CPU now refers to, and
+    /// returns how many. [`Collector::reset`] keeps the stack map (a thread
+    /// away holds its ids until it comes back), so a reader that runs for
+    /// days calls this after each read: otherwise the map fills with the
+    /// stacks of every process ever seen (ASLR gives each its own) and new
+    /// stacks are lost to collisions. A thread that leaves the CPU between
+    /// the two steps with a stack already recorded may lose that stack (its
+    /// time then shows a lost stack).
+    pub fn prune_stacks(&mut self) -> Result<usize, OffCpuError> {
+        let mut keep = HashSet::new();
+        {
+            let start: BpfHashMap<&MapData, u32, OffCpuStart> =
+                BpfHashMap::try_from(maps::find(&self.ebpf, "OFFCPU_START")?)
+                    .map_err(MapAccessError::on("OFFCPU_START"))?;
+            // Entries that go while iterating end the walk early: keep what
+            // was read.
+            for (_, v) in start.iter().flatten() {
+                keep.extend(
+                    [v.key.user_stack_id, v.key.kernel_stack_id]
+                        .into_iter()
+                        .filter_map(|id| u32::try_from(id).ok()),
+                );
+            }
+        }
+        let err = MapAccessError::on("OFFCPU_STACKS");
+        let mut traces: aya::maps::StackTraceMap<&mut MapData> =
+            aya::maps::StackTraceMap::try_from(maps::find_mut(&mut self.ebpf, "OFFCPU_STACKS")?)
+                .map_err(&err)?;
+        let gone: Vec<u32> = traces
+            .stack_ids()
+            .filter_map(Result::ok)
+            .filter(|id| !keep.contains(id))
+            .collect();
+        let mut n = 0;
+        for id in gone {
+            // One deleted meanwhile (there is no other deleter) is no error.
+            if traces.remove(&id).is_ok() {
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     fn time_map(&self) -> Result<PerCpuHashMap<&MapData, OffCpuKey, u64>, OffCpuError> {
