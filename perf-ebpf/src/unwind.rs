@@ -242,13 +242,16 @@ unsafe fn task_user_regs(regs: *const pt_regs) -> Option<UserRegs> {
 #[cfg(bpf_target_arch = "aarch64")]
 #[inline(always)]
 unsafe fn task_user_regs(regs: *const pt_regs) -> Option<UserRegs> {
-    // SAFETY: arm64's pt_regs starts with user_pt_regs; read through the
-    // checked helper.
+    // arm64's pt_regs starts with user_pt_regs { regs[31], sp, pc, pstate }:
+    // x29, x30, sp and pc are the four words from regs[29] on. Only those
+    // are copied: the whole struct (272 bytes) on the BPF stack, beside the
+    // off-CPU program's own state, went past its 512 bytes.
+    // SAFETY: read through the checked helper.
     let r = unsafe {
-        aya_ebpf::helpers::bpf_probe_read_kernel(regs as *const aya_ebpf::bindings::user_pt_regs)
+        aya_ebpf::helpers::bpf_probe_read_kernel((regs as *const u64).add(29) as *const [u64; 4])
     }
     .ok()?;
-    Some((r.pc, r.sp, r.regs[29], r.regs[30]))
+    Some((r[3], r[2], r[0], r[1]))
 }
 
 /// Where a frame's return address is: CFA + `ra_offset` on arm64 (0 while
