@@ -98,6 +98,30 @@ t_profile() {
     expect burn_cpu_hot /tmp/profile.out
 }
 
+# Off-CPU time of a process napping 10 ms at a time: sleeping time under
+# nap_off_cpu. With BTF the user stack is walked with unwind tables; the
+# classic tracepoint (BTF hidden) walks frame pointers, which lose the
+# caller of the C library's nanosleep, so only the state is checked there.
+t_offcpu() {
+    /perf-user --help | grep -q -- 'profile' &&
+        /perf-user profile --help | grep -q -- --off-cpu ||
+        { skip_because "no profile --off-cpu in this build"; return 0; }
+    /workload nap 120 &
+    w=$!
+    # shellcheck disable=SC2086
+    /perf-user $BTF_ARGS profile --off-cpu --pid $w --duration 3s --format folded \
+        --quiet >/tmp/offcpu.out
+    rc=$?
+    kill $w
+    wait $w 2>/dev/null
+    cut -c1-400 /tmp/offcpu.out | head -10
+    [ $rc -eq 0 ] || { echo "perf-user profile --off-cpu exited with $rc"; return 1; }
+    expect '\[sleeping\]' /tmp/offcpu.out || return 1
+    if [ -e /sys/kernel/btf/vmlinux ]; then
+        expect 'nap_off_cpu;' /tmp/offcpu.out
+    fi
+}
+
 t_latency_block() {
     has_command latency || { skip_because "no latency command in this build"; return 0; }
     # shellcheck disable=SC2086
@@ -201,6 +225,7 @@ t_unwind_chain() {
 # for their BTF tracepoints).
 run_test profile t_profile
 run_test unwind-chain t_unwind_chain
+run_test offcpu t_offcpu
 run_test latency-block t_latency_block_btf
 run_test latency-tcp t_latency_tcp_btf
 
@@ -215,6 +240,7 @@ if [ -e /sys/kernel/btf/vmlinux ]; then
 fi
 run_test profile-no-btf t_profile
 run_test unwind-chain-no-btf t_unwind_chain
+run_test offcpu-no-btf t_offcpu
 run_test latency-block-no-btf t_latency_block_classic
 run_test latency-tcp-no-btf t_latency_tcp_classic
 run_test leaks-no-btf t_leaks

@@ -63,6 +63,20 @@ __attribute__((noinline)) unsigned long burn_cpu_hot(void)
     return acc;
 }
 
+/* Sleeps 10 ms at a time: off-CPU time in the sleeping state under this
+ * function (not a tail call, so that it stays on the stack). */
+__attribute__((noinline)) unsigned long nap_off_cpu(unsigned int seconds)
+{
+    unsigned long naps = 0;
+
+    stop_after(seconds);
+    while (!stop) {
+        sleep_ms(10);
+        naps++;
+    }
+    return naps;
+}
+
 static int burn(unsigned int seconds)
 {
     stop_after(seconds);
@@ -205,12 +219,14 @@ int main(int argc, char **argv)
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc == 3 && strcmp(argv[1], "burn") == 0)
         return burn((unsigned int)strtoul(argv[2], NULL, 10));
+    if (argc == 3 && strcmp(argv[1], "nap") == 0)
+        return printf("workload: %lu naps done\n", nap_off_cpu((unsigned int)strtoul(argv[2], NULL, 10))) < 0;
     if (argc == 3 && strcmp(argv[1], "leak") == 0)
         return leak((unsigned int)strtoul(argv[2], NULL, 10));
     if (argc == 4 && strcmp(argv[1], "io") == 0)
         return io(argv[2], strtol(argv[3], NULL, 10));
     if (argc == 4 && strcmp(argv[1], "tcp") == 0)
         return tcp(atoi(argv[2]), strtol(argv[3], NULL, 10));
-    fprintf(stderr, "usage: workload burn SECONDS | leak SECONDS | io DEVICE COUNT | tcp PORT COUNT\n");
+    fprintf(stderr, "usage: workload burn SECONDS | nap SECONDS | leak SECONDS | io DEVICE COUNT | tcp PORT COUNT\n");
     return 2;
 }
