@@ -15,6 +15,7 @@ mod block;
 pub(crate) mod compare;
 mod cpu;
 pub(crate) mod daemon;
+mod offcpu;
 pub(crate) mod process;
 mod report;
 pub(crate) mod stats;
@@ -48,7 +49,15 @@ const PACKAGES: &[&str] = &[
 ];
 
 /// The cases, in the order they run.
-const CASES: &[&str] = &["cpu", "block", "tcp", "alloc", "daemon", "symbolize"];
+const CASES: &[&str] = &[
+    "cpu",
+    "block",
+    "tcp",
+    "alloc",
+    "offcpu",
+    "daemon",
+    "symbolize",
+];
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -327,6 +336,7 @@ pub fn main(args: &Args) -> Result<()> {
             "block" => &[("block", block::run)],
             "tcp" => &[("tcp", tcp::run)],
             "alloc" => &[("alloc", alloc::run)],
+            "offcpu" => &[("offcpu", offcpu::run)],
             "daemon" => &[
                 ("daemon", daemon::run),
                 ("daemon-unwind", daemon::run_unwind),
@@ -388,6 +398,7 @@ pub fn case_title(id: &str) -> &'static str {
         "block" => "Block I/O latency",
         "tcp" => "TCP latency",
         "alloc" => "Allocation tracing",
+        "offcpu" => "Off-CPU time (issue 16)",
         "daemon" => "Daemon, all collectors",
         "daemon-unwind" => "Daemon, unwind tables for every process (issue 13)",
         "symbolize" => "Symbolization",
@@ -397,7 +408,7 @@ pub fn case_title(id: &str) -> &'static str {
 
 fn compile_workloads(bin: &Path) -> Result<()> {
     let src = cmd::workspace_root().join("xtask").join("workloads");
-    for name in ["cpu_burn", "malloc_loop", "tcp_rr"] {
+    for name in ["cpu_burn", "malloc_loop", "tcp_rr", "ctxswitch"] {
         let source = src.join(format!("{name}.c"));
         let mut gcc = Command::new("gcc");
         gcc.args(["-O2", "-g", "-fno-omit-frame-pointer", "-Wall", "-o"])
