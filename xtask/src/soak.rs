@@ -1806,9 +1806,9 @@ fn analyse(i: Inputs<'_>) -> Report {
             // gains one per new (device, operation) or (kind, port) series,
             // a set the configuration bounds, and a few first seen late
             // make a steep slope over a short run without being growth.
-            let added = points.first().map(|(_, y0)| {
-                points.iter().map(|(_, y)| *y).fold(*y0, f64::max) - y0
-            });
+            let added = points
+                .first()
+                .map(|(_, y0)| points.iter().map(|(_, y)| *y).fold(*y0, f64::max) - y0);
             let few = added.is_some_and(|a| a <= few_entries(capacity));
             MapReport {
                 name: name.clone(),
