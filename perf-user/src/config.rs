@@ -129,10 +129,12 @@ pub struct CollectorsConfig {
     pub tcp: TcpSection,
     /// `[collectors.leaks]`.
     pub leaks: LeaksSection,
+    /// `[collectors.offcpu]`.
+    pub offcpu: OffCpuSection,
 }
 
 /// The collectors' names, as used in `[collectors.NAME]` and `--collectors`.
-pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block", "tcp", "leaks"];
+pub const COLLECTOR_NAMES: &[&str] = &["cpu", "block", "tcp", "leaks", "offcpu"];
 
 /// `[collectors.cpu]`: a continuous CPU profile, reported as the top
 /// functions of each window.
@@ -276,6 +278,58 @@ impl Default for LeaksSection {
             processes: Vec::new(),
             sample_every: 1,
             max_processes: 4,
+            max_label_values: 50,
+        }
+    }
+}
+
+/// `[collectors.offcpu]`: time threads spend off the CPU (sleeping,
+/// waiting for locks, disk or a CPU), reported as the top waits of each
+/// window. Off by default: its program runs at every context switch of the
+/// host, and walks the stacks of every thread that leaves the CPU.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OffCpuSection {
+    /// Run this collector.
+    pub enabled: bool,
+    /// Every window the times are read, symbolized and cleared; the
+    /// off-CPU metrics describe the last complete window.
+    #[serde(deserialize_with = "window")]
+    pub window: Duration,
+    /// Rows (process, function, state) exported per window; the rest are
+    /// summed as "[other]".
+    #[serde(deserialize_with = "top")]
+    pub top: u32,
+    /// Shorter absences are not counted (filtered in the kernel). Higher
+    /// than `profile --off-cpu`'s 1 µs: on a busy host most switches are
+    /// absences of a few microseconds (preemptions, lock hand-offs), which
+    /// would fill the time map with keys that add up to little time and make
+    /// every window longer to read and symbolize.
+    #[serde(deserialize_with = "min_block")]
+    pub min_block: Duration,
+    /// Which stacks to collect: "user", "kernel" or "both".
+    pub stacks: StackKind,
+    /// "auto" (the BTF tracepoint where the kernel has BTF, else classic),
+    /// "btf" or "classic".
+    pub tracepoints: Tracepoints,
+    /// Values kept of each container label per window and per profile; the
+    /// rest are "other".
+    #[serde(deserialize_with = "max_label_values")]
+    pub max_label_values: u32,
+}
+
+/// `collectors.offcpu.min_block` unless set.
+pub const DEFAULT_OFFCPU_MIN_BLOCK: Duration = Duration::from_micros(100);
+
+impl Default for OffCpuSection {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            window: Duration::from_secs(30),
+            top: 20,
+            min_block: DEFAULT_OFFCPU_MIN_BLOCK,
+            stacks: StackKind::Both,
+            tracepoints: Tracepoints::Auto,
             max_label_values: 50,
         }
     }
@@ -431,6 +485,9 @@ impl Config {
         if self.collectors.leaks.enabled {
             out.push("leaks");
         }
+        if self.collectors.offcpu.enabled {
+            out.push("offcpu");
+        }
         out
     }
 
@@ -452,6 +509,7 @@ impl Config {
         self.collectors.block.enabled = on("block");
         self.collectors.tcp.enabled = on("tcp");
         self.collectors.leaks.enabled = on("leaks");
+        self.collectors.offcpu.enabled = on("offcpu");
         Ok(())
     }
 
@@ -489,6 +547,15 @@ impl Config {
         let leaks = &self.collectors.leaks;
         if leaks.enabled {
             parts.push(format!("leaks ({})", leaks.processes.join(", ")));
+        }
+        let offcpu = &self.collectors.offcpu;
+        if offcpu.enabled {
+            parts.push(format!(
+                "offcpu (window {}s, top {}, min_block {} us)",
+                offcpu.window.as_secs_f64(),
+                offcpu.top,
+                offcpu.min_block.as_micros()
+            ));
         }
         format!(
             "collectors: {}; listening on http://{}/metrics",
@@ -796,16 +863,31 @@ fn window<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     check_window(window).map_err(de::Error::custom)
 }
 
-/// The CPU window must leave time for symbolizing between windows.
+/// A window (CPU or off-CPU) must leave time for symbolizing between windows.
 pub fn check_window(window: Duration) -> Result<Duration, String> {
     if window < MIN_WINDOW {
         return Err(format!(
-            "the CPU window must be at least {} s (each window symbolizes every sampled stack), not {} s",
+            "a window must be at least {} s (each window symbolizes every recorded stack), not {} s",
             MIN_WINDOW.as_secs(),
             window.as_secs_f64()
         ));
     }
     Ok(window)
+}
+
+/// Longest `min_block`: a wait must be shorter than a window to be seen
+/// whole in one, and a longer minimum hides every ordinary wait.
+pub const MAX_MIN_BLOCK: Duration = Duration::from_secs(1);
+
+fn min_block<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let s = parse_str(d, "a duration such as \"100us\" or \"1ms\"")?;
+    let min = duration::parse(&s).map_err(de::Error::custom)?;
+    if min < Duration::from_micros(1) || min > MAX_MIN_BLOCK {
+        return Err(de::Error::custom(format!(
+            "the shortest absence counted must be from 1us to 1s, not {s:?}"
+        )));
+    }
+    Ok(min)
 }
 
 fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<SocketAddr, D::Error> {
@@ -876,6 +958,21 @@ ports = [443, 5432]
         assert_eq!(c.collectors.block.tracepoints, Tracepoints::Classic);
         assert!(error("[collectors.block]\ntracepoints = \"kprobe\"\n").contains("tracepoints"));
         assert_eq!(c.collectors.tcp.ports, [443, 5432]);
+        let c = parse(
+            "[collectors.offcpu]\nenabled = true\nwindow = \"10s\"\nmin_block = \"1ms\"\ntracepoints = \"classic\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.enabled_collectors(), ["cpu", "block", "tcp", "offcpu"]);
+        assert_eq!(c.collectors.offcpu.min_block, Duration::from_millis(1));
+        assert_eq!(c.collectors.offcpu.tracepoints, Tracepoints::Classic);
+        assert!(
+            c.summary()
+                .contains("offcpu (window 10s, top 20, min_block 1000 us)")
+        );
+        for bad in ["\"0us\"", "\"2s\"", "\"soon\"", "5"] {
+            let e = error(&format!("[collectors.offcpu]\nmin_block = {bad}\n"));
+            assert!(e.contains("collectors.offcpu.min_block: "), "{e}");
+        }
         let c = parse("[collectors.leaks]\nenabled = true\nprocesses = [\"postgres\"]\n").unwrap();
         assert_eq!(c.enabled_collectors(), ["cpu", "block", "tcp", "leaks"]);
     }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::{
     alerts::signals::Signal,
     config::CollectorsConfig,
-    daemon::{block, cpu, leaks, scrape::Source, tcp},
+    daemon::{block, cpu, leaks, offcpu, scrape::Source, tcp},
 };
 
 /// One collector.
@@ -87,6 +87,18 @@ pub static COLLECTORS: &[CollectorSpec] = &[
         same_section: |a, b| a.leaks == b.leaks,
         start: start_leaks,
     },
+    CollectorSpec {
+        name: "offcpu",
+        default_enabled: false,
+        section: "collectors.offcpu",
+        loads: "sched_switch as a BTF or classic tracepoint (stacks and state at every switch-out, time at every switch-in)",
+        signals: &[Signal::OffCpuSeconds],
+        commands: &["profile --off-cpu", "profile --wall"],
+        advise: false,
+        enabled: |c| c.offcpu.enabled,
+        same_section: |a, b| a.offcpu == b.offcpu,
+        start: start_offcpu,
+    },
 ];
 
 /// The collector called `name`.
@@ -147,6 +159,19 @@ fn start_leaks(c: &CollectorsConfig) -> Result<Arc<dyn Source>, String> {
         processes = ?c.leaks.processes,
         sample_every = c.leaks.sample_every,
         "collector started; attaching to matching processes"
+    );
+    Ok(Arc::new(source))
+}
+
+fn start_offcpu(c: &CollectorsConfig) -> Result<Arc<dyn Source>, String> {
+    let source = offcpu::OffCpuSource::start(&c.offcpu).map_err(|e| e.to_string())?;
+    tracing::info!(
+        collector = "offcpu",
+        tracepoints = source.tracepoints().name(),
+        window_seconds = c.offcpu.window.as_secs_f64(),
+        top = c.offcpu.top,
+        min_block_us = c.offcpu.min_block.as_micros() as u64,
+        "collector attached"
     );
     Ok(Arc::new(source))
 }

@@ -265,6 +265,7 @@ pub fn write_text(r: &AdviseReport, out: &mut dyn Write) -> io::Result<()> {
                 o.count,
                 match o.signal {
                     Signal::CpuSelfRatio => "samples",
+                    Signal::OffCpuSeconds => "absences",
                     Signal::TcpRetransmitsPerSecond => "retransmits",
                     Signal::TcpRttP99 | Signal::TcpRttP50 => "RTT samples",
                     Signal::LeakOutstandingBytes => "allocations",

@@ -511,6 +511,13 @@ pub fn subject(signal: Signal, labels: &Labels) -> String {
             get("process"),
             get("module")
         ),
+        Signal::OffCpuSeconds => format!(
+            "{} in {} ({}), {}",
+            get("function"),
+            get("process"),
+            get("module"),
+            get("state")
+        ),
     }
 }
 

@@ -72,6 +72,12 @@ pub enum Signal {
     #[serde(rename = "cpu_self_ratio")]
     #[value(name = "cpu_self_ratio")]
     CpuSelfRatio,
+    /// Seconds off the CPU in the last off-CPU window per `process`,
+    /// `function` (where the wait came from), `module` and `state`, summed
+    /// over the process's threads.
+    #[serde(rename = "offcpu_seconds")]
+    #[value(name = "offcpu_seconds")]
+    OffCpuSeconds,
 }
 
 /// How a signal's values are written for people.
@@ -91,7 +97,7 @@ pub enum Unit {
 
 impl Signal {
     /// Every signal.
-    pub const ALL: [Signal; 9] = [
+    pub const ALL: [Signal; 10] = [
         Signal::BlockLatencyP99,
         Signal::BlockLatencyP50,
         Signal::BlockLatencyMean,
@@ -101,6 +107,7 @@ impl Signal {
         Signal::LeakOutstandingBytes,
         Signal::LeakOutstandingAllocations,
         Signal::CpuSelfRatio,
+        Signal::OffCpuSeconds,
     ];
 
     /// Block I/O signals.
@@ -135,6 +142,7 @@ impl Signal {
             Signal::LeakOutstandingBytes => "leak_outstanding_bytes",
             Signal::LeakOutstandingAllocations => "leak_outstanding_allocations",
             Signal::CpuSelfRatio => "cpu_self_ratio",
+            Signal::OffCpuSeconds => "offcpu_seconds",
         }
     }
 
@@ -155,6 +163,7 @@ impl Signal {
             Signal::LeakOutstandingBytes => "outstanding heap bytes",
             Signal::LeakOutstandingAllocations => "outstanding allocations",
             Signal::CpuSelfRatio => "CPU share (self time)",
+            Signal::OffCpuSeconds => "time off the CPU",
         }
     }
 
@@ -165,7 +174,8 @@ impl Signal {
             | Signal::BlockLatencyP50
             | Signal::BlockLatencyMean
             | Signal::TcpRttP99
-            | Signal::TcpRttP50 => Unit::Seconds,
+            | Signal::TcpRttP50
+            | Signal::OffCpuSeconds => Unit::Seconds,
             Signal::TcpRetransmitsPerSecond => Unit::PerSecond,
             Signal::LeakOutstandingBytes => Unit::Bytes,
             Signal::LeakOutstandingAllocations => Unit::Count,
@@ -185,6 +195,7 @@ impl Signal {
             Signal::LeakOutstandingBytes => &["pid", "process", "stack", "function"],
             Signal::LeakOutstandingAllocations => &["process"],
             Signal::CpuSelfRatio => &["process", "function", "module"],
+            Signal::OffCpuSeconds => &["process", "function", "module", "state"],
         }
     }
 
@@ -195,6 +206,7 @@ impl Signal {
             Signal::TcpRttP99 | Signal::TcpRttP50 | Signal::TcpRetransmitsPerSecond => "tcp",
             Signal::LeakOutstandingBytes | Signal::LeakOutstandingAllocations => "leaks",
             Signal::CpuSelfRatio => "cpu",
+            Signal::OffCpuSeconds => "offcpu",
         }
     }
 }

@@ -4,22 +4,15 @@
 //! "[other]") and the sampler's counters, read at scrape time.
 
 use std::{
-    os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd},
-    sync::{
-        Arc, Mutex, RwLock,
-        atomic::{AtomicU64, Ordering},
-    },
-    thread::JoinHandle,
+    os::fd::OwnedFd,
+    sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use crate::{
     collectors::cpu::{CpuCollector, CpuCounters, CpuError, CpuOptions},
     config::{CpuSection, StackKind},
-    observe::{
-        Reading,
-        cpu::{OTHER, Window},
-    },
+    observe::{Reading, cpu::Window},
     profile::build::{RunInfo, build},
     symbolize::StackSymbolizer,
 };
@@ -30,15 +23,14 @@ use super::{
     profile_tap::{TapHub, pids},
     release_freed_memory,
     scrape::{Source, SourceError},
+    windows::{WindowNames, WindowThread, Windows, lock, wait},
 };
 
 struct Shared {
     collector: Arc<Mutex<CpuCollector>>,
     /// The same sampler as profile requests share it.
     hub: Arc<TapHub>,
-    latest: RwLock<Arc<Window>>,
-    windows: AtomicU64,
-    window_errors: AtomicU64,
+    windows: Windows,
     cfg: CpuSection,
     cpus: u32,
 }
@@ -46,11 +38,30 @@ struct Shared {
 /// The CPU collector with its window thread.
 pub struct CpuSource {
     shared: Arc<Shared>,
-    /// Write end of a pipe the window thread polls: closing it (on drop)
-    /// wakes the thread, which then exits.
-    stop: Option<OwnedFd>,
-    thread: Option<JoinHandle<()>>,
+    thread: WindowThread,
 }
+
+/// The CPU windows' own metrics.
+const NAMES: WindowNames = WindowNames {
+    what: "CPU",
+    windows: ("perf_user_cpu_windows_total", "CPU windows completed."),
+    errors: (
+        "perf_user_cpu_window_errors_total",
+        "CPU windows that could not be read (the daemon log says why).",
+    ),
+    duration: (
+        "perf_user_cpu_window_duration_seconds",
+        "Length of the last complete CPU window.",
+    ),
+    processing: (
+        "perf_user_cpu_window_processing_seconds",
+        "Time the daemon took to read, clear, symbolize and rank the last CPU window.",
+    ),
+    end: (
+        "perf_user_cpu_window_end_timestamp_seconds",
+        "When the last complete CPU window ended, seconds since the Unix epoch (0 before the first).",
+    ),
+};
 
 impl CpuSource {
     /// Attaches the sampler and starts the window thread.
@@ -79,35 +90,28 @@ impl CpuSource {
         let shared = Arc::new(Shared {
             collector,
             hub: Arc::new(hub),
-            latest: RwLock::new(Arc::new(Window::default())),
-            windows: AtomicU64::new(0),
-            window_errors: AtomicU64::new(0),
+            windows: Windows::default(),
             cfg: cfg.clone(),
             cpus,
         });
         let thread_err = |e: std::io::Error| {
             CpuError::Options(format!("cannot start the CPU window thread: {e}"))
         };
-        let (stopped, stop) = pipe().map_err(thread_err)?;
         let new_pids = lock(&shared.collector)
             .new_pids_fd()
             .try_clone_to_owned()
             .map_err(thread_err)?;
         let thread_shared = Arc::clone(&shared);
-        let thread = std::thread::Builder::new()
-            .name("cpu-window".into())
-            .spawn(move || window_loop(&thread_shared, &stopped, &new_pids))
-            .map_err(thread_err)?;
-        Ok(Self {
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
+        let thread = WindowThread::spawn("cpu-window", move |stopped| {
+            window_loop(&thread_shared, &stopped, &new_pids)
         })
+        .map_err(thread_err)?;
+        Ok(Self { shared, thread })
     }
 
     /// The last complete window.
     pub fn latest(&self) -> Arc<Window> {
-        Arc::clone(&self.shared.latest.read().unwrap_or_else(|e| e.into_inner()))
+        self.shared.windows.latest()
     }
 
     /// CPUs sampled.
@@ -119,50 +123,6 @@ impl CpuSource {
     pub fn hub(&self) -> Arc<TapHub> {
         Arc::clone(&self.shared.hub)
     }
-}
-
-impl Drop for CpuSource {
-    fn drop(&mut self) {
-        // Closing the pipe's write end wakes the thread, which then exits.
-        self.stop.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// A pipe (read end, write end), close-on-exec.
-fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the two-element array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just opened by pipe2 and nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
-/// Sleeps until the kernel announces a new PID, `stop`'s write end is
-/// closed, or `timeout` passes. Returns false when it is time to stop.
-fn wait(new_pids: &OwnedFd, stop: &OwnedFd, timeout: Duration) -> bool {
-    let mut fds = [
-        libc::pollfd {
-            fd: new_pids.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-        libc::pollfd {
-            fd: stop.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        },
-    ];
-    // Round up, so a wait never ends just before the window does.
-    let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
-    // SAFETY: poll reads and writes the two pollfd entries of `fds` only.
-    let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, ms) };
-    // EINTR and timeouts alike: go round again.
-    n <= 0 || fds[1].revents == 0
 }
 
 fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
@@ -177,7 +137,7 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
         if let Some(at) = lock(&shared.hub.procs).next_reread() {
             left = left.min(at.saturating_duration_since(Instant::now()));
         }
-        if !wait(new_pids, stop, left) {
+        if !wait(Some(new_pids), stop, left) {
             return;
         }
         let new = {
@@ -213,11 +173,10 @@ fn window_loop(shared: &Shared, stop: &OwnedFd, new_pids: &OwnedFd) {
                     processing_ms = w.processing.as_millis() as u64,
                     "CPU window closed"
                 );
-                *shared.latest.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(w);
-                shared.windows.fetch_add(1, Ordering::Relaxed);
+                shared.windows.publish(w);
             }
             Err(e) => {
-                shared.window_errors.fetch_add(1, Ordering::Relaxed);
+                shared.windows.failed();
                 tracing::warn!(collector = "cpu", error = %e, "reading the CPU window failed");
             }
         }
@@ -285,11 +244,6 @@ fn close_window(shared: &Shared, duration: Duration) -> Result<Window, CpuError>
     })
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic elsewhere must not stop the metrics: the data is still valid.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The families of one window plus the live counters.
 pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) -> Vec<Family> {
     let mut ratio = Family::new(
@@ -304,34 +258,7 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
     );
     let total = w.samples.max(1) as f64;
     let per_sample = 1.0 / frequency_hz.max(1) as f64;
-    let rows = w
-        .top
-        .iter()
-        .map(|r| {
-            (
-                r.process.clone(),
-                r.function.clone(),
-                r.module.clone(),
-                r.labels.clone(),
-                r.self_samples,
-            )
-        })
-        .chain((w.other_samples > 0).then(|| {
-            (
-                String::new(),
-                OTHER.to_string(),
-                String::new(),
-                Default::default(),
-                w.other_samples,
-            )
-        }));
-    for (process, function, module, container, n) in rows {
-        let mut labels = vec![
-            ("process", process),
-            ("function", function),
-            ("module", module),
-        ];
-        labels.extend(labels::pairs(container));
+    for (labels, n) in labels::window_series(w, false) {
         ratio.push(labels.clone(), n as f64 / total);
         seconds.push(labels, n as f64 * per_sample);
     }
@@ -369,26 +296,6 @@ pub fn window_families(w: &Window, frequency_hz: u64, counters: &CpuCounters) ->
             w.samples as f64,
         ),
         Family::single(
-            "perf_user_cpu_window_duration_seconds",
-            Kind::Gauge,
-            "Length of the last complete CPU window.",
-            w.duration.as_secs_f64(),
-        ),
-        Family::single(
-            "perf_user_cpu_window_processing_seconds",
-            Kind::Gauge,
-            "Time the daemon took to read, clear, symbolize and rank the last CPU window.",
-            w.processing.as_secs_f64(),
-        ),
-        Family::single(
-            "perf_user_cpu_window_end_timestamp_seconds",
-            Kind::Gauge,
-            "When the last complete CPU window ended, seconds since the Unix epoch (0 before the first).",
-            w.end
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0.0, |d| d.as_secs_f64()),
-        ),
-        Family::single(
             "perf_user_cpu_sampling_frequency_hertz",
             Kind::Gauge,
             "Samples per second taken on each CPU.",
@@ -407,21 +314,9 @@ impl Source for CpuSource {
     }
 
     fn health(&self) -> Result<(), String> {
-        if self.thread.as_ref().is_none_or(|t| t.is_finished()) {
-            return Err("the CPU window thread has stopped".into());
-        }
-        // A window that should have closed long ago means the thread hangs.
-        let w = self.latest();
-        let limit = self.shared.cfg.window * 3 + Duration::from_secs(30);
-        if let Some(age) = w.end.and_then(|end| end.elapsed().ok())
-            && age > limit
-        {
-            return Err(format!(
-                "no CPU window has closed for {:.0} s",
-                age.as_secs_f64()
-            ));
-        }
-        Ok(())
+        self.shared
+            .windows
+            .health(&self.thread, self.shared.cfg.window, &NAMES)
     }
 
     fn read(&self) -> Result<Option<Reading>, SourceError> {
@@ -437,18 +332,7 @@ impl Source for CpuSource {
         // Exported with frame pointers too (zero), so that dashboards and
         // alerts on them need no second form.
         out.extend(unwind_families(&unwind.unwrap_or_default()));
-        out.push(Family::single(
-            "perf_user_cpu_windows_total",
-            Kind::Counter,
-            "CPU windows completed.",
-            self.shared.windows.load(Ordering::Relaxed) as f64,
-        ));
-        out.push(Family::single(
-            "perf_user_cpu_window_errors_total",
-            Kind::Counter,
-            "CPU windows that could not be read (the daemon log says why).",
-            self.shared.window_errors.load(Ordering::Relaxed) as f64,
-        ));
+        out.extend(self.shared.windows.families(&NAMES));
         Ok(out)
     }
 }
@@ -581,7 +465,7 @@ mod tests {
             })
             .sum();
         assert!((sum - 1.0).abs() < 1e-9, "{sum}");
-        assert_eq!(ratio.samples[2].labels[1].1, OTHER);
+        assert_eq!(ratio.samples[2].labels[1].1, crate::observe::cpu::OTHER);
         // 50 samples at 50 Hz: one CPU second.
         assert_eq!(
             fams[1].samples[0].value,

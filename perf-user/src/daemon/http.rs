@@ -216,6 +216,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/debug/pprof/profile", get(super::pprof_endpoint::profile))
         .route("/debug/pprof/heap", get(super::pprof_endpoint::heap))
+        .route("/debug/pprof/offcpu", get(super::pprof_endpoint::offcpu))
         .route("/", get(index))
         .with_state(state)
         .layer(middleware::from_fn_with_state(web, web::guard))

@@ -8,8 +8,12 @@ use std::collections::HashMap;
 use super::exposition::{Family, Kind};
 use crate::{
     cgroup::{self, CgroupLabels},
-    observe::{self, cpu::HotRow},
-    profile::Profile,
+    collectors::offcpu::ThreadState,
+    observe::{
+        self,
+        cpu::{HotRow, Window, clip},
+    },
+    profile::{Profile, StackSample},
 };
 
 /// The value that stands for every value beyond the bound.
@@ -137,35 +141,56 @@ pub fn pairs(l: CgroupLabels) -> [(&'static str, String); 3] {
 
 /// Ranks a window as [`crate::observe::cpu::rank`] does, per function and
 /// set of container labels (`by_pid`, bounded already): the top `n` rows by
-/// self samples, the rest summed.
+/// self samples (the leaf function), the rest summed.
 pub fn rank(
     profile: &Profile,
     n: usize,
     by_pid: &HashMap<u32, CgroupLabels>,
 ) -> (Vec<HotRow>, u64) {
-    // Each group is the profile with only its stacks.
-    let template = Profile {
-        kind: crate::profile::ProfileKind::Cpu,
-        stacks: Vec::new(),
-        ..profile.clone()
-    };
-    let mut groups: HashMap<CgroupLabels, Profile> = HashMap::new();
+    rank_by(profile, n, by_pid, &|s| {
+        s.frames.last().map(|f| (f.name(), f.module.clone()))
+    })
+}
+
+/// The function (and its module) a stack's count is attributed to; `None`:
+/// to no row (the count goes to the rest).
+pub type Attribute<'a> = &'a dyn Fn(&StackSample) -> Option<(String, String)>;
+
+/// Ranks a window by process, the function `attribute` picks, state and
+/// container labels (`by_pid`, bounded already): the top `n` rows, and the
+/// rest of `profile.total_samples` summed.
+pub fn rank_by(
+    profile: &Profile,
+    n: usize,
+    by_pid: &HashMap<u32, CgroupLabels>,
+    attribute: Attribute<'_>,
+) -> (Vec<HotRow>, u64) {
+    type Key = (CgroupLabels, String, String, String, Option<ThreadState>);
+    let mut sums: HashMap<Key, u64> = HashMap::new();
     for s in &profile.stacks {
+        let Some((function, module)) = attribute(s) else {
+            continue;
+        };
         let l = by_pid.get(&s.pid).cloned().unwrap_or_default();
-        groups
-            .entry(l)
-            .or_insert_with(|| template.clone())
-            .stacks
-            .push(s.clone());
+        let key = (
+            l,
+            clip(s.process.clone()),
+            clip(function),
+            clip(module),
+            s.state,
+        );
+        *sums.entry(key).or_default() += s.count;
     }
-    let mut rows: Vec<HotRow> = groups
+    let mut rows: Vec<HotRow> = sums
         .into_iter()
-        .flat_map(|(l, p)| {
-            let (rows, _) = observe::cpu::rank(&p, n);
-            rows.into_iter().map(move |r| HotRow {
-                labels: l.clone(),
-                ..r
-            })
+        .filter(|(_, n)| *n > 0)
+        .map(|((labels, process, function, module, state), n)| HotRow {
+            process,
+            function,
+            module,
+            self_samples: n,
+            labels,
+            state,
         })
         .collect();
     rows.sort_by(|a, b| {
@@ -174,10 +199,62 @@ pub fn rank(
             .then_with(|| a.function.cmp(&b.function))
             .then_with(|| a.process.cmp(&b.process))
             .then_with(|| a.labels.cmp(&b.labels))
+            .then_with(|| a.module.cmp(&b.module))
+            .then_with(|| a.state.cmp(&b.state))
     });
     rows.truncate(n);
     let in_top: u64 = rows.iter().map(|r| r.self_samples).sum();
     (rows, profile.total_samples.saturating_sub(in_top))
+}
+
+/// A window's series: each top row's labels (process, function, module,
+/// `state` when `with_state`, the container labels) and value, then the
+/// rest as function="[other]" when there is any.
+pub fn window_series(w: &Window, with_state: bool) -> Vec<(Vec<(&'static str, String)>, u64)> {
+    let other = HotRow {
+        function: observe::cpu::OTHER.to_string(),
+        self_samples: w.other_samples,
+        ..HotRow::default()
+    };
+    w.top
+        .iter()
+        .chain((w.other_samples > 0).then_some(&other))
+        .map(|r| {
+            let mut labels = vec![
+                ("process", r.process.clone()),
+                ("function", r.function.clone()),
+                ("module", r.module.clone()),
+            ];
+            if with_state {
+                labels.push(("state", r.state.map(|s| s.name()).unwrap_or("").into()));
+            }
+            labels.extend(pairs(r.labels.clone()));
+            (labels, r.self_samples)
+        })
+        .collect()
+}
+
+/// Each PID's labels in `profile`, the values beyond the `n` with the
+/// most samples folded into "other"; `cache` must hold the profile's PIDs
+/// (see [`LabelCache::refresh`]).
+pub fn bounded(
+    profile: &Profile,
+    cache: &LabelCache,
+    n: u32,
+) -> (HashMap<u32, CgroupLabels>, Dropped) {
+    let mut weights: HashMap<u32, (CgroupLabels, u64)> = HashMap::new();
+    for s in &profile.stacks {
+        weights
+            .entry(s.pid)
+            .or_insert_with(|| (cache.get(s.pid), 0))
+            .1 += s.count;
+    }
+    let bound = Bound::new(weights.values().map(|(l, w)| (l, *w)), n as usize);
+    let labels = weights
+        .into_iter()
+        .map(|(pid, (l, _))| (pid, bound.apply(&l)))
+        .collect();
+    (labels, bound.dropped)
 }
 
 /// A `*_label_values_dropped` family: how many values of each label were

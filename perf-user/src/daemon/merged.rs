@@ -1,68 +1,127 @@
-//! Raw CPU samples added up over several reads of the kernel maps. The
+//! Raw CPU samples (and off-CPU times) added up over several reads of the kernel maps. The
 //! daemon reads (and clears) the maps when a window closes and whenever a
 //! profile request starts or ends, so a window or a request spans several
 //! reads; stack ids are only valid within their read (the stack map is
 //! cleared with the samples), so stacks are matched by their addresses.
 
-use std::collections::HashMap;
+use std::{collections::HashMap, hash::Hash};
 
-use perf_ebpf_common::SampleKey;
+use perf_ebpf_common::{SampleKey, offcpu::OffCpuKey};
 
-use crate::collectors::cpu::RawProfile;
+use crate::{collectors::cpu::RawProfile, profile::LostCounts};
+
+/// A key that names its stacks by id: a CPU sample's, an off-CPU time's.
+pub trait StackIds: Copy + Eq + Hash {
+    /// The user and kernel stack ids, to rewrite.
+    fn ids_mut(&mut self) -> [&mut i32; 2];
+}
+
+impl StackIds for SampleKey {
+    fn ids_mut(&mut self) -> [&mut i32; 2] {
+        [&mut self.user_stack_id, &mut self.kernel_stack_id]
+    }
+}
+
+impl StackIds for OffCpuKey {
+    fn ids_mut(&mut self) -> [&mut i32; 2] {
+        [&mut self.user_stack_id, &mut self.kernel_stack_id]
+    }
+}
+
+/// Counts per key of several reads, their stacks matched by addresses.
+#[derive(Debug)]
+pub struct Stacked<K> {
+    /// Count per key, stack ids rewritten to `stacks`'.
+    pub samples: Vec<(K, u64)>,
+    /// Stack id → instruction pointers, leaf first.
+    pub stacks: HashMap<u32, Vec<u64>>,
+    stack_ids: HashMap<Vec<u64>, u32>,
+    keys: HashMap<K, usize>,
+}
+
+impl<K> Default for Stacked<K> {
+    fn default() -> Self {
+        Self {
+            samples: Vec::new(),
+            stacks: HashMap::new(),
+            stack_ids: HashMap::new(),
+            keys: HashMap::new(),
+        }
+    }
+}
+
+impl<K: StackIds> Stacked<K> {
+    /// Adds one read's counts, whose stack ids name `stacks`.
+    pub fn add(&mut self, samples: &[(K, u64)], stacks: &HashMap<u32, Vec<u64>>) {
+        for (key, count) in samples {
+            let mut key = *key;
+            for id in key.ids_mut() {
+                *id = self.stack_id(*id, stacks);
+            }
+            match self.keys.get(&key) {
+                Some(&i) => self.samples[i].1 += count,
+                None => {
+                    self.keys.insert(key, self.samples.len());
+                    self.samples.push((key, *count));
+                }
+            }
+        }
+    }
+
+    /// The id here of stack `id` of a read. Negative ids (no stack, not
+    /// collected) and ids whose stack was not read keep their meaning:
+    /// negative stays as is, unread becomes one fresh id with no stack,
+    /// shown as lost as before.
+    fn stack_id(&mut self, id: i32, stacks: &HashMap<u32, Vec<u64>>) -> i32 {
+        let Ok(old) = u32::try_from(id) else {
+            return id;
+        };
+        let Some(ips) = stacks.get(&old) else {
+            return i32::MAX;
+        };
+        let next = self.stack_ids.len() as u32;
+        let new = *self.stack_ids.entry(ips.clone()).or_insert(next);
+        self.stacks.entry(new).or_insert_with(|| ips.clone());
+        new as i32
+    }
+
+    /// Counts so far.
+    pub fn total(&self) -> u64 {
+        self.samples.iter().map(|(_, n)| n).sum()
+    }
+}
 
 /// Samples of several reads, as one [`RawProfile`].
 #[derive(Debug, Default)]
 pub struct Merged {
-    raw: RawProfile,
-    stack_ids: HashMap<Vec<u64>, u32>,
-    keys: HashMap<SampleKey, usize>,
+    stacked: Stacked<SampleKey>,
+    lost: LostCounts,
+    samples_seen: u64,
 }
 
 impl Merged {
     /// Adds one read's samples.
     pub fn add(&mut self, part: &RawProfile) {
-        for (key, count) in &part.samples {
-            let mut key = *key;
-            key.user_stack_id = self.stack_id(key.user_stack_id, part);
-            key.kernel_stack_id = self.stack_id(key.kernel_stack_id, part);
-            match self.keys.get(&key) {
-                Some(&i) => self.raw.samples[i].1 += count,
-                None => {
-                    self.keys.insert(key, self.raw.samples.len());
-                    self.raw.samples.push((key, *count));
-                }
-            }
-        }
+        self.stacked.add(&part.samples, &part.stacks);
         // Cumulative counters: the last read's are the latest.
-        self.raw.lost = part.lost.clone();
-        self.raw.samples_seen = part.samples_seen;
-    }
-
-    /// The id in the merged profile of stack `id` of `part`. Negative ids
-    /// (no stack, not collected) and ids whose stack was not read keep
-    /// their meaning: negative stays as is, unread becomes one fresh id
-    /// with no stack, shown as lost as before.
-    fn stack_id(&mut self, id: i32, part: &RawProfile) -> i32 {
-        let Ok(old) = u32::try_from(id) else {
-            return id;
-        };
-        let Some(ips) = part.stacks.get(&old) else {
-            return i32::MAX;
-        };
-        let next = self.stack_ids.len() as u32;
-        let new = *self.stack_ids.entry(ips.clone()).or_insert(next);
-        self.raw.stacks.entry(new).or_insert_with(|| ips.clone());
-        new as i32
+        self.lost = part.lost.clone();
+        self.samples_seen = part.samples_seen;
     }
 
     /// Samples so far.
     pub fn samples(&self) -> u64 {
-        self.raw.samples.iter().map(|(_, n)| n).sum()
+        self.stacked.total()
     }
 
     /// The merged profile.
     pub fn into_raw(self) -> RawProfile {
-        self.raw
+        RawProfile {
+            samples: self.stacked.samples,
+            stacks: self.stacked.stacks,
+            lost: self.lost,
+            samples_seen: self.samples_seen,
+            unwind: None,
+        }
     }
 }
 

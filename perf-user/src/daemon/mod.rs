@@ -4,7 +4,8 @@
 //!
 //! Modules: [`exposition`] (the metrics model and its encodings),
 //! [`scrape`] (reading sources at scrape time), [`http`] (the endpoint),
-//! [`cpu`] (the windowed CPU profile), [`bpf_stats`] and [`process_stats`]
+//! [`cpu`] and [`offcpu`] (the windowed CPU and off-CPU profiles, on
+//! [`windows`]), [`bpf_stats`] and [`process_stats`]
 //! (self-metrics), [`log`] (logging set-up).
 
 pub mod alert_metrics;
@@ -19,6 +20,7 @@ pub mod labels;
 pub mod leaks;
 pub mod log;
 pub mod merged;
+pub mod offcpu;
 pub mod pprof_endpoint;
 pub mod process_stats;
 pub mod profile_tap;
@@ -26,6 +28,7 @@ pub mod reload;
 pub mod scrape;
 pub mod tcp;
 pub mod web;
+pub mod windows;
 
 use std::{collections::BTreeMap, future::Future, path::PathBuf, sync::Arc, time::Duration};
 

@@ -1,4 +1,5 @@
-//! `/debug/pprof/profile` and `/debug/pprof/heap`: gzipped `profile.proto`
+//! `/debug/pprof/profile`, `/debug/pprof/offcpu` and `/debug/pprof/heap`:
+//! gzipped `profile.proto`
 //! in the conventions of Go's net/http/pprof, which Parca's scraper and
 //! Grafana Alloy's `pyroscope.scrape` follow (`Content-Type:
 //! application/octet-stream`; Alloy refuses other types).
@@ -22,6 +23,7 @@ use super::{
     http::AppState,
     labels,
     leaks::LeaksSource,
+    offcpu::OffCpuSource,
     profile_tap::{Keep, Labelled},
 };
 use crate::{
@@ -259,22 +261,11 @@ pub async fn profile(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         None => return error(StatusCode::INTERNAL_SERVER_ERROR, "the CPU source changed"),
     };
     drop(cpu);
-    let asked = std::time::Instant::now();
     let warmer = Arc::clone(&hub);
-    let tap = match tokio::task::spawn_blocking(move || hub.tap()).await {
-        Ok(Ok(tap)) => tap,
-        Ok(Err(e)) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("reading the CPU samples failed: {e}"),
-            );
-        }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    let tap = match start_tap(move || hub.tap(), "CPU samples").await {
+        Ok(tap) => tap,
+        Err(response) => return response,
     };
-    tracing::debug!(
-        took_ms = asked.elapsed().as_millis() as u64,
-        "profile request: tap started"
-    );
     // Dropped with this future when the client goes away: the tap stops.
     let end = tokio::time::Instant::now() + Duration::from_secs(query.seconds);
     loop {
@@ -314,6 +305,89 @@ pub async fn profile(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
             &Layout {
                 labels: Some(&extra),
                 ..Layout::cpu()
+            },
+        )
+    })
+    .await
+}
+
+/// Starts a request's tap off the async workers (it reads the maps); `Err`
+/// is the 500 to answer.
+async fn start_tap<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    tap: impl FnOnce() -> Result<T, E> + Send + 'static,
+    what: &'static str,
+) -> Result<T, Response> {
+    let asked = std::time::Instant::now();
+    let tap = match tokio::task::spawn_blocking(tap).await {
+        Ok(Ok(tap)) => tap,
+        Ok(Err(e)) => {
+            return Err(error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the {what} failed: {e}"),
+            ));
+        }
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+    };
+    tracing::debug!(
+        took_ms = asked.elapsed().as_millis() as u64,
+        what,
+        "profile request: tap started"
+    );
+    Ok(tap)
+}
+
+/// `GET /debug/pprof/offcpu?seconds=N[&pid=P][&comm=NAME][&cgroup=PATH]`:
+/// the time threads spent off the CPU for N seconds from now, from the
+/// offcpu collector's program (shared with its windows).
+pub async fn offcpu(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let query = match parse_query(raw.as_deref()) {
+        Ok(q) => q,
+        Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
+    };
+    let Some(source) = source::<OffCpuSource>(&state, "offcpu") else {
+        return error(
+            StatusCode::NOT_FOUND,
+            "no off-CPU profile: the offcpu collector is not running (set collectors.offcpu.enabled \
+             or pass --collectors with offcpu; the daemon log says why if it is set)",
+        );
+    };
+    let Ok(_slot) = REQUESTS.try_acquire() else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_REQUESTS} profile requests are under way; try again when one ends"),
+        );
+    };
+    let tap = match start_tap(
+        move || {
+            source
+                .as_any()
+                .and_then(|a| a.downcast_ref::<OffCpuSource>())
+                .ok_or_else(|| "the off-CPU source changed".to_string())?
+                .tap()
+                .map_err(|e| e.to_string())
+        },
+        "off-CPU times",
+    )
+    .await
+    {
+        Ok(tap) => tap,
+        Err(response) => return response,
+    };
+    // Dropped with this future when the client goes away: the tap stops.
+    tokio::time::sleep(Duration::from_secs(query.seconds)).await;
+    answer(move || {
+        let keep = |pid, comm: &str, process: Option<&str>, l: &CgroupLabels| {
+            query.keeps(pid, comm, process, l)
+        };
+        let labelled = tap
+            .finish(&keep)
+            .map_err(|e| format!("reading the off-CPU times failed: {e}"))?;
+        let extra = container_labels(&labelled.labels);
+        encode(
+            &labelled.profile,
+            &Layout {
+                labels: Some(&extra),
+                ..Layout::off_cpu()
             },
         )
     })

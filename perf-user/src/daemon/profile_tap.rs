@@ -14,7 +14,7 @@ use std::{
 use perf_ebpf_common::SampleKey;
 
 use super::{
-    labels::{Bound, Dropped, LabelCache},
+    labels::{Dropped, LabelCache},
     merged::Merged,
 };
 use crate::{
@@ -221,36 +221,25 @@ impl TapHub {
         })
     }
 
-    /// Each PID's labels in `profile`, the values beyond the
-    /// `max_label_values` with the most samples folded into "other";
-    /// `cache` must hold the profile's PIDs (see [`LabelCache::refresh`]).
+    /// Each PID's labels in `profile`, bounded by `max_label_values`
+    /// (see [`super::labels::bounded`]).
     pub fn bounded_labels(
         &self,
         profile: &Profile,
         cache: &LabelCache,
     ) -> (HashMap<u32, CgroupLabels>, Dropped) {
-        let mut weights: HashMap<u32, (CgroupLabels, u64)> = HashMap::new();
-        for s in &profile.stacks {
-            weights
-                .entry(s.pid)
-                .or_insert_with(|| (cache.get(s.pid), 0))
-                .1 += s.count;
-        }
-        let bound = Bound::new(
-            weights.values().map(|(l, w)| (l, *w)),
-            self.max_label_values as usize,
-        );
-        let labels = weights
-            .into_iter()
-            .map(|(pid, (l, _))| (pid, bound.apply(&l)))
-            .collect();
-        (labels, bound.dropped)
+        super::labels::bounded(profile, cache, self.max_label_values)
     }
 }
 
 /// The distinct PIDs of `raw`'s samples.
 pub fn pids(raw: &RawProfile) -> Vec<u32> {
-    let mut p: Vec<u32> = raw.samples.iter().map(|(k, _)| k.pid).collect();
+    distinct(raw.samples.iter().map(|(k, _)| k.pid))
+}
+
+/// `pids` sorted, each once.
+pub fn distinct(pids: impl IntoIterator<Item = u32>) -> Vec<u32> {
+    let mut p: Vec<u32> = pids.into_iter().collect();
     p.sort_unstable();
     p.dedup();
     p

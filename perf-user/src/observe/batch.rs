@@ -1,12 +1,13 @@
 //! The daemon's readings as evaluation batches. Block and TCP histograms
 //! are cumulative, so each evaluation looks at the difference since the
-//! previous reading: the window is the evaluation interval. CPU shares are
-//! per CPU window; a batch covers them only when a new window has closed.
+//! previous reading: the window is the evaluation interval. CPU shares and
+//! off-CPU times are per window; a batch covers them only when a new
+//! window has closed.
 //! Leak figures are levels, read as they are.
 
 use std::time::SystemTime;
 
-use super::{Reading, block, block::BlockReading, cpu, leaks, tcp, tcp::TcpPorts};
+use super::{Reading, block, block::BlockReading, cpu, leaks, offcpu, tcp, tcp::TcpPorts};
 use crate::alerts::signals::{Batch, Signal};
 
 /// Turns successive readings into batches.
@@ -16,6 +17,7 @@ pub struct Batches {
     block: Option<BlockReading>,
     tcp: Option<TcpPorts>,
     cpu_window_end: Option<SystemTime>,
+    offcpu_window_end: Option<SystemTime>,
 }
 
 impl Batches {
@@ -54,19 +56,43 @@ impl Batches {
                     batch.extend(&Signal::LEAKS, leaks::observations(&processes));
                 }
                 Reading::Cpu(w) => {
-                    if w.end.is_none() || w.end == self.cpu_window_end {
-                        continue;
-                    }
-                    self.cpu_window_end = w.end;
-                    let mut cpu = Batch::new(at, w.duration);
-                    cpu.extend(&[Signal::CpuSelfRatio], cpu::window_observations(&w));
-                    batch.covered.extend(cpu.covered);
-                    batch.observations.extend(cpu.observations);
+                    let obs = cpu::window_observations(&w);
+                    add_window(
+                        &mut batch,
+                        &mut self.cpu_window_end,
+                        &w,
+                        Signal::CpuSelfRatio,
+                        obs,
+                    );
+                }
+                Reading::OffCpu(w) => {
+                    let obs = offcpu::window_observations(&w);
+                    let signal = Signal::OffCpuSeconds;
+                    add_window(&mut batch, &mut self.offcpu_window_end, &w, signal, obs);
                 }
             }
         }
         batch
     }
+}
+
+/// Adds a window's observations of `signal` to `batch`, once: only when
+/// it is a window not seen before (`last_end` is the last one's end).
+fn add_window(
+    batch: &mut Batch,
+    last_end: &mut Option<SystemTime>,
+    w: &cpu::Window,
+    signal: Signal,
+    obs: Vec<crate::alerts::signals::Observation>,
+) {
+    if w.end.is_none() || w.end == *last_end {
+        return;
+    }
+    *last_end = w.end;
+    let mut b = Batch::new(batch.at, w.duration);
+    b.extend(&[signal], obs);
+    batch.covered.extend(b.covered);
+    batch.observations.extend(b.observations);
 }
 
 #[cfg(test)]

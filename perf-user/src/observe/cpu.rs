@@ -37,6 +37,9 @@ pub struct HotRow {
     pub self_samples: u64,
     /// The processes' cgroup, container and unit (the daemon's, bounded).
     pub labels: crate::cgroup::CgroupLabels,
+    /// The state the threads left the CPU in: off-CPU rows only (their
+    /// "samples" are microseconds off the CPU).
+    pub state: Option<crate::collectors::offcpu::ThreadState>,
 }
 
 /// A finished window.
@@ -75,6 +78,7 @@ pub fn rank(profile: &Profile, n: usize) -> (Vec<HotRow>, u64) {
             module: clip(h.module),
             self_samples: h.self_samples,
             labels: Default::default(),
+            state: None,
         });
     }
     (top, profile.total_samples.saturating_sub(in_top))
@@ -176,16 +180,7 @@ mod tests {
     use crate::profile::{Frame, LostCounts, StackSample};
 
     fn frame(name: &str, module: &str) -> Arc<Frame> {
-        Arc::new(Frame {
-            function: Some(name.into()),
-            module: module.into(),
-            offset: 0,
-            address: 0,
-            function_start: None,
-            file: None,
-            line: None,
-            kernel: false,
-        })
+        Frame::named(name, module, false)
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! TCP ports labelled); the exposition, the alert engine and `advise` each
 //! consume those. No sink parses another sink's output.
 //!
-//! - [`block`], [`tcp`], [`cpu`], [`leaks`]: a reading per collector and
+//! - [`block`], [`tcp`], [`cpu`], [`leaks`], [`offcpu`]: a reading per collector and
 //!   the observations of it, with the same names and labels everywhere.
 //! - [`batch`]: the daemon's successive cumulative readings as the windows
 //!   the rules judge.
@@ -15,6 +15,7 @@ pub mod batch;
 pub mod block;
 pub mod cpu;
 pub mod leaks;
+pub mod offcpu;
 pub mod tcp;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub enum Reading {
     Cpu(Arc<cpu::Window>),
     /// Every traced process.
     Leaks(Vec<leaks::LeakProcess>),
+    /// The last complete off-CPU window (counts in microseconds).
+    OffCpu(Arc<cpu::Window>),
 }
 
 /// `now - before` of cumulative histograms of the same series (the kernel

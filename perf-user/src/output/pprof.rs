@@ -206,24 +206,23 @@ pub mod proto {
 /// the CPU time they stand for (`cpu`/`nanoseconds`). Samples are labelled
 /// with `pid`, `tid`, `process` and `thread`.
 pub fn write(profile: &Profile, w: &mut dyn Write) -> io::Result<()> {
-    // Microseconds in the model, nanoseconds in the format.
-    let time = |_: usize, s: &StackSample| vec![to_i64(s.count.saturating_mul(1_000))];
     let layout = match profile.kind {
         ProfileKind::Cpu => Layout::cpu(),
-        ProfileKind::OffCpu => Layout {
-            sample_types: &[("off_cpu", "nanoseconds")],
-            values: Some(&time),
-            labels: None,
-            period: Some((("off_cpu", "nanoseconds"), 1)),
-        },
+        ProfileKind::OffCpu => Layout::off_cpu(),
         ProfileKind::Wall => Layout {
             sample_types: &[("wall", "nanoseconds")],
-            values: Some(&time),
+            values: Some(&micros_as_nanos),
             labels: None,
             period: Some((("wall", "nanoseconds"), 1)),
         },
     };
     write_with(profile, &layout, w)
+}
+
+/// A time profile's value: microseconds in the model, nanoseconds in the
+/// format.
+fn micros_as_nanos(_: usize, s: &StackSample) -> Vec<i64> {
+    vec![to_i64(s.count.saturating_mul(1_000))]
 }
 
 /// The values of a profile's stack `i`, one per sample type.
@@ -256,6 +255,16 @@ impl Layout<'static> {
             values: None,
             labels: None,
             period: None,
+        }
+    }
+
+    /// The off-CPU profile: time off the CPU (nanoseconds).
+    pub fn off_cpu() -> Self {
+        Layout {
+            sample_types: &[("off_cpu", "nanoseconds")],
+            values: Some(&micros_as_nanos),
+            labels: None,
+            period: Some((("off_cpu", "nanoseconds"), 1)),
         }
     }
 }

@@ -34,6 +34,23 @@ pub struct Frame {
     pub kernel: bool,
 }
 
+#[cfg(test)]
+impl Frame {
+    /// A named frame at address 0, for tests.
+    pub fn named(name: &str, module: &str, kernel: bool) -> std::sync::Arc<Frame> {
+        std::sync::Arc::new(Frame {
+            function: Some(name.into()),
+            module: module.into(),
+            offset: 0,
+            address: 0,
+            function_start: None,
+            file: None,
+            line: None,
+            kernel,
+        })
+    }
+}
+
 impl Frame {
     /// The function's name; without one, `module+0xSTART` (the unnamed
     /// function's start) or, when not even that is known, `module+0xoffset`:

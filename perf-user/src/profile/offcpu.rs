@@ -211,16 +211,7 @@ mod tests {
     #[test]
     fn scheduler_frames_and_what_they_called_are_cut() {
         let f = |name: &str, kernel: bool| {
-            std::sync::Arc::new(crate::profile::Frame {
-                function: Some(name.into()),
-                module: if kernel { "[kernel]" } else { "app" }.into(),
-                offset: 0,
-                address: 0,
-                function_start: None,
-                file: None,
-                line: None,
-                kernel,
-            })
+            crate::profile::Frame::named(name, if kernel { "[kernel]" } else { "app" }, kernel)
         };
         let mut frames = vec![
             f("main", false),
