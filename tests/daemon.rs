@@ -42,20 +42,52 @@ fn status_kib(pid: u32, field: &str) -> u64 {
 impl Daemon {
     /// Waits until at least `n` CPU windows have closed.
     fn wait_for_windows(&self, n: f64) {
+        self.wait_for_counter("perf_user_cpu_windows_total", n);
+    }
+
+    /// Waits until the unlabelled counter `name` reaches `n`, and returns
+    /// that scrape.
+    fn wait_for_counter(&self, name: &str, n: f64) -> String {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let s = self.scrape();
-            if sample_value(&s, "perf_user_cpu_windows_total ").is_some_and(|v| v >= n) {
-                return;
+            if sample_value(&s, &format!("{name} ")).is_some_and(|v| v >= n) {
+                return s;
             }
             assert!(
                 Instant::now() < deadline,
-                "no CPU window closed in 60 s\n{}",
+                "{name} did not reach {n} in 60 s\n{}",
                 truncate(&s, 4000)
             );
             thread::sleep(Duration::from_millis(200));
         }
     }
+}
+
+/// Runs `promtool check metrics` (lint included) on `scrape`.
+fn promtool_check(scrape: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run promtool: install the Debian package `prometheus`");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed ({}):\n{}{}\n--- scrape ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        truncate(scrape, 6000)
+    );
 }
 
 /// The whole disk holding `dir` (`vda` for `vda1`), from sysfs; `None`
@@ -407,29 +439,7 @@ fn promtool_accepts_a_live_scrape() {
     let daemon = Daemon::start(&["--cpu-window", "5s"]);
     // After a window, so the hotspot families have samples too.
     daemon.wait_for_windows(1.0);
-    let scrape = daemon.scrape();
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("cannot run promtool: install the Debian package `prometheus`");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(scrape.as_bytes())
-        .unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed ({}):\n{}{}\n--- scrape ---\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        truncate(&scrape, 6000)
-    );
+    promtool_check(&daemon.scrape());
     // OpenMetrics for clients that ask for it (Prometheus does).
     let om = http_get(
         daemon.addr,
@@ -495,11 +505,13 @@ fn docs_and_dashboard_name_only_real_metrics() {
     std::fs::write(
         &config,
         "[collectors.block]\nqueue_time = true\n\
-         [collectors.leaks]\nenabled = true\nprocesses = [\"no-such-process\"]\n",
+         [collectors.leaks]\nenabled = true\nprocesses = [\"no-such-process\"]\n\
+         [collectors.offcpu]\nenabled = true\nwindow = \"5s\"\n",
     )
     .unwrap();
     let daemon = Daemon::start(&["--cpu-window", "5s", "--config", config.to_str().unwrap()]);
     daemon.wait_for_windows(1.0);
+    daemon.wait_for_counter("perf_user_offcpu_windows_total", 1.0);
     let scrape = daemon.scrape();
     let scraped = families(&scrape);
 
@@ -570,6 +582,86 @@ fn docs_and_dashboard_name_only_real_metrics() {
         undocumented.is_empty(),
         "families missing from docs/metrics.md: {undocumented:?}"
     );
+}
+
+/// The off-CPU collector: a process that sleeps 100 ms at a time in
+/// `nap_here` (and burns 50 ms of CPU between naps) has a series with
+/// function="nap_here" and state="sleeping" worth about two thirds of the
+/// window; the program's counters move; promtool accepts the scrape.
+#[test]
+fn offcpu_waits_of_a_napping_process() {
+    if !require_privileges("offcpu_waits_of_a_napping_process") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("daemon_offcpu");
+    let exe = compile_c("napper", &dir);
+    let mut napper = Workload::spawn(&exe, &["120", "50"]);
+    let config = dir.join("offcpu.toml");
+    // Every sleeping thread of the host sleeps through the window:
+    // napper, awake a third of the time, would not make a top 20.
+    std::fs::write(
+        &config,
+        "[collectors.offcpu]\nenabled = true\nwindow = \"5s\"\ntop = 500\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&[
+        "--collectors",
+        "offcpu",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    // The second window: napper slept through all of it.
+    let scrape = daemon.wait_for_counter("perf_user_offcpu_windows_total", 2.0);
+    napper.assert_running();
+    let offcpu: Vec<&str> = scrape
+        .lines()
+        .filter(|l| l.starts_with("perf_user_offcpu_"))
+        .collect();
+    let ctx = truncate(&offcpu.join("\n"), 6000).to_string();
+    let nap = scrape
+        .lines()
+        .find(|l| {
+            l.starts_with("perf_user_offcpu_seconds{")
+                && l.contains("process=\"napper\"")
+                && l.contains("function=\"nap_here\"")
+        })
+        .unwrap_or_else(|| panic!("no nap_here series:\n{ctx}"));
+    assert!(nap.contains("state=\"sleeping\""), "{nap}");
+    assert!(nap.contains("module=\"napper\""), "{nap}");
+    let seconds: f64 = nap.rsplit(' ').next().unwrap().parse().unwrap();
+    let window = sample_value(&scrape, "perf_user_offcpu_window_duration_seconds ").unwrap();
+    // 100 ms asleep in every 150 ms or a little more (wake-up latency,
+    // the loop itself): 0.67 of the window at most.
+    let share = seconds / window;
+    println!(
+        "nap_here: {seconds:.3} s asleep in a {window:.3} s window ({:.1}%)",
+        share * 100.0
+    );
+    assert!((0.45..0.72).contains(&share), "{nap}\n{ctx}");
+    // Preempted or spinning, napper is never sleeping elsewhere.
+    for counter in [
+        "perf_user_offcpu_switches_total ",
+        "perf_user_offcpu_recorded_total ",
+        "perf_user_offcpu_counted_total ",
+    ] {
+        let v = sample_value(&scrape, counter).unwrap_or(0.0);
+        assert!(v > 0.0, "{counter}is {v}\n{ctx}");
+    }
+    let too_short = sample_value(&scrape, "perf_user_offcpu_too_short_total ").unwrap();
+    println!(
+        "switches {}, counted {}, too short {too_short}",
+        sample_value(&scrape, "perf_user_offcpu_switches_total ").unwrap(),
+        sample_value(&scrape, "perf_user_offcpu_counted_total ").unwrap()
+    );
+    assert!(
+        offcpu
+            .iter()
+            .any(|l| l.starts_with("perf_user_offcpu_seconds{")
+                && l.contains("function=\"[other]\"")),
+        "{ctx}"
+    );
+    promtool_check(&scrape);
 }
 
 /// 50 scrapers at once for 10 s: every scrape answers 200; the daemon's

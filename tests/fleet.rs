@@ -318,6 +318,94 @@ fn go_tool_pprof_fetches_the_cpu_profile() {
     let heap = curl(&daemon.url("/debug/pprof/heap"), None);
     assert_eq!(heap.status, 404);
     assert!(String::from_utf8_lossy(&heap.body).contains("leaks collector"));
+    // No offcpu collector: no off-CPU profile, and a reason.
+    let off = curl(&daemon.url("/debug/pprof/offcpu?seconds=1"), None);
+    assert_eq!(off.status, 404);
+    assert!(String::from_utf8_lossy(&off.body).contains("offcpu collector"));
+}
+
+/// `/debug/pprof/offcpu`: a process that sleeps 100 ms at a time in
+/// `nap_here` is asleep there for about the whole profile, in samples of
+/// type off_cpu/nanoseconds labelled with its state and container;
+/// `go tool pprof -top` lists nap_here.
+#[test]
+fn go_tool_pprof_fetches_the_offcpu_profile() {
+    if !require_privileges("go_tool_pprof_fetches_the_offcpu_profile") {
+        return;
+    }
+    let _guard = exclusive();
+    let dir = test_dir("fleet_offcpu");
+    let exe = compile_c("napper", &dir);
+    let mut napper = Workload::spawn(&exe, &["120"]);
+    let pid = napper.pid();
+    let config = dir.join("offcpu.toml");
+    std::fs::write(&config, "[collectors.offcpu]\nenabled = true\n").unwrap();
+    let daemon = Daemon::start(&[
+        "--collectors",
+        "offcpu",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let r = curl(
+        &daemon.url(&format!("/debug/pprof/offcpu?seconds=2&pid={pid}")),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.content_type, "application/octet-stream");
+    println!("a 2-second off-CPU profile took {:.2} s", r.seconds);
+    napper.assert_running();
+    let p = decode(&r.body);
+    let s = |i: i64| p.string_table[i as usize].as_str();
+    let types: Vec<(&str, &str)> = p
+        .sample_type
+        .iter()
+        .map(|t| (s(t.r#type), s(t.unit)))
+        .collect();
+    assert_eq!(types, [("off_cpu", "nanoseconds")]);
+    let all = samples(&p);
+    assert!(all.iter().all(|x| x.num("pid") == Some(i64::from(pid))));
+    let naps: Vec<&Sample> = all
+        .iter()
+        .filter(|x| x.frames.iter().any(|f| f == "nap_here"))
+        .collect();
+    let asleep: i64 = naps.iter().map(|x| x.values[0]).sum();
+    println!(
+        "nap_here: {:.3} s asleep in a 2 s profile ({} samples of napper)",
+        asleep as f64 / 1e9,
+        all.len()
+    );
+    // Each 100 ms sleep is counted when it ends: up to one more than 2 s holds.
+    assert!((1.6e9..2.4e9).contains(&(asleep as f64)), "{asleep} ns");
+    for x in &naps {
+        assert_eq!(x.label("state"), Some("sleeping"));
+        assert_eq!(x.label("process"), Some("napper"));
+        assert_eq!(x.label("thread"), Some("napper"));
+        assert!(x.num("tid").is_some());
+        // The kernel frame that called the scheduler is the leaf.
+        assert!(
+            x.frames.first().is_some_and(|f| f.contains("nanosleep")),
+            "{:?}",
+            x.frames
+        );
+    }
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = cgroup.trim().rsplit("::").next().unwrap_or("");
+    if path != "/" {
+        assert!(
+            naps.iter().all(|x| x.label("cgroup") == Some(path)),
+            "{path}"
+        );
+    }
+
+    let url = daemon.url("/debug/pprof/offcpu?seconds=2");
+    let top = go_pprof(&dir, &["-top", &url]);
+    println!("{}", truncate(&top, 1500));
+    assert!(
+        top.lines().any(|l| l.trim_end().ends_with(" nap_here")),
+        "nap_here is not in go tool pprof's -top:\n{top}"
+    );
+    let r = curl(&daemon.url("/debug/pprof/offcpu?seconds=0"), None);
+    assert_eq!(r.status, 400);
 }
 
 /// Where the cgroup v2 hierarchy is mounted: `/sys/fs/cgroup`, or
