@@ -604,6 +604,13 @@ pub(crate) fn user_stack_id(tgid: u32, regs: UserRegs) -> Option<i32> {
     stack.len = state.len;
     stack.end = reason;
     count_end(reason);
+    // The first pc in no mapping loaded: the process ran execve() since its
+    // tables were loaded (a static binary traced from its start has the
+    // launcher's), or runs code mapped since. As for a CPU sample, frame
+    // pointers give more than a one-frame stack then.
+    if reason == end::NO_MAPPING && state.len <= 1 {
+        return None;
+    }
     Some(store_stack(state.hash, stack))
 }
 

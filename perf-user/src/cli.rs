@@ -360,11 +360,13 @@ pub struct LeaksArgs {
     #[arg(long, value_name = "PATH")]
     pub allocator: Option<PathBuf>,
 
-    /// How allocation stacks are walked: `fp`, frame pointers (cheap; one or
-    /// two frames deep through libraries built without them, e.g. libc's
-    /// strdup); `dwarf`, tables built from each file's .eh_frame (x86_64),
-    /// which reach the program's own function through such libraries.
-    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::unwind::UnwindMode::Fp)]
+    /// How allocation stacks are walked: `auto` (the default) is `dwarf` on
+    /// x86_64 and arm64, `fp` elsewhere; `dwarf`, tables built from each
+    /// file's .eh_frame when tracing starts, which reach the program's own
+    /// function through libraries built without frame pointers (libc's
+    /// strdup, getline); `fp`, frame pointers (one or two frames deep
+    /// through such libraries).
+    #[arg(long, value_enum, value_name = "HOW", default_value_t = crate::unwind::UnwindMode::Auto)]
     pub unwind: crate::unwind::UnwindMode,
 
     /// Most outstanding allocations tracked at once (1 to 16 Mi); more are

@@ -552,6 +552,7 @@ impl LeakTrace {
                 min_age_secs: 0.0,
                 ended: None,
                 exit: None,
+                unwind: raw.unwind.clone(),
             },
         );
         self.baseline = agg.baseline;

@@ -675,6 +675,7 @@ impl Reports<'_> {
                 min_age_secs: self.args.min_age.map_or(0.0, |d| d.as_secs_f64()),
                 ended: last.ended,
                 exit: last.exit,
+                unwind: raw.unwind.clone(),
             },
         );
         output::write(

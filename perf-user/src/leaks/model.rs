@@ -50,6 +50,9 @@ pub struct LeakReport {
     pub stacks: Vec<LeakStack>,
     /// Activity and losses, as the kernel programs counted them (never scaled).
     pub counters: AllocCounters,
+    /// How stacks were walked with unwind tables, when they were.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<crate::unwind::UnwindSummary>,
     /// Why tracing ended, when it ended for another reason than its duration:
     /// the process exited, or Ctrl-C.
     pub ended: Option<String>,

@@ -179,6 +179,9 @@ fn table(r: &LeakReport, top: usize, w: &mut dyn Write) -> io::Result<()> {
             c.read_failed
         )?;
     }
+    if let Some(unwind) = &r.unwind {
+        crate::output::table::write_unwind(unwind, w)?;
+    }
     if let Some(ended) = &r.ended {
         writeln!(w, "{ended}")?;
     }
@@ -238,6 +241,7 @@ mod tests {
                 frames: vec![frame("main"), frame("leak_blocks")],
             }],
             counters: AllocCounters::default(),
+            unwind: None,
             ended: Some("PID 42 (leaky) exited with code 0 after 2.1 s.".into()),
             exit: None,
         }

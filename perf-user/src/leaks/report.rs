@@ -41,6 +41,8 @@ pub struct RunInfo {
     pub ended: Option<String>,
     /// How the process ended.
     pub exit: Option<ExitInfo>,
+    /// How stacks were walked with unwind tables, when they were.
+    pub unwind: Option<crate::unwind::UnwindSummary>,
 }
 
 /// Symbolizes the rows of `agg`; `stacks` maps stack ids to addresses (leaf
@@ -124,6 +126,7 @@ pub fn build(
         young_allocations: agg.young_allocations,
         stacks: rows,
         counters: counters.clone(),
+        unwind: run.unwind.clone(),
         ended: run.ended.clone(),
         exit: run.exit.clone(),
     }

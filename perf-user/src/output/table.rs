@@ -130,7 +130,10 @@ pub fn write(profile: &Profile, top: usize, w: &mut dyn Write) -> io::Result<()>
 
 /// One line on how the table walks went: how many reached the outermost
 /// frame, and why the others stopped.
-fn write_unwind(unwind: &crate::unwind::UnwindSummary, w: &mut dyn Write) -> io::Result<()> {
+pub(crate) fn write_unwind(
+    unwind: &crate::unwind::UnwindSummary,
+    w: &mut dyn Write,
+) -> io::Result<()> {
     let complete = unwind.walks_ended.get("complete").copied().unwrap_or(0);
     let total = complete + unwind.ended_early();
     if total == 0 {
