@@ -89,14 +89,6 @@ fn get_text(url: &str) -> Result<String, String> {
     })
 }
 
-/// `MAJ:MIN` of a disk, from sysfs.
-fn dev_numbers(disk: &str) -> String {
-    std::fs::read_to_string(format!("/sys/block/{disk}/dev"))
-        .unwrap_or_else(|e| panic!("/sys/block/{disk}/dev: {e}"))
-        .trim()
-        .to_string()
-}
-
 fn queue_file(disk: &str, attr: &str) -> PathBuf {
     PathBuf::from(format!("/sys/block/{disk}/queue/{attr}"))
 }
@@ -116,78 +108,6 @@ fn save_measurements(dir: &Path, v: &Value) {
     let text = serde_json::to_string_pretty(v).unwrap();
     eprintln!("measurements: {text}");
     std::fs::write(dir.join("alerts-measurements.json"), text).unwrap();
-}
-
-// ---------------------------------------------------------------------------
-// Write throttling of a disk for a group of processes.
-
-/// A cgroup whose processes' writes to one disk can be capped at a rate,
-/// and uncapped, while they run: blk-throttle, through the blkio controller
-/// (cgroup v1) or io.max (cgroup v2). Processes are moved out and the group
-/// removed on drop.
-struct Throttle {
-    dir: PathBuf,
-    parent: PathBuf,
-    v2: bool,
-    dev: String,
-}
-
-impl Throttle {
-    fn create(name: &str, dev: &str) -> Self {
-        let v1 = Path::new("/sys/fs/cgroup/blkio");
-        let (parent, v2) = if v1.join("blkio.throttle.write_bps_device").exists() {
-            (v1.to_path_buf(), false)
-        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
-            let root = PathBuf::from("/sys/fs/cgroup");
-            // The io controller must be enabled for children of the root.
-            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+io");
-            (root, true)
-        } else {
-            panic!("neither cgroup v1 blkio nor cgroup v2 is mounted under /sys/fs/cgroup");
-        };
-        let dir = parent.join(name);
-        if dir.exists() {
-            let _ = std::fs::remove_dir(&dir);
-        }
-        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
-        Throttle {
-            dir,
-            parent,
-            v2,
-            dev: dev.to_string(),
-        }
-    }
-
-    fn add(&self, pid: u32) {
-        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
-            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.dir.display()));
-    }
-
-    fn set(&self, bytes_per_sec: Option<u64>) {
-        let (file, value) = match (self.v2, bytes_per_sec) {
-            (false, Some(b)) => (
-                "blkio.throttle.write_bps_device",
-                format!("{} {b}", self.dev),
-            ),
-            (false, None) => ("blkio.throttle.write_bps_device", format!("{} 0", self.dev)),
-            (true, Some(b)) => ("io.max", format!("{} wbps={b}", self.dev)),
-            (true, None) => ("io.max", format!("{} wbps=max", self.dev)),
-        };
-        std::fs::write(self.dir.join(file), &value)
-            .unwrap_or_else(|e| panic!("write {value:?} to {file}: {e}"));
-    }
-}
-
-impl Drop for Throttle {
-    fn drop(&mut self) {
-        self.set(None);
-        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
-            for pid in procs.split_whitespace() {
-                let _ = std::fs::write(self.parent.join("cgroup.procs"), pid);
-            }
-        }
-        let _ = std::fs::remove_dir(&self.dir);
-    }
 }
 
 /// `n` processes writing 256 KiB direct I/Os to `device` in a loop, each in

@@ -238,15 +238,7 @@ fn loop_device_matches_diskstats() {
     let d_after = diskstats(&lo.name);
     // Ctrl-C rather than a fixed duration: the workload's length varies
     // with the load of the machine.
-    tracer.interrupt();
-    let out = tracer.finish(Duration::from_secs(60));
-    assert!(
-        !out.timed_out && out.status.success(),
-        "perf-user latency failed\n{}",
-        out.describe()
-    );
-    let doc: Value = serde_json::from_str(&out.stdout)
-        .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", out.describe()));
+    let (doc, out) = tracer.interrupt_json();
     let kernel = d_after.delta(&d_before);
     let ctx = format!("diskstats delta {kernel:?}\n{}", out.describe());
     // This kernel has BTF, so `auto` takes the BTF tracepoints.

@@ -169,6 +169,103 @@ impl Drop for LoopDevice {
     }
 }
 
+/// `MAJ:MIN` of a disk, from sysfs.
+pub fn dev_numbers(disk: &str) -> String {
+    std::fs::read_to_string(format!("/sys/block/{disk}/dev"))
+        .unwrap_or_else(|e| panic!("/sys/block/{disk}/dev: {e}"))
+        .trim()
+        .to_string()
+}
+
+// ---------------------------------------------------------------------------
+// I/O throttling of a disk for a group of processes.
+
+/// A cgroup whose processes' I/O to one disk can be capped, and uncapped,
+/// while they run: blk-throttle, through the blkio controller (cgroup v1) or
+/// io.max (cgroup v2). A loop device's worker issues the backing file's I/O
+/// on behalf of the cgroup of the process that asked, so throttling the
+/// backing disk slows the loop device's requests themselves (their
+/// issue-to-completion time), as a slow disk would. Processes are moved out
+/// and the group removed on drop.
+pub struct Throttle {
+    dir: PathBuf,
+    parent: PathBuf,
+    v2: bool,
+    dev: String,
+}
+
+impl Throttle {
+    /// The group `name` for the disk `dev` (`MAJ:MIN`), without limits yet.
+    pub fn create(name: &str, dev: &str) -> Self {
+        let v1 = Path::new("/sys/fs/cgroup/blkio");
+        let (parent, v2) = if v1.join("blkio.throttle.write_bps_device").exists() {
+            (v1.to_path_buf(), false)
+        } else if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            let root = PathBuf::from("/sys/fs/cgroup");
+            // The io controller must be enabled for children of the root.
+            let _ = std::fs::write(root.join("cgroup.subtree_control"), "+io");
+            (root, true)
+        } else {
+            panic!("neither cgroup v1 blkio nor cgroup v2 is mounted under /sys/fs/cgroup");
+        };
+        let dir = parent.join(name);
+        if dir.exists() {
+            let _ = std::fs::remove_dir(&dir);
+        }
+        std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+        Throttle {
+            dir,
+            parent,
+            v2,
+            dev: dev.to_string(),
+        }
+    }
+
+    /// Moves process `pid` into the group.
+    pub fn add(&self, pid: u32) {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string())
+            .unwrap_or_else(|e| panic!("move {pid} into {}: {e}", self.dir.display()));
+    }
+
+    /// Caps writes at `bytes_per_sec` (`None`: no cap).
+    pub fn set(&self, bytes_per_sec: Option<u64>) {
+        self.limit("blkio.throttle.write_bps_device", "wbps", bytes_per_sec)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Caps reads at `iops` requests a second (`None`: no cap).
+    pub fn set_read_iops(&self, iops: Option<u64>) {
+        self.limit("blkio.throttle.read_iops_device", "riops", iops)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Writes one limit: `v1_file` of the blkio controller or `v2_key` of
+    /// io.max.
+    fn limit(&self, v1_file: &str, v2_key: &str, value: Option<u64>) -> Result<(), String> {
+        let (file, value) = match (self.v2, value) {
+            (false, Some(v)) => (v1_file, format!("{} {v}", self.dev)),
+            (false, None) => (v1_file, format!("{} 0", self.dev)),
+            (true, Some(v)) => ("io.max", format!("{} {v2_key}={v}", self.dev)),
+            (true, None) => ("io.max", format!("{} {v2_key}=max", self.dev)),
+        };
+        std::fs::write(self.dir.join(file), &value)
+            .map_err(|e| format!("write {value:?} to {file}: {e}"))
+    }
+}
+
+impl Drop for Throttle {
+    fn drop(&mut self) {
+        let _ = self.limit("blkio.throttle.write_bps_device", "wbps", None);
+        let _ = self.limit("blkio.throttle.read_iops_device", "riops", None);
+        if let Ok(procs) = std::fs::read_to_string(self.dir.join("cgroup.procs")) {
+            for pid in procs.split_whitespace() {
+                let _ = std::fs::write(self.parent.join("cgroup.procs"), pid);
+            }
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Network namespaces
 
@@ -365,6 +462,21 @@ impl LatencyRun {
         assert_eq!(ret, 0, "kill -INT: {}", std::io::Error::last_os_error());
     }
 
+    /// Ctrl-C, then waits for the end (a minute at most): the command must
+    /// succeed; returns its JSON report (`--format json`) and its output.
+    pub fn interrupt_json(self) -> (serde_json::Value, CmdOutput) {
+        self.interrupt();
+        let out = self.finish(Duration::from_secs(60));
+        assert!(
+            !out.timed_out && out.status.success(),
+            "perf-user latency failed\n{}",
+            out.describe()
+        );
+        let doc = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("not JSON: {e}\n{}", out.describe()));
+        (doc, out)
+    }
+
     /// Waits for the end (killing it after `timeout`) and returns its output.
     pub fn finish(mut self, timeout: Duration) -> CmdOutput {
         let mut timed_out = false;
@@ -408,4 +520,17 @@ pub fn rel_diff(a: f64, b: f64) -> f64 {
     } else {
         (a - b).abs() / b
     }
+}
+
+/// Asserts that `got` is within `tolerance` (a fraction of `want`) of
+/// `want`; `what` names the two ("us off-CPU vs us of latency"), `ctx` is
+/// added to the message.
+pub fn assert_close(what: &str, got: f64, want: f64, tolerance: f64, ctx: &str) {
+    let d = rel_diff(got, want);
+    assert!(
+        d <= tolerance,
+        "{what}: {got:.0} vs {want:.0}, {:.1}% apart (at most {:.0}%)\n{ctx}",
+        d * 100.0,
+        tolerance * 100.0
+    );
 }

@@ -477,16 +477,32 @@ pub fn wait_for_uprobes(
     multi_links: usize,
     timeout: Duration,
 ) -> bool {
+    poll_until(timeout, || {
+        count_fds(pid, |fd| is_perf_event_fd(pid, fd)) >= perf_events
+            || count_fds(pid, |fd| link_type_is(pid, fd, "probe_multi")) >= multi_links
+    })
+}
+
+/// Calls `done` every 20 ms until it returns true (then returns true) or
+/// `timeout` passes (then false).
+fn poll_until(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
     while start.elapsed() < timeout {
-        if count_fds(pid, |fd| is_perf_event_fd(pid, fd)) >= perf_events
-            || count_fds(pid, |fd| link_type_is(pid, fd, "probe_multi")) >= multi_links
-        {
+        if done() {
             return true;
         }
         thread::sleep(Duration::from_millis(20));
     }
     false
+}
+
+/// Waits until process `pid` holds a BPF link whose type contains `kind`
+/// (`raw_tracepoint`: a BTF tracepoint program is attached). Returns
+/// whether it saw one before `timeout`.
+pub fn wait_for_bpf_link(pid: u32, kind: &str, timeout: Duration) -> bool {
+    poll_until(timeout, || {
+        count_fds(pid, |fd| link_type_is(pid, fd, kind)) > 0
+    })
 }
 
 /// Waits until the process `pid` holds at least one perf event (or BPF link
@@ -502,14 +518,9 @@ pub fn wait_for_perf_events(pid: u32, timeout: Duration) -> bool {
 /// one): a tracer that attaches one per probe is then attached. Returns
 /// whether it saw them before `timeout`.
 pub fn wait_for_perf_event_count(pid: u32, n: usize, timeout: Duration) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if count_fds(pid, |fd| is_perf_event_fd(pid, fd)) >= n {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    false
+    poll_until(timeout, || {
+        count_fds(pid, |fd| is_perf_event_fd(pid, fd)) >= n
+    })
 }
 
 // ---------------------------------------------------------------------------

@@ -102,6 +102,14 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         }
         Some(c)
     };
+    // --wall: the off-CPU collector takes a while to attach (the unwind
+    // tables of the --pid processes, under load a second or more), and the
+    // CPU samples taken meanwhile lie before the window its times cover:
+    // each thread's time would add up to more than the duration.
+    if let (Some(c), Some(_)) = (cpu.as_mut(), off.as_ref()) {
+        c.reset()
+            .context("clearing the CPU samples taken while attaching")?;
+    }
     super::drop_privileges(crate::privileges::Stage::Profile);
     let start_wall = SystemTime::now();
     let started = Instant::now();
