@@ -331,6 +331,8 @@ pub struct OffCpuCollector {
     fallback: Option<String>,
     /// Loads unwind tables, when user stacks are walked with them.
     tables: Option<TableLoader>,
+    /// Shorter absences are not counted.
+    min_ns: u64,
 }
 
 impl OffCpuCollector {
@@ -385,6 +387,7 @@ impl OffCpuCollector {
             tracepoints: Tracepoints::Btf,
             fallback: None,
             tables,
+            min_ns: opts.min_ns,
         })
     }
 
@@ -399,6 +402,7 @@ impl OffCpuCollector {
             tracepoints: Tracepoints::Classic,
             fallback,
             tables: None,
+            min_ns: opts.min_ns,
         })
     }
 
@@ -462,6 +466,47 @@ impl OffCpuCollector {
         };
         let ends = maps::sum_counters(&self.ebpf, "UNWIND_ENDS", end::LEN)?;
         Ok(Some(UnwindSummary::new(&ends, loader.stats())))
+    }
+
+    /// What [`Collector::read`] gives, plus the absences still going on:
+    /// the threads off the CPU now, from when they left until now. For the
+    /// last read of a one-shot profile, where a thread blocked until the end
+    /// would otherwise count for nothing; a windowed reader must not, since
+    /// the kernel adds the whole absence once the thread comes back.
+    pub fn read_to_now(&mut self) -> Result<OffCpuSnapshot, OffCpuError> {
+        let mut snap = self.read()?;
+        // bpf_ktime_get_ns() is CLOCK_MONOTONIC.
+        let now = monotonic_ns();
+        let start: BpfHashMap<&MapData, u32, OffCpuStart> =
+            BpfHashMap::try_from(maps::find(&self.ebpf, "OFFCPU_START")?)
+                .map_err(MapAccessError::on("OFFCPU_START"))?;
+        let mut extra: HashMap<OffCpuKey, u64> = HashMap::new();
+        for entry in start.iter() {
+            let Ok((_, s)) = entry else { continue };
+            let away = now.saturating_sub(s.start_ns);
+            if away >= self.min_ns {
+                *extra.entry(s.key).or_default() += away;
+            }
+        }
+        let new_ids: Vec<u32> = extra
+            .keys()
+            .flat_map(|k| [k.user_stack_id, k.kernel_stack_id])
+            .filter_map(|id| u32::try_from(id).ok())
+            .filter(|id| !snap.stacks.contains_key(id))
+            .collect();
+        snap.stacks.extend(maps::read_stacks(
+            &self.ebpf,
+            "OFFCPU_STACKS",
+            new_ids,
+            self.tables.is_some(),
+        )?);
+        for (key, ns) in &mut snap.times {
+            if let Some(more) = extra.remove(key) {
+                *ns += more;
+            }
+        }
+        snap.times.extend(extra);
+        Ok(snap)
     }
 
     /// The kernel side's counters so far.
@@ -584,6 +629,17 @@ impl Collector for OffCpuCollector {
             "OFFCPU_TIME",
         )?)
     }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds, the clock of bpf_ktime_get_ns().
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64
 }
 
 #[cfg(test)]

@@ -133,7 +133,7 @@ pub async fn run(args: ProfileArgs) -> anyhow::Result<()> {
         .transpose()?;
     let off_raw = off
         .as_mut()
-        .map(|c| c.read().context("reading the off-CPU times"))
+        .map(|c| c.read_to_now().context("reading the off-CPU times"))
         .transpose()?;
     // Detach now: symbolizing can take a while and should not be profiled.
     drop(cpu);
