@@ -180,8 +180,7 @@ pub struct ProfileArgs {
     pub tracepoints: Tracepoints,
 
     /// How user stacks are walked: `auto` (the default) is `dwarf` with
-    /// --pid on x86_64 and arm64 (and for --off-cpu on kernels with BTF,
-    /// whose stacks start in the C library's syscall wrappers), `fp`
+    /// --pid on x86_64 and arm64 (for --off-cpu on kernels with BTF), `fp`
     /// otherwise; `fp`, frame pointers
     /// (cheap, but one or two frames deep in code built without them, as most
     /// distribution packages are); `dwarf`, tables built from each file's

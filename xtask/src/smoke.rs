@@ -500,13 +500,24 @@ fn smoke_profile(runner: &Runner, workload: &Path) -> Result<String> {
     ))
 }
 
-/// `profile --off-cpu -d 2s --format json` while a root-owned process naps
-/// in smoke_nap: time off the CPU under that function, sleeping (BTF
-/// tracepoint, no tracefs).
+/// `profile --off-cpu --pid P -d 2s --format json` while a root-owned
+/// process naps in smoke_nap: time off the CPU under that function,
+/// sleeping (BTF tracepoint, no tracefs; its tables, read before privileges
+/// are dropped, find smoke_nap under libc's nanosleep).
 fn smoke_offcpu(runner: &Runner, workload: &Path) -> Result<String> {
-    let _nap = Background::spawn(Command::new(workload).args(["nap", "30"]))?;
+    let nap = Background::spawn(Command::new(workload).args(["nap", "30"]))?;
+    let pid = nap.0.id().to_string();
     let out = runner.run(
-        &["profile", "--off-cpu", "-d", "2s", "--format", "json"],
+        &[
+            "profile",
+            "--off-cpu",
+            "--pid",
+            &pid,
+            "-d",
+            "2s",
+            "--format",
+            "json",
+        ],
         Duration::from_secs(60),
     )?;
     let doc = json(&out, "profile --off-cpu")?;

@@ -362,12 +362,15 @@ impl OffCpuCollector {
         let mut cfg = btf_config(&layout).map_err(|e| OffCpuError::NoBtf(e.to_string()))?;
         drop(layout);
         filters(&mut cfg, opts)?;
-        // `auto` walks with tables for the whole host too: nearly every
-        // off-CPU stack starts in a C library syscall wrapper, built without
-        // frame pointers, so a frame-pointer walk loses its caller; and
-        // tables are loaded at most once per process per tick here, off the
-        // sampling path (profile.rs), not at each sample.
-        let dwarf = opts.user_stacks && opts.unwind.resolve(true) == UnwindMode::Dwarf;
+        // `auto` walks with tables for selected processes, as the CPU
+        // sampler does. For the whole host it would be worth more here
+        // (every off-CPU stack starts in a C library syscall wrapper,
+        // without frame pointers, so a frame-pointer walk loses its caller),
+        // but tables are built in the sampling loop: on a busy host that took
+        // 2.9 s of a 2 s profile and overflowed the rows budget, and after
+        // privileges are dropped other users' files cannot be read.
+        let dwarf = opts.user_stacks
+            && opts.unwind.resolve(!opts.pids.is_empty()) == UnwindMode::Dwarf;
         cfg.dwarf = u8::from(dwarf);
         let btf = sysfs_btf().map_err(OffCpuError::NoBtf)?;
         let limits = Limits::with_tables_mib(opts.unwind_tables_mib);
