@@ -18,6 +18,7 @@ use crate::{
 };
 
 use super::{
+    dashboard::history::{FoldedWindow, History},
     exposition::{Family, Kind, lost_events},
     labels,
     profile_tap::{TapHub, pids},
@@ -31,6 +32,8 @@ struct Shared {
     /// The same sampler as profile requests share it.
     hub: Arc<TapHub>,
     windows: Windows,
+    /// The last windows' stacks, for the dashboard.
+    history: History,
     cfg: CpuSection,
     cpus: u32,
 }
@@ -91,6 +94,7 @@ impl CpuSource {
             collector,
             hub: Arc::new(hub),
             windows: Windows::default(),
+            history: History::default(),
             cfg: cfg.clone(),
             cpus,
         });
@@ -112,6 +116,16 @@ impl CpuSource {
     /// The last complete window.
     pub fn latest(&self) -> Arc<Window> {
         self.shared.windows.latest()
+    }
+
+    /// The last windows' stacks.
+    pub fn history(&self) -> &History {
+        &self.shared.history
+    }
+
+    /// Samples per second on each CPU.
+    pub fn frequency_hz(&self) -> u64 {
+        self.shared.cfg.frequency_hz
     }
 
     /// CPUs sampled.
@@ -233,6 +247,9 @@ fn close_window(shared: &Shared, duration: Duration) -> Result<Window, CpuError>
     );
     let (by_pid, labels_dropped) = shared.hub.bounded_labels(&profile, &cache);
     let (top, other_samples) = labels::rank(&profile, shared.cfg.top as usize, &by_pid);
+    shared
+        .history
+        .push(FoldedWindow::of(&profile, &by_pid, end, duration));
     Ok(Window {
         end: Some(end),
         duration,

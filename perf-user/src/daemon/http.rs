@@ -1,4 +1,5 @@
-//! The HTTP endpoint: `/metrics`, `/healthz`, and an index page at `/`;
+//! The HTTP endpoint: `/metrics`, `/healthz`, `/debug/pprof/*`, and the
+//! dashboard at `/` with its API ([`super::dashboard`]);
 //! over TLS and behind basic authentication when a web config file says so
 //! ([`super::web`]).
 
@@ -217,7 +218,7 @@ pub fn router(state: AppState) -> Router {
         .route("/debug/pprof/profile", get(super::pprof_endpoint::profile))
         .route("/debug/pprof/heap", get(super::pprof_endpoint::heap))
         .route("/debug/pprof/offcpu", get(super::pprof_endpoint::offcpu))
-        .route("/", get(index))
+        .merge(super::dashboard::routes())
         .with_state(state)
         .layer(middleware::from_fn_with_state(web, web::guard))
         .layer(middleware::from_fn(limit_headers))
@@ -482,14 +483,6 @@ async fn healthz(State(state): State<AppState>) -> Response {
         )
             .into_response(),
     }
-}
-
-async fn index() -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        "<!doctype html><title>perf-user</title><h1>perf-user</h1>\
-         <p><a href=\"/metrics\">/metrics</a> (Prometheus) · <a href=\"/healthz\">/healthz</a></p>\n",
-    )
 }
 
 #[cfg(test)]

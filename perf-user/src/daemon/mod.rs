@@ -13,6 +13,7 @@ pub mod alerts;
 pub mod block;
 pub mod bpf_stats;
 pub mod cpu;
+pub mod dashboard;
 pub mod exposition;
 pub mod heap_profile;
 pub mod http;

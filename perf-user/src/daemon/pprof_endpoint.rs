@@ -187,6 +187,10 @@ pub fn parse_query(raw: Option<&str>) -> Result<Query, String> {
     Ok(q)
 }
 
+/// Why a CPU request has no answer.
+pub(super) const CPU_NOT_RUNNING: &str =
+    "the CPU collector is not running: enable collectors.cpu (the daemon log says why it is down)";
+
 /// Profile requests under way.
 static REQUESTS: LazyLock<Semaphore> = LazyLock::new(|| Semaphore::new(MAX_REQUESTS));
 
@@ -195,7 +199,10 @@ fn error(status: StatusCode, reason: impl std::fmt::Display) -> Response {
 }
 
 /// The source named `name` in force now, if it is a `T`.
-fn source<T: 'static>(state: &AppState, name: &str) -> Option<Arc<dyn super::scrape::Source>> {
+pub(super) fn source<T: 'static>(
+    state: &AppState,
+    name: &str,
+) -> Option<Arc<dyn super::scrape::Source>> {
     state
         .scraper
         .sources()
@@ -245,10 +252,7 @@ pub async fn profile(State(state): State<AppState>, RawQuery(raw): RawQuery) -> 
         Err(reason) => return error(StatusCode::BAD_REQUEST, reason),
     };
     let Some(cpu) = source::<CpuSource>(&state, "cpu") else {
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the CPU collector is not running: enable collectors.cpu (the daemon log says why it is down)",
-        );
+        return error(StatusCode::SERVICE_UNAVAILABLE, CPU_NOT_RUNNING);
     };
     let Ok(_slot) = REQUESTS.try_acquire() else {
         return error(

@@ -4,33 +4,38 @@
 
 use std::io::{self, Write};
 
-use crate::profile::Profile;
+use crate::profile::{Profile, StackSample};
 
 /// The folded lines, merged by stack and sorted, without trailing newlines.
 pub fn lines(profile: &Profile) -> Vec<String> {
     let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
     for stack in &profile.stacks {
-        let mut line = sanitize(&stack.process);
-        for frame in &stack.frames {
-            line.push(';');
-            line.push_str(&sanitize(&frame.name()));
-            if frame.kernel {
-                line.push_str("_[k]");
-            }
-        }
-        // Off-CPU and wall-clock stacks end in their state, so that the
-        // flame graph's tops say what the time was spent doing.
-        if let Some(state) = stack.state {
-            line.push_str(";[");
-            line.push_str(state.name());
-            line.push(']');
-        }
-        *merged.entry(line).or_default() += stack.count;
+        *merged.entry(line(stack)).or_default() += stack.count;
     }
     merged
         .into_iter()
         .map(|(stack, count)| format!("{stack} {count}"))
         .collect()
+}
+
+/// One stack's folded form, without its count: `process;root;...;leaf`.
+pub fn line(stack: &StackSample) -> String {
+    let mut line = sanitize(&stack.process);
+    for frame in &stack.frames {
+        line.push(';');
+        line.push_str(&sanitize(&frame.name()));
+        if frame.kernel {
+            line.push_str("_[k]");
+        }
+    }
+    // Off-CPU and wall-clock stacks end in their state, so that the
+    // flame graph's tops say what the time was spent doing.
+    if let Some(state) = stack.state {
+        line.push_str(";[");
+        line.push_str(state.name());
+        line.push(']');
+    }
+    line
 }
 
 /// `;` separates frames and a newline ends a record: neither may appear in a name.

@@ -12,14 +12,28 @@ use super::folded;
 /// Writes the flame graph SVG.
 pub fn write(profile: &Profile, title: &str, w: &mut dyn Write) -> io::Result<()> {
     let lines = folded::lines(profile);
+    let count_name = if profile.kind.is_time() {
+        "µs"
+    } else {
+        "samples"
+    };
+    let subtitle = super::table::summary(profile);
+    write_lines(&lines, title, &subtitle, count_name, w)
+}
+
+/// Writes the flame graph SVG of folded `lines` (`stack count`), whose
+/// counts are `count_name`.
+pub fn write_lines(
+    lines: &[String],
+    title: &str,
+    subtitle: &str,
+    count_name: &str,
+    w: &mut dyn Write,
+) -> io::Result<()> {
     let mut opts = Options::default();
     opts.title = title.to_string();
-    opts.subtitle = Some(super::table::summary(profile));
-    if profile.kind.is_time() {
-        opts.count_name = "µs".to_string();
-    } else {
-        opts.count_name = "samples".to_string();
-    }
+    opts.subtitle = Some(subtitle.to_string());
+    opts.count_name = count_name.to_string();
     if lines.is_empty() {
         // inferno refuses an empty input; an empty profile still gets a valid SVG.
         return writeln!(
