@@ -11,8 +11,10 @@ use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol a
 /// Why an ELF file could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum ElfError {
+    /// The file could not be opened or read.
     #[error("cannot open: {0}")]
     Open(#[from] std::io::Error),
+    /// The bytes are not an ELF file this parser reads.
     #[error("not a readable ELF file: {0}")]
     Parse(#[from] object::Error),
 }
