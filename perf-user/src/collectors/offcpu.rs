@@ -369,8 +369,8 @@ impl OffCpuCollector {
         // but tables are built in the sampling loop: on a busy host that took
         // 2.9 s of a 2 s profile and overflowed the rows budget, and after
         // privileges are dropped other users' files cannot be read.
-        let dwarf = opts.user_stacks
-            && opts.unwind.resolve(!opts.pids.is_empty()) == UnwindMode::Dwarf;
+        let dwarf =
+            opts.user_stacks && opts.unwind.resolve(!opts.pids.is_empty()) == UnwindMode::Dwarf;
         cfg.dwarf = u8::from(dwarf);
         let btf = sysfs_btf().map_err(OffCpuError::NoBtf)?;
         let limits = Limits::with_tables_mib(opts.unwind_tables_mib);
