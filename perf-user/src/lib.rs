@@ -21,7 +21,7 @@ pub(crate) mod leaks;
 pub(crate) mod observe;
 pub mod output;
 pub(crate) mod privileges;
-pub mod processes;
+pub(crate) mod processes;
 pub mod procmaps;
 pub(crate) mod profile;
 pub(crate) mod progress;

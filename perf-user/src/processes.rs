@@ -16,8 +16,6 @@ pub struct ProcessInfo {
     pub name: Option<String>,
     /// Its executable mappings; `None` when they could not be read.
     pub maps: Option<ProcessMaps>,
-    /// When it was first captured.
-    pub first_seen: Option<Instant>,
 }
 
 /// How long after its capture a process's maps are read again, once each.
@@ -72,7 +70,6 @@ impl ProcessTable {
                     .ok()
                     .map(|s| s.trim_end().to_string()),
                 maps: ProcessMaps::read(pid).ok(),
-                first_seen: Some(now),
             };
             self.procs.insert(pid, info);
             new += 1;
@@ -149,11 +146,6 @@ impl ProcessTable {
     /// Number of processes captured.
     pub fn len(&self) -> usize {
         self.procs.len()
-    }
-
-    /// True when none was captured.
-    pub fn is_empty(&self) -> bool {
-        self.procs.is_empty()
     }
 }
 
