@@ -7,7 +7,7 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
@@ -131,19 +131,6 @@ fn respond(mut stream: TcpStream, svg: &[u8]) -> std::io::Result<()> {
     )?;
     stream.write_all(body)?;
     stream.flush()
-}
-
-fn chromium() -> PathBuf {
-    let path = std::env::var_os("CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    assert!(
-        path.exists(),
-        "{} not found: this test needs Chromium; install it with \
-         `apt-get install -y chromium` (or set CHROMIUM to its path)",
-        path.display()
-    );
-    path
 }
 
 /// Loads `http://127.0.0.1:port/` in headless Chromium; returns the DOM.

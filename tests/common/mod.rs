@@ -65,6 +65,27 @@ pub fn test_dir(test: &str) -> PathBuf {
     dir
 }
 
+/// Chromium's binary (`CHROMIUM`, else /usr/bin/chromium); fails the test
+/// when it is missing.
+pub fn chromium() -> PathBuf {
+    installed("CHROMIUM", "/usr/bin/chromium", "chromium")
+}
+
+/// The program at `$env`, else at `default`; fails the test, naming the
+/// Debian `package`, when it is missing.
+pub fn installed(env: &str, default: &str, package: &str) -> PathBuf {
+    let path = std::env::var_os(env)
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(default));
+    assert!(
+        path.exists(),
+        "{} not found: this test needs it; install it with \
+         `apt-get install -y {package}` (or set {env} to its path)",
+        path.display()
+    );
+    path
+}
+
 /// Path of a workload source file in `tests/workloads/`.
 pub fn workload_source(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

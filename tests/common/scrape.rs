@@ -39,16 +39,34 @@ pub fn http_get(
     path: &str,
     extra: &[(&str, &str)],
 ) -> std::io::Result<HttpResponse> {
+    http_request(addr, "GET", path, extra, None)
+}
+
+/// `method` `path` on `addr`, with optional extra request headers and a
+/// JSON body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    json: Option<&str>,
+) -> std::io::Result<HttpResponse> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    stream.set_read_timeout(Some(Duration::from_secs(60)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if let Some(body) = json {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     req.push_str("\r\n");
+    req.push_str(json.unwrap_or(""));
     stream.write_all(req.as_bytes())?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
+    let raw = read_response(&mut stream)?;
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -78,6 +96,32 @@ pub fn http_get(
         headers,
         body: String::from_utf8_lossy(&body).into_owned(),
     })
+}
+
+/// Reads a response until the server closes the connection or, when it
+/// keeps it open (chromedriver does, whatever the request says), until
+/// Content-Length bytes of body arrived.
+fn read_response(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 16384];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&buf[..n]);
+        let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+            continue;
+        };
+        let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if length.is_some_and(|len| raw.len() >= split + 4 + len) {
+            return Ok(raw);
+        }
+    }
 }
 
 fn dechunk(mut data: &[u8]) -> Vec<u8> {

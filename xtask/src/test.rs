@@ -35,6 +35,8 @@ pub const PACKAGES: &[&str] = &[
     "gcc",
     "libc6-dev",
     "chromium",
+    // tests/dashboard.rs drives Chromium through WebDriver.
+    "chromium-driver",
     "iproute2",
     "procps",
     "python3",

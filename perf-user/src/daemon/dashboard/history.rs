@@ -116,8 +116,8 @@ impl History {
         }
     }
 
-    /// The windows that ended within `span` of the newest (the newest
-    /// always), oldest first.
+    /// The windows that ended less than `span` before the newest ended
+    /// (the newest always), oldest first.
     pub fn last(&self, span: Duration) -> Vec<Arc<FoldedWindow>> {
         let windows = lock(&self.windows);
         let Some(newest) = windows.back().and_then(|w| w.end) else {
@@ -128,7 +128,7 @@ impl History {
             .filter(|w| {
                 w.end
                     .and_then(|e| newest.duration_since(e).ok())
-                    .is_some_and(|age| age + w.duration <= span.max(w.duration))
+                    .is_some_and(|age| age < span)
             })
             .cloned()
             .collect()

@@ -99,6 +99,13 @@ function options(id, values) {
   sel.value = keep;
 }
 
+// True while the flame graph shows a zoomed frame (its "Reset Zoom" shows).
+function zoomed() {
+  const doc = $("flamegraph").contentDocument;
+  const unzoom = doc && doc.getElementById("unzoom");
+  return Boolean(unzoom && !unzoom.classList.contains("hide"));
+}
+
 function drawCpu(c) {
   // Process names of 1 to 15 bytes are what comm= accepts.
   options("process", c.processes.map((p) => p.process).filter((p) => p.length > 0 && p.length <= 15));
@@ -122,7 +129,8 @@ function drawCpu(c) {
   $("download-pprof").href = "/debug/pprof/profile?" + p;
   // A new window or a new selection: a new graph (which resets its zoom).
   const url = "/api/v1/cpu/flamegraph.svg?" + q + "&end=" + (w.end_unix_seconds || 0);
-  if (url !== shownGraph) {
+  // Not while the graph is zoomed: the next poll after "Reset Zoom" does.
+  if (url !== shownGraph && !zoomed()) {
     shownGraph = url;
     $("flamegraph").src = url;
   }
@@ -154,6 +162,13 @@ async function poll() {
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   setTimeout(poll, POLL_MS);
 }
+
+// The graph's own height, so that it needs no scrolling of its own.
+$("flamegraph").addEventListener("load", () => {
+  const svg = $("flamegraph").contentDocument && $("flamegraph").contentDocument.documentElement;
+  const h = svg && Number(svg.getAttribute("height"));
+  if (h) $("flamegraph").style.height = h + 4 + "px";
+});
 
 for (const id of ["window", "process", "cgroup"]) $(id).addEventListener("change", pollCpu);
 poll();

@@ -1,0 +1,357 @@
+//! The dashboard at `/` in a real headless Chromium (WebDriver), while a CPU
+//! burner runs: the hot function is in the flame graph and the hotspot
+//! table, a click on its frame zooms it to the graph's width, the window
+//! and process selectors work, the page polls every second; and each API
+//! answer against its schema in docs/dashboard.md. Screenshots are saved
+//! beside the test's files (target/tmp/perf-user-it/dashboard_*).
+//!
+//! Needs root (for the daemon) and Chromium with chromedriver
+//! (`apt-get install -y chromium chromium-driver`).
+
+#[path = "common/browser.rs"]
+mod browser;
+mod common;
+#[path = "common/scrape.rs"]
+mod scrape_common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use browser::Browser;
+use common::*;
+use scrape_common::{Daemon, http_get};
+use serde_json::Value;
+
+/// The hot function of tests/workloads/hot.c.
+const HOT: &str = "burn_cpu_hot";
+
+/// The schema blocks of docs/dashboard.md: endpoint → (path → types).
+fn documented_schemas() -> BTreeMap<String, BTreeMap<String, Vec<String>>> {
+    let doc = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/dashboard.md"),
+    )
+    .expect("read docs/dashboard.md");
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, BTreeMap<String, Vec<String>>)> = None;
+    for line in doc.lines() {
+        if let Some(endpoint) = line.strip_prefix("```schema ") {
+            current = Some((endpoint.trim().to_string(), BTreeMap::new()));
+        } else if line.starts_with("```") {
+            if let Some((endpoint, fields)) = current.take() {
+                out.insert(endpoint, fields);
+            }
+        } else if let Some((_, fields)) = current.as_mut() {
+            let (path, types) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("schema line {line:?} is not `path: type`"));
+            fields.insert(
+                path.trim().to_string(),
+                types.trim().split('|').map(String::from).collect(),
+            );
+        }
+    }
+    out
+}
+
+/// Every leaf of `v` with its path (`a.b`, `a[].b`).
+fn leaves<'a>(v: &'a Value, path: String, out: &mut Vec<(String, &'a Value)>) {
+    match v {
+        Value::Object(m) => {
+            for (k, child) in m {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                leaves(child, p, out);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                leaves(item, format!("{path}[]"), out);
+            }
+        }
+        _ => out.push((path, v)),
+    }
+}
+
+fn is_type(v: &Value, t: &str) -> bool {
+    match t {
+        "string" => v.is_string(),
+        "integer" => v.is_u64() || v.is_i64(),
+        "number" => v.is_number(),
+        "boolean" => v.is_boolean(),
+        "null" => v.is_null(),
+        other => panic!("unknown type {other:?} in docs/dashboard.md"),
+    }
+}
+
+/// Problems of `answer` against `schema`: undocumented fields, fields of
+/// the wrong type, documented fields (outside arrays) missing.
+fn schema_problems(answer: &Value, schema: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    let mut found = Vec::new();
+    leaves(answer, String::new(), &mut found);
+    let mut problems = Vec::new();
+    for (path, v) in &found {
+        match schema.get(path) {
+            None => problems.push(format!("{path} ({v}) is not documented")),
+            Some(types) if !types.iter().any(|t| is_type(v, t)) => {
+                problems.push(format!("{path} is {v}, not {}", types.join("|")))
+            }
+            Some(_) => {}
+        }
+    }
+    for path in schema.keys().filter(|p| !p.contains("[]")) {
+        if !found.iter().any(|(p, _)| p == path) {
+            problems.push(format!("{path} is missing"));
+        }
+    }
+    problems
+}
+
+fn get_json(daemon: &Daemon, path: &str) -> Value {
+    let r = http_get(daemon.addr, path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/json"),
+        "GET {path}"
+    );
+    serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("GET {path}: {e}: {}", r.body))
+}
+
+/// p50, p99 and max of `n` sequential GETs of `path`, in ms.
+fn latency(daemon: &Daemon, path: &str, n: usize) -> (f64, f64, f64) {
+    let mut ms: Vec<f64> = (0..n)
+        .map(|_| {
+            let t = Instant::now();
+            let r = http_get(daemon.addr, path, &[]).expect("GET");
+            assert_eq!(r.status, 200, "{path}: {}", r.body);
+            t.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| ms[((n as f64 * q) as usize).min(n - 1)];
+    (at(0.5), at(0.99), ms[n - 1])
+}
+
+/// The hot function's frames in the flame graph, once the page shows it in
+/// the table and the graph.
+const SHOWS_HOT: &str = r#"
+const rows = Array.from(document.querySelectorAll('#hotspots tbody tr'))
+  .map((tr) => Array.from(tr.children).map((td) => td.textContent));
+const inTable = rows.filter((r) => r[0] === 'burn_cpu_hot');
+const doc = document.getElementById('flamegraph').contentDocument;
+const frames = doc && doc.getElementById('frames');
+if (!frames || inTable.length === 0) return null;
+const titles = Array.from(frames.querySelectorAll('g > title')).map((t) => t.textContent)
+  .filter((t) => t.startsWith('burn_cpu_hot '));
+if (titles.length === 0) return null;
+return { table: inTable, graph: titles };
+"#;
+
+/// In the flame graph's frame: the hot frame's width against the graph's,
+/// and whether "Reset Zoom" shows.
+const ZOOM_STATE: &str = r#"
+const g = Array.from(document.querySelectorAll('#frames > g'))
+  .find((g) => (g.querySelector('title') || {}).textContent.startsWith('burn_cpu_hot '));
+if (!g) return null;
+const rect = g.querySelector('rect');
+const svg = document.documentElement.getBoundingClientRect().width;
+return {
+  width_attr: rect.getAttribute('width'),
+  fraction: rect.getBoundingClientRect().width / svg,
+  reset_shown: !document.getElementById('unzoom').classList.contains('hide'),
+};
+"#;
+
+const HOT_RECT: &str = "//*[local-name()='g'][*[local-name()='title'][starts-with(., 'burn_cpu_hot ')]]/*[local-name()='rect']";
+
+#[test]
+fn dashboard_in_chromium() {
+    if !require_privileges("dashboard_in_chromium") {
+        return;
+    }
+    let _serial = exclusive();
+    let dir = test_dir("dashboard_in_chromium");
+    let exe = compile_c("hot", &dir);
+    let mut workload = Workload::spawn(&exe, &["120"]);
+    settle();
+    workload.assert_running();
+    let daemon = Daemon::start(&["--collectors", "cpu", "--cpu-window", "5s"]);
+
+    // The API first: the hot function shows once a window closed with it.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let cpu = loop {
+        let cpu = get_json(&daemon, "/api/v1/cpu?window=10s");
+        let hot = cpu["hotspots"]
+            .as_array()
+            .is_some_and(|h| h.iter().any(|r| r["function"] == HOT));
+        if hot {
+            break cpu;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{HOT} never showed in /api/v1/cpu: {cpu}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let status = get_json(&daemon, "/api/v1/status");
+    let schemas = documented_schemas();
+    for (endpoint, answer) in [("/api/v1/status", &status), ("/api/v1/cpu", &cpu)] {
+        let schema = schemas
+            .get(endpoint)
+            .unwrap_or_else(|| panic!("no schema block for {endpoint} in docs/dashboard.md"));
+        let problems = schema_problems(answer, schema);
+        assert!(
+            problems.is_empty(),
+            "{endpoint} does not follow docs/dashboard.md:\n  {}\n{answer}",
+            problems.join("\n  ")
+        );
+    }
+    assert!(
+        status["collectors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "cpu" && c["up"] == true && c["error"].is_null()),
+        "{status}"
+    );
+    assert!(
+        status["process"]["rss_bytes"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    assert!(
+        status["bpf_programs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p["program"] == "cpu_sample"),
+        "{status}"
+    );
+    let pid = workload.pid();
+    let only = get_json(&daemon, &format!("/api/v1/cpu?window=5m&pid={pid}"));
+    assert_eq!(only["processes"].as_array().unwrap().len(), 1, "{only}");
+    assert!(
+        only["folded"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|l| l.as_str().unwrap().starts_with("hot;")),
+        "{only}"
+    );
+    let svg = http_get(daemon.addr, "/api/v1/cpu/flamegraph.svg?window=1m", &[]).unwrap();
+    assert!(
+        svg.status == 200 && svg.body.contains(HOT),
+        "{}",
+        truncate(&svg.body, 500)
+    );
+    let bad = http_get(daemon.addr, "/api/v1/cpu?window=1h", &[]).unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let mut figures = String::new();
+    for path in ["/api/v1/status", "/api/v1/cpu?window=5m&folded=0"] {
+        let (p50, p99, max) = latency(&daemon, path, 200);
+        let line =
+            format!("{path}: p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms (200 requests)");
+        eprintln!("{line}");
+        figures.push_str(&line);
+        figures.push('\n');
+    }
+    std::fs::write(dir.join("latency.txt"), figures).unwrap();
+
+    // The page.
+    let browser = Browser::start(&dir, 1400, 1800);
+    browser.goto(&format!("http://{}/", daemon.addr));
+    let shown = browser
+        .wait_for(SHOWS_HOT, Duration::from_secs(20))
+        .unwrap_or_else(|last| {
+            browser.screenshot(&dir.join("dashboard-failed.png"));
+            panic!("the page never showed {HOT} in the table and the flame graph: {last}")
+        });
+    eprintln!("shown: {shown}");
+    let health = browser.eval("return document.getElementById('health').textContent");
+    assert_eq!(health, "healthy");
+    let collectors = browser.eval(
+        "return Array.from(document.querySelectorAll('#collectors tbody tr')).map((tr) => tr.textContent)",
+    );
+    assert!(
+        collectors.as_array().unwrap().iter().any(|c| c == "cpuup"),
+        "{collectors}"
+    );
+    browser.screenshot(&dir.join("dashboard.png"));
+
+    // It polls every second.
+    let polls = || {
+        browser
+            .eval("return Number(document.body.dataset.polls || 0)")
+            .as_f64()
+            .unwrap()
+    };
+    let before = polls();
+    std::thread::sleep(Duration::from_millis(3000));
+    let after = polls();
+    assert!(after - before >= 2.0, "{before} -> {after} polls in 3 s");
+
+    // A click on the hot frame zooms it to the graph's width. A new window
+    // may reload the graph between finding the frame and clicking it: try
+    // again then.
+    let mut zoom = Value::Null;
+    for _ in 0..5 {
+        let iframe = browser
+            .find("//iframe[@id='flamegraph']")
+            .expect("the iframe");
+        browser.frame(Some(&iframe));
+        let clicked = browser.find(HOT_RECT).and_then(|rect| browser.click(&rect));
+        if clicked.is_ok() {
+            zoom = browser.eval(ZOOM_STATE);
+            browser.frame(None);
+            break;
+        }
+        eprintln!("clicking {HOT}: {clicked:?}; again");
+        browser.frame(None);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    browser.screenshot(&dir.join("dashboard-zoomed.png"));
+    assert!(
+        zoom["reset_shown"] == true && zoom["fraction"].as_f64().is_some_and(|f| f > 0.95),
+        "clicking {HOT} did not zoom it to the graph's width: {zoom}"
+    );
+    // The zoom holds across polls and new windows.
+    std::thread::sleep(Duration::from_secs(6));
+    let iframe = browser.find("//iframe[@id='flamegraph']").unwrap();
+    browser.frame(Some(&iframe));
+    let still = browser.eval(ZOOM_STATE);
+    browser.frame(None);
+    assert!(still["reset_shown"] == true, "the zoom was lost: {still}");
+
+    // The selectors: the last 10 s, then the burner's process alone.
+    let select = |id: &str, value: &str| {
+        browser.eval(&format!(
+            "const s = document.getElementById('{id}'); s.value = '{value}'; \
+             s.dispatchEvent(new Event('change')); return s.value"
+        ))
+    };
+    assert_eq!(select("window", "10s"), "10s");
+    browser
+        .wait_for(
+            "const t = document.getElementById('cpu-summary').textContent; \
+             return / in 1[01] s \\(2 windows\\)/.test(t) ? t : null",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|t| panic!("the 10 s window did not show: {t}"));
+    assert_eq!(select("process", "hot"), "hot");
+    let rows = browser
+        .wait_for(
+            "const p = Array.from(document.querySelectorAll('#hotspots tbody tr td:nth-child(2)'))\
+             .map((td) => td.textContent); \
+             return p.length > 0 && p.every((n) => n === 'hot') ? p : null",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|p| panic!("the process selector did not apply: {p}"));
+    eprintln!("rows of hot alone: {rows}");
+    browser.screenshot(&dir.join("dashboard-hot-process.png"));
+    drop(browser);
+    drop(workload);
+    let out = daemon.stop();
+    assert!(out.status.success(), "{}", out.describe());
+}
