@@ -11,12 +11,17 @@ const MAX_FUNCTION_WIDTH: usize = 60;
 /// are split by state.
 pub fn summary(profile: &Profile) -> String {
     let secs = |us: u64| us as f64 / 1e6;
+    // ": sleeping 1.990 s, disk 0.012 s", or nothing when nothing was seen.
     let states = || {
-        by_state(profile)
+        let parts: Vec<String> = by_state(profile)
             .iter()
             .map(|(st, us)| format!("{} {:.3} s", st.name(), secs(*us)))
-            .collect::<Vec<_>>()
-            .join(", ")
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", parts.join(", "))
+        }
     };
     match profile.kind {
         ProfileKind::Cpu => format!(
@@ -28,14 +33,14 @@ pub fn summary(profile: &Profile) -> String {
             profile.stacks.len()
         ),
         ProfileKind::OffCpu => format!(
-            "{:.3} s off-CPU over {:.1} s ({} stacks): {}",
+            "{:.3} s off-CPU over {:.1} s ({} stacks){}",
             secs(profile.total_samples),
             profile.duration_secs,
             profile.stacks.len(),
             states()
         ),
         ProfileKind::Wall => format!(
-            "{:.3} s of wall-clock time over {:.1} s, on-CPU sampled at {} Hz ({} stacks): {}",
+            "{:.3} s of wall-clock time over {:.1} s, on-CPU sampled at {} Hz ({} stacks){}",
             secs(profile.total_samples),
             profile.duration_secs,
             profile.frequency_hz,
