@@ -11,6 +11,8 @@
 #[path = "common/browser.rs"]
 mod browser;
 mod common;
+#[path = "common/latency.rs"]
+mod latency_common;
 #[path = "common/scrape.rs"]
 mod scrape_common;
 
@@ -19,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use browser::Browser;
 use common::*;
+use latency_common::LoopDevice;
 use scrape_common::{Daemon, http_get};
 use serde_json::Value;
 
@@ -109,6 +112,22 @@ fn schema_problems(answer: &Value, schema: &BTreeMap<String, Vec<String>>) -> Ve
     problems
 }
 
+/// Fails unless `answer` follows the schema block of `endpoint` in
+/// docs/dashboard.md.
+fn assert_follows_schema(endpoint: &str, answer: &Value) {
+    let schemas = documented_schemas();
+    let schema = schemas
+        .get(endpoint)
+        .unwrap_or_else(|| panic!("no schema block for {endpoint} in docs/dashboard.md"));
+    let problems = schema_problems(answer, schema);
+    assert!(
+        problems.is_empty(),
+        "{endpoint} does not follow docs/dashboard.md:\n  {}\n{}",
+        problems.join("\n  "),
+        truncate(&answer.to_string(), 4000)
+    );
+}
+
 fn get_json(daemon: &Daemon, path: &str) -> Value {
     let r = http_get(daemon.addr, path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"));
     assert_eq!(r.status, 200, "GET {path}: {}", r.body);
@@ -197,17 +216,8 @@ fn dashboard_in_chromium() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let status = get_json(&daemon, "/api/v1/status");
-    let schemas = documented_schemas();
     for (endpoint, answer) in [("/api/v1/status", &status), ("/api/v1/cpu", &cpu)] {
-        let schema = schemas
-            .get(endpoint)
-            .unwrap_or_else(|| panic!("no schema block for {endpoint} in docs/dashboard.md"));
-        let problems = schema_problems(answer, schema);
-        assert!(
-            problems.is_empty(),
-            "{endpoint} does not follow docs/dashboard.md:\n  {}\n{answer}",
-            problems.join("\n  ")
-        );
+        assert_follows_schema(endpoint, answer);
     }
     assert!(
         status["collectors"]
@@ -279,6 +289,11 @@ fn dashboard_in_chromium() {
         "{collectors}"
     );
     browser.screenshot(&dir.join("dashboard.png"));
+    browser.screenshot_element(
+        "//section[@id='status-panel']",
+        &dir.join("status-panel.png"),
+    );
+    browser.screenshot_element("//section[@id='cpu-panel']", &dir.join("cpu-panel.png"));
 
     // It polls every second.
     let polls = || {
@@ -352,6 +367,95 @@ fn dashboard_in_chromium() {
     browser.screenshot(&dir.join("dashboard-hot-process.png"));
     drop(browser);
     drop(workload);
+    let out = daemon.stop();
+    assert!(out.status.success(), "{}", out.describe());
+}
+
+/// Reads from a loop device with direct I/O, `READS` requests of 4 KiB:
+/// the API's history of the device's reads counts them, and the page's
+/// latency panel shows the device with as many events.
+#[test]
+fn dashboard_block_latency() {
+    if !require_privileges("dashboard_block_latency") {
+        return;
+    }
+    const READS: u64 = 400;
+    let _serial = exclusive();
+    let dir = test_dir("dashboard_block_latency");
+    let disk = LoopDevice::create(&dir, 64);
+    let daemon = Daemon::start(&["--collectors", "block"]);
+    let status = std::process::Command::new("dd")
+        .args([
+            &format!("if={}", disk.path),
+            "of=/dev/null",
+            "bs=4k",
+            &format!("count={READS}"),
+            "iflag=direct",
+        ])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("run dd");
+    assert!(status.success(), "dd: {status}");
+    let reads_of = |answer: &Value| -> Option<u64> {
+        answer["series"].as_array()?.iter().find_map(|s| {
+            (s["labels"]["device"] == disk.name.as_str() && s["labels"]["op"] == "read").then(
+                || {
+                    s["points"]
+                        .as_array()
+                        .map_or(0, |p| p.iter().map(|p| p["count"].as_u64().unwrap()).sum())
+                },
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let answer = get_json(&daemon, "/api/v1/latency?collector=block");
+        if reads_of(&answer).is_some_and(|n| n >= READS) {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reads of {} never showed in /api/v1/latency: {}",
+            disk.name,
+            truncate(&answer.to_string(), 3000)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_follows_schema("/api/v1/latency", &answer);
+    let reads = reads_of(&answer).unwrap();
+    // udev's probe of a new device may add a few.
+    assert!(
+        (READS..=READS + 50).contains(&reads),
+        "{reads} reads of {} in the history, {READS} made",
+        disk.name
+    );
+    let browser = Browser::start(&dir, 1400, 1800);
+    browser.goto(&format!("http://{}/", daemon.addr));
+    let key = format!("block device={} op=read", disk.name);
+    let shown = browser
+        .wait_for(
+            &format!(
+                "const c = Array.from(document.querySelectorAll('#latency-series .latency'))\
+                 .find((c) => c.dataset.key === '{key}'); \
+                 return c && c.querySelector('.uplot') ? [Number(c.dataset.events), c.querySelector('h3').textContent] : null"
+            ),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|last| {
+            browser.screenshot(&dir.join("latency-failed.png"));
+            panic!("the latency panel never showed {key}: {last}")
+        });
+    eprintln!("latency card: {shown}");
+    let events = shown[0].as_u64().unwrap();
+    assert!(
+        (READS..=READS + 50).contains(&events),
+        "the page shows {events} events for {key}, {READS} reads made"
+    );
+    browser.screenshot_element(
+        "//section[@id='latency-panel']",
+        &dir.join("latency-panel.png"),
+    );
+    drop(browser);
     let out = daemon.stop();
     assert!(out.status.success(), "{}", out.describe());
 }

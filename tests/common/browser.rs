@@ -158,7 +158,17 @@ impl Browser {
 
     /// Saves a PNG of the window to `path`.
     pub fn screenshot(&self, path: &Path) {
-        let b64 = self.call("GET", &self.session_path("/screenshot"), None);
+        self.save_png("/screenshot", path);
+    }
+
+    /// Saves a PNG of the element `xpath` finds (scrolled into view) to `path`.
+    pub fn screenshot_element(&self, xpath: &str, path: &Path) {
+        let id = self.find(xpath).unwrap_or_else(|e| panic!("{xpath}: {e}"));
+        self.save_png(&format!("/element/{id}/screenshot"), path);
+    }
+
+    fn save_png(&self, what: &str, path: &Path) {
+        let b64 = self.call("GET", &self.session_path(what), None);
         let png = base64::engine::general_purpose::STANDARD
             .decode(b64.as_str().unwrap_or_default())
             .expect("the screenshot is base64");

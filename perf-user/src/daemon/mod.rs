@@ -273,6 +273,7 @@ pub async fn run(
         scraper: Arc::clone(&scraper),
     };
     scraper.replace(running.sources());
+    dashboard::latency::spawn_sampler(Arc::downgrade(&scraper));
     let health_scraper = Arc::clone(&scraper);
     let state = http::AppState {
         scraper: Arc::clone(&scraper),

@@ -5,6 +5,7 @@
 //! no network but the daemon's.
 
 pub mod history;
+pub mod latency;
 
 use std::{
     sync::Arc,
@@ -48,10 +49,26 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/cpu", get(cpu))
         .route("/api/v1/cpu/flamegraph.svg", get(flamegraph))
         .route("/api/v1/cpu/folded", get(folded))
+        .route("/api/v1/latency", get(latency_history))
 }
 
 /// The embedded files: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "latency.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/latency.js"),
+    ),
+    (
+        "uPlot.iife.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/uplot/uPlot.iife.min.js"),
+    ),
+    (
+        "uPlot.min.css",
+        "text/css; charset=utf-8",
+        include_str!("assets/uplot/uPlot.min.css"),
+    ),
     (
         "app.js",
         "text/javascript; charset=utf-8",
@@ -535,6 +552,41 @@ async fn folded(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Respo
             .into_response()
     })
     .await
+}
+
+/// `GET /api/v1/latency`.
+#[derive(Serialize)]
+struct LatencyAnswer<'a> {
+    api_version: u32,
+    step_seconds: f64,
+    points_kept: usize,
+    series_left_out: u64,
+    series: Vec<&'a latency::Series>,
+}
+
+async fn latency_history(RawQuery(raw): RawQuery) -> Response {
+    let collector = raw
+        .as_deref()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|p| p.strip_prefix("collector="))
+        .map(str::to_string);
+    let body = latency::HISTORY.with(|all, left_out| {
+        serde_json::to_vec(&LatencyAnswer {
+            api_version: API_VERSION,
+            step_seconds: latency::STEP.as_secs_f64(),
+            points_kept: latency::POINTS,
+            series_left_out: left_out,
+            series: all
+                .values()
+                .filter(|s| collector.as_deref().is_none_or(|c| c == s.collector))
+                .collect(),
+        })
+    });
+    match body {
+        Ok(body) => json_response(Bytes::from(body)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
 }
 
 #[cfg(test)]

@@ -159,6 +159,13 @@ async function poll() {
     $("health").className = "badge bad";
   }
   await pollCpu();
+  // The history moves one step every few seconds: read it each second
+  // anyway, so a new step shows within one.
+  try {
+    drawLatency(await get("/api/v1/latency"));
+  } catch (e) {
+    document.getElementById("latency-empty").textContent = String(e.message);
+  }
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   setTimeout(poll, POLL_MS);
 }
