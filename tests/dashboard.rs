@@ -89,6 +89,22 @@ fn is_type(v: &Value, t: &str) -> bool {
     }
 }
 
+/// The types of `path` in `schema`, where a `*` segment stands for any.
+fn lookup<'a>(schema: &'a BTreeMap<String, Vec<String>>, path: &str) -> Option<&'a Vec<String>> {
+    schema.get(path).or_else(|| {
+        let segments: Vec<&str> = path.split('.').collect();
+        schema.iter().find_map(|(k, types)| {
+            let pattern: Vec<&str> = k.split('.').collect();
+            (pattern.len() == segments.len()
+                && pattern
+                    .iter()
+                    .zip(&segments)
+                    .all(|(p, s)| p == s || *p == "*" || (p.ends_with("*[]") && s.ends_with("[]"))))
+            .then_some(types)
+        })
+    })
+}
+
 /// Problems of `answer` against `schema`: undocumented fields, fields of
 /// the wrong type, documented fields (outside arrays) missing.
 fn schema_problems(answer: &Value, schema: &BTreeMap<String, Vec<String>>) -> Vec<String> {
@@ -96,7 +112,7 @@ fn schema_problems(answer: &Value, schema: &BTreeMap<String, Vec<String>>) -> Ve
     leaves(answer, String::new(), &mut found);
     let mut problems = Vec::new();
     for (path, v) in &found {
-        match schema.get(path) {
+        match lookup(schema, path) {
             None => problems.push(format!("{path} ({v}) is not documented")),
             Some(types) if !types.iter().any(|t| is_type(v, t)) => {
                 problems.push(format!("{path} is {v}, not {}", types.join("|")))
@@ -104,7 +120,10 @@ fn schema_problems(answer: &Value, schema: &BTreeMap<String, Vec<String>>) -> Ve
             Some(_) => {}
         }
     }
-    for path in schema.keys().filter(|p| !p.contains("[]")) {
+    for path in schema
+        .keys()
+        .filter(|p| !p.contains("[]") && !p.contains('*'))
+    {
         if !found.iter().any(|(p, _)| p == path) {
             problems.push(format!("{path} is missing"));
         }
@@ -197,7 +216,35 @@ fn dashboard_in_chromium() {
     let mut workload = Workload::spawn(&exe, &["120"]);
     settle();
     workload.assert_running();
-    let daemon = Daemon::start(&["--collectors", "cpu", "--cpu-window", "5s"]);
+    // A rule that fires on the burner at its first window, for the alerts
+    // panel.
+    let config = dir.join("perf-user.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[alerts]
+evaluation_interval = "1s"
+
+[[alerts.rules]]
+name = "TestHotFunction"
+kind = "threshold"
+signal = "cpu_self_ratio"
+match = {{ function = "{HOT}" }}
+above = 0.05
+severity = "warning"
+summary = "{{function}} takes {{value}} of the CPU"
+"#
+        ),
+    )
+    .unwrap();
+    let daemon = Daemon::start(&[
+        "--collectors",
+        "cpu",
+        "--cpu-window",
+        "5s",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
 
     // The API first: the hot function shows once a window closed with it.
     let deadline = Instant::now() + Duration::from_secs(40);
@@ -269,6 +316,33 @@ fn dashboard_in_chromium() {
     }
     std::fs::write(dir.join("latency.txt"), figures).unwrap();
 
+    // The rule fires, with its advice.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let alerts = loop {
+        let alerts = get_json(&daemon, "/api/v1/alerts");
+        let firing = alerts["alerts"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|a| a["rule"] == "TestHotFunction" && a["state"] == "firing")
+        });
+        if firing {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "TestHotFunction never fired: {alerts}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_follows_schema("/api/v1/alerts", &alerts);
+    let alert = &alerts["alerts"][0];
+    assert_eq!(alert["labels"]["function"], HOT, "{alerts}");
+    assert!(
+        alert["advice"]["diagnosis"]
+            .as_str()
+            .is_some_and(|d| !d.is_empty()),
+        "{alerts}"
+    );
+
     // The page.
     let browser = Browser::start(&dir, 1400, 1800);
     browser.goto(&format!("http://{}/", daemon.addr));
@@ -289,6 +363,19 @@ fn dashboard_in_chromium() {
         "{collectors}"
     );
     browser.screenshot(&dir.join("dashboard.png"));
+    let shown_alert = browser
+        .wait_for(
+            "const a = document.querySelector('#alerts-list .alert[data-rule=\"TestHotFunction\"]'); \
+             return a && a.dataset.state === 'firing' && a.querySelector('.diagnosis') \
+               ? a.textContent : null",
+            Duration::from_secs(5),
+        )
+        .unwrap_or_else(|last| panic!("the alerts panel did not show TestHotFunction firing: {last}"));
+    assert!(shown_alert.as_str().unwrap().contains(HOT), "{shown_alert}");
+    browser.screenshot_element(
+        "//section[@id='alerts-panel']",
+        &dir.join("alerts-panel.png"),
+    );
     browser.screenshot_element(
         "//section[@id='status-panel']",
         &dir.join("status-panel.png"),

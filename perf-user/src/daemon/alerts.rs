@@ -196,6 +196,17 @@ impl AlertService {
         }
     }
 
+    /// The pending and firing alerts, each with its advice once it fired.
+    pub fn active(&self) -> Vec<(crate::alerts::engine::Alert, Option<Advice>)> {
+        let inner = self.lock();
+        inner
+            .engine
+            .alerts()
+            .filter(|a| a.state.is_active())
+            .map(|a| (a.clone(), inner.advice.get(&a.fingerprint).cloned()))
+            .collect()
+    }
+
     /// The alert metrics.
     pub fn families(&self) -> Vec<Family> {
         let inner = self.lock();
@@ -285,6 +296,10 @@ pub struct AlertsSource(pub Arc<AlertService>);
 impl Source for AlertsSource {
     fn name(&self) -> &'static str {
         "alerts"
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 
     fn collect(&self) -> Result<Vec<Family>, SourceError> {

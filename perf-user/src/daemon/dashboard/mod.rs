@@ -50,10 +50,16 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/cpu/flamegraph.svg", get(flamegraph))
         .route("/api/v1/cpu/folded", get(folded))
         .route("/api/v1/latency", get(latency_history))
+        .route("/api/v1/alerts", get(alerts))
 }
 
 /// The embedded files: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "alerts.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/alerts.js"),
+    ),
     (
         "latency.js",
         "text/javascript; charset=utf-8",
@@ -584,6 +590,81 @@ async fn latency_history(RawQuery(raw): RawQuery) -> Response {
         })
     });
     match body {
+        Ok(body) => json_response(Bytes::from(body)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /api/v1/alerts`.
+#[derive(Serialize)]
+struct AlertsAnswer {
+    api_version: u32,
+    enabled: bool,
+    alerts: Vec<AlertRow>,
+}
+
+/// One pending or firing alert.
+#[derive(Serialize)]
+struct AlertRow {
+    fingerprint: String,
+    rule: String,
+    severity: &'static str,
+    state: &'static str,
+    labels: crate::alerts::signals::Labels,
+    summary: String,
+    detail: String,
+    value: f64,
+    reference: f64,
+    active_since_unix_seconds: f64,
+    fired_at_unix_seconds: Option<f64>,
+    evidence: String,
+    advice: Option<AdviceRow>,
+}
+
+/// An alert's advice, once it fired.
+#[derive(Serialize)]
+struct AdviceRow {
+    diagnosis: String,
+    facts: Vec<crate::alerts::advice::Fact>,
+    stack: Vec<String>,
+    suggestions: Vec<String>,
+}
+
+async fn alerts(State(state): State<AppState>) -> Response {
+    let service = source::<super::alerts::AlertsSource>(&state, "alerts");
+    let rows = service
+        .as_ref()
+        .and_then(|s| s.as_any())
+        .and_then(|a| a.downcast_ref::<super::alerts::AlertsSource>())
+        .map(|s| s.0.active())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(a, advice)| AlertRow {
+            evidence: crate::alerts::report::evidence_line(&a.evidence),
+            fingerprint: a.fingerprint,
+            rule: a.rule,
+            severity: a.severity.as_str(),
+            state: a.state.as_str(),
+            labels: a.labels,
+            summary: a.summary,
+            detail: a.detail,
+            value: a.value,
+            reference: a.reference,
+            active_since_unix_seconds: unix_seconds(a.active_since),
+            fired_at_unix_seconds: a.fired_at.map(unix_seconds),
+            advice: advice.map(|x| AdviceRow {
+                diagnosis: x.diagnosis,
+                facts: x.evidence,
+                stack: x.stack,
+                suggestions: x.suggestions.into_iter().map(|s| s.text).collect(),
+            }),
+        })
+        .collect();
+    match serde_json::to_vec(&AlertsAnswer {
+        api_version: API_VERSION,
+        enabled: service.is_some(),
+        alerts: rows,
+    }) {
         Ok(body) => json_response(Bytes::from(body)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }

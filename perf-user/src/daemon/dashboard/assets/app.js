@@ -166,6 +166,11 @@ async function poll() {
   } catch (e) {
     document.getElementById("latency-empty").textContent = String(e.message);
   }
+  try {
+    drawAlerts(await get("/api/v1/alerts"));
+  } catch (e) {
+    document.getElementById("alerts-empty").textContent = String(e.message);
+  }
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   setTimeout(poll, POLL_MS);
 }
