@@ -546,3 +546,82 @@ fn dashboard_block_latency() {
     let out = daemon.stop();
     assert!(out.status.success(), "{}", out.describe());
 }
+
+/// A process whose heap grows (tests/workloads/heap_growth.c, 64 KiB every
+/// 10 ms from grow_one) traced by the leaks collector: the API lists it
+/// with its growing stack through grow_one, and so does the page.
+#[test]
+fn dashboard_leaks() {
+    if !require_privileges("dashboard_leaks") {
+        return;
+    }
+    let _serial = exclusive();
+    let dir = test_dir("dashboard_leaks");
+    let exe = compile_c("heap_growth", &dir);
+    let named = dir.join("dash_grow");
+    std::fs::rename(&exe, &named).unwrap();
+    let grow = Workload::spawn(&named, &["grow", "64", "10"]);
+    let config = dir.join("perf-user.toml");
+    std::fs::write(
+        &config,
+        "[collectors.leaks]\nenabled = true\nprocesses = [\"dash_grow\"]\n",
+    )
+    .unwrap();
+    let daemon = Daemon::start(&[
+        "--collectors",
+        "leaks",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let pid = u64::from(grow.pid());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let answer = loop {
+        let answer = get_json(&daemon, "/api/v1/leaks");
+        let growing = answer["processes"].as_array().is_some_and(|ps| {
+            ps.iter().any(|p| {
+                p["pid"] == pid
+                    && p["stacks"].as_array().is_some_and(|ss| {
+                        ss.iter().any(|s| {
+                            s["frames"].to_string().contains("grow_one")
+                                && s["growth_bytes_per_minute"]
+                                    .as_f64()
+                                    .is_some_and(|g| g > 0.0)
+                        })
+                    })
+            })
+        });
+        if growing {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dash_grow's growing stack never showed in /api/v1/leaks: {}",
+            truncate(&answer.to_string(), 3000)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_follows_schema("/api/v1/leaks", &answer);
+    let browser = Browser::start(&dir, 1400, 1800);
+    browser.goto(&format!("http://{}/", daemon.addr));
+    let shown = browser
+        .wait_for(
+            &format!(
+                "const d = document.querySelector('#leaks-list .leak[data-pid=\"{pid}\"]'); \
+                 if (!d) return null; \
+                 const rows = Array.from(d.querySelectorAll('tbody tr')).map((tr) => tr.textContent) \
+                   .filter((t) => t.includes('grow_one')); \
+                 return rows.length && d.querySelector('.growing') ? [d.querySelector('h3').textContent, rows[0]] : null"
+            ),
+            Duration::from_secs(15),
+        )
+        .unwrap_or_else(|last| {
+            browser.screenshot(&dir.join("leaks-failed.png"));
+            panic!("the leaks panel never showed dash_grow growing: {last}")
+        });
+    eprintln!("leaks panel: {shown}");
+    browser.screenshot_element("//section[@id='leaks-panel']", &dir.join("leaks-panel.png"));
+    drop(browser);
+    drop(grow);
+    let out = daemon.stop();
+    assert!(out.status.success(), "{}", out.describe());
+}

@@ -205,6 +205,13 @@ fn outstanding_of(c: &AllocCounters, sample_every: u32) -> u64 {
     open * u64::from(sample_every)
 }
 
+impl LeaksSource {
+    /// Every traced process's outstanding allocations (as `read`).
+    pub fn read_processes(&self) -> Option<Reading> {
+        Source::read(self).ok().flatten()
+    }
+}
+
 impl Source for LeaksSource {
     fn name(&self) -> &'static str {
         "leaks"

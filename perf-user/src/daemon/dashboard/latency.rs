@@ -172,8 +172,8 @@ impl LatencyHistory {
     }
 }
 
-/// Reads the block and TCP sources every [`STEP`] into [`HISTORY`], for as
-/// long as the scraper lives.
+/// Reads the block and TCP sources every [`STEP`] into [`HISTORY`], and the
+/// leaks source into [`super::leaks`], for as long as the scraper lives.
 pub fn spawn_sampler(scraper: Weak<Scraper>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(STEP);
@@ -197,7 +197,19 @@ pub fn spawn_sampler(scraper: Weak<Scraper>) {
                         }
                     })
                     .collect();
-                HISTORY.record(SystemTime::now(), &readings);
+                let now = SystemTime::now();
+                HISTORY.record(now, &readings);
+                for s in scraper.sources().iter().filter(|s| s.name() == "leaks") {
+                    if let Some(l) = s
+                        .as_any()
+                        .and_then(|a| a.downcast_ref::<super::super::leaks::LeaksSource>())
+                    {
+                        let t = now
+                            .duration_since(SystemTime::UNIX_EPOCH)
+                            .map_or(0.0, |d| d.as_secs_f64());
+                        super::leaks::sample(l, t);
+                    }
+                }
             })
             .await;
             if let Err(e) = read {

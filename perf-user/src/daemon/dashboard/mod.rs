@@ -6,6 +6,7 @@
 
 pub mod history;
 pub mod latency;
+pub mod leaks;
 
 use std::{
     sync::Arc,
@@ -51,10 +52,16 @@ pub fn routes() -> Router<AppState> {
         .route("/api/v1/cpu/folded", get(folded))
         .route("/api/v1/latency", get(latency_history))
         .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/leaks", get(leaks_now))
 }
 
 /// The embedded files: name, content type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "leaks.js",
+        "text/javascript; charset=utf-8",
+        include_str!("assets/leaks.js"),
+    ),
     (
         "alerts.js",
         "text/javascript; charset=utf-8",
@@ -664,6 +671,28 @@ async fn alerts(State(state): State<AppState>) -> Response {
         api_version: API_VERSION,
         enabled: service.is_some(),
         alerts: rows,
+    }) {
+        Ok(body) => json_response(Bytes::from(body)),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+/// `GET /api/v1/leaks`.
+#[derive(Serialize)]
+struct LeaksAnswer {
+    api_version: u32,
+    enabled: bool,
+    step_seconds: f64,
+    processes: Vec<leaks::ProcessRow>,
+}
+
+async fn leaks_now(State(state): State<AppState>) -> Response {
+    let enabled = source::<super::leaks::LeaksSource>(&state, "leaks").is_some();
+    match serde_json::to_vec(&LeaksAnswer {
+        api_version: API_VERSION,
+        enabled,
+        step_seconds: latency::STEP.as_secs_f64(),
+        processes: if enabled { leaks::rows() } else { Vec::new() },
     }) {
         Ok(body) => json_response(Bytes::from(body)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),

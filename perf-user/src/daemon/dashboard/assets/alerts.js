@@ -10,13 +10,7 @@ function alertElement(tag, text, cls) {
 }
 
 function drawAlerts(answer) {
-  const list = document.getElementById("alerts-list");
-  const empty = document.getElementById("alerts-empty");
-  empty.textContent = answer.enabled
-    ? "Nothing pending or firing."
-    : "The alert engine is off ([alerts] enabled = false).";
-  empty.hidden = answer.alerts.length > 0;
-  list.replaceChildren();
+  const list = startPanel("alerts-list", "alerts-empty", answer.enabled ? "Nothing pending or firing." : "The alert engine is off ([alerts] enabled = false).", answer.alerts.length);
   for (const a of answer.alerts) {
     const div = alertElement("div", undefined, "alert " + a.state);
     div.dataset.rule = a.rule;

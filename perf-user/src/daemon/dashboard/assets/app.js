@@ -26,6 +26,16 @@ function fill(tbody, rows, draw) {
   }
 }
 
+// Empties the list of a panel, and shows `why` in its "empty" line when
+// it has no `n` items; returns the list.
+function startPanel(listId, emptyId, why, n) {
+  const empty = $(emptyId);
+  empty.textContent = why;
+  empty.hidden = n > 0;
+  $(listId).replaceChildren();
+  return $(listId);
+}
+
 function bytes(n) {
   const units = ["B", "KiB", "MiB", "GiB"];
   let i = 0;
@@ -170,6 +180,11 @@ async function poll() {
     drawAlerts(await get("/api/v1/alerts"));
   } catch (e) {
     document.getElementById("alerts-empty").textContent = String(e.message);
+  }
+  try {
+    drawLeaks(await get("/api/v1/leaks"));
+  } catch (e) {
+    document.getElementById("leaks-empty").textContent = String(e.message);
   }
   document.body.dataset.polls = String(Number(document.body.dataset.polls || 0) + 1);
   setTimeout(poll, POLL_MS);
