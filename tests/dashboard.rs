@@ -1,7 +1,8 @@
 //! The dashboard at `/` in a real headless Chromium (WebDriver), while a CPU
 //! burner runs: the hot function is in the flame graph and the hotspot
 //! table, a click on its frame zooms it to the graph's width, the window
-//! and process selectors work, the page polls every second; and each API
+//! and process selectors work, a new CPU window is on the page within 1 s
+//! of being in /metrics, an alert fires with its advice; and each API
 //! answer against its schema in docs/dashboard.md. Screenshots are saved
 //! beside the test's files (target/tmp/perf-user-it/dashboard_*).
 //!
@@ -394,6 +395,53 @@ summary = "{{function}} takes {{value}} of the CPU"
     let after = polls();
     assert!(after - before >= 2.0, "{before} -> {after} polls in 3 s");
 
+    // A new value is on the page within 1 s of being in /metrics: the end
+    // of the next CPU window.
+    let window_end = || {
+        daemon
+            .scrape()
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("perf_user_cpu_window_end_timestamp_seconds ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    };
+    let old_end = window_end();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (new_end, in_metrics) = loop {
+        let end = window_end();
+        if end > old_end {
+            break (end, Instant::now());
+        }
+        assert!(Instant::now() < deadline, "no new CPU window in /metrics");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let on_page = loop {
+        let shown = browser
+            .eval("return Number(document.body.dataset.cpuEnd || 0)")
+            .as_f64()
+            .unwrap();
+        if (shown - new_end).abs() < 1e-3 {
+            break in_metrics.elapsed();
+        }
+        assert!(
+            in_metrics.elapsed() < Duration::from_secs(5),
+            "the window ending at {new_end} never showed on the page (it shows {shown})"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    eprintln!(
+        "a new CPU window was on the page {} ms after /metrics had it",
+        on_page.as_millis()
+    );
+    assert!(
+        on_page <= Duration::from_secs(1),
+        "a new CPU window took {on_page:?} to reach the page after /metrics had it"
+    );
+
     // A click on the hot frame zooms it to the graph's width. A new window
     // may reload the graph between finding the frame and clicking it: try
     // again then.
@@ -622,6 +670,54 @@ fn dashboard_leaks() {
     browser.screenshot_element("//section[@id='leaks-panel']", &dir.join("leaks-panel.png"));
     drop(browser);
     drop(grow);
+    let out = daemon.stop();
+    assert!(out.status.success(), "{}", out.describe());
+}
+
+/// With a web config file asking for basic authentication, the page, its
+/// files and every API path need the login, as /metrics does.
+#[test]
+fn dashboard_behind_basic_auth() {
+    if !require_privileges("dashboard_behind_basic_auth") {
+        return;
+    }
+    let _serial = exclusive();
+    let dir = test_dir("dashboard_behind_basic_auth");
+    let hash = bcrypt::hash("s3cret", 4).unwrap();
+    let web = dir.join("web.yml");
+    std::fs::write(&web, format!("basic_auth_users:\n  alice: '{hash}'\n")).unwrap();
+    let daemon = Daemon::start(&[
+        "--collectors",
+        "cpu",
+        "--web.config.file",
+        web.to_str().unwrap(),
+    ]);
+    use base64::Engine as _;
+    let login = format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode("alice:s3cret")
+    );
+    for path in [
+        "/",
+        "/dashboard/app.js",
+        "/dashboard/uPlot.iife.min.js",
+        "/api/v1/status",
+        "/api/v1/cpu",
+        "/api/v1/cpu/flamegraph.svg",
+        "/api/v1/cpu/folded",
+        "/api/v1/latency",
+        "/api/v1/alerts",
+        "/api/v1/leaks",
+    ] {
+        let anonymous = http_get(daemon.addr, path, &[]).unwrap();
+        assert_eq!(anonymous.status, 401, "{path} without a login");
+        let logged_in = http_get(daemon.addr, path, &[("Authorization", &login)]).unwrap();
+        assert_eq!(
+            logged_in.status, 200,
+            "{path} with the login: {}",
+            logged_in.body
+        );
+    }
     let out = daemon.stop();
     assert!(out.status.success(), "{}", out.describe());
 }
