@@ -19,6 +19,18 @@ pub const MAX_WINDOWS: usize = 64;
 /// Most distinct stacks kept per window (the heaviest); the rest are
 /// counted in [`FoldedWindow::dropped_samples`].
 pub const MAX_STACKS: usize = 5_000;
+/// Most bytes of stacks kept per window (the heaviest stacks first): deep
+/// C++ or Rust stacks fold into lines of kilobytes.
+pub const MAX_WINDOW_BYTES: usize = 1 << 20;
+/// Most bytes of stacks kept in all: the oldest windows go first (the
+/// newest is always kept), so on a busy host "5 min" may cover less; the
+/// answers say how much they cover.
+pub const MAX_HISTORY_BYTES: usize = 4 << 20;
+
+/// What a stack costs in memory, roughly.
+fn cost(s: &FoldedStack) -> usize {
+    s.line.len() + s.process.len() + std::mem::size_of::<FoldedStack>()
+}
 
 /// One process's stack in a window.
 #[derive(Clone, Debug, PartialEq)]
@@ -44,8 +56,10 @@ pub struct FoldedWindow {
     pub duration: Duration,
     /// Samples in it.
     pub samples: u64,
-    /// Samples of the stacks beyond [`MAX_STACKS`].
+    /// Samples of the stacks beyond [`MAX_STACKS`] or [`MAX_WINDOW_BYTES`].
     pub dropped_samples: u64,
+    /// What its stacks cost in memory, roughly.
+    pub bytes: usize,
     /// Its stacks, heaviest first.
     pub stacks: Vec<FoldedStack>,
 }
@@ -80,14 +94,25 @@ impl FoldedWindow {
                 })
                 .collect();
         stacks.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.line.cmp(&b.line)));
-        let dropped_samples = stacks.iter().skip(MAX_STACKS).map(|s| s.count).sum();
-        stacks.truncate(MAX_STACKS);
+        let mut bytes = 0;
+        let kept = stacks
+            .iter()
+            .take(MAX_STACKS)
+            .take_while(|s| {
+                bytes += cost(s);
+                bytes <= MAX_WINDOW_BYTES
+            })
+            .count();
+        let dropped_samples = stacks.iter().skip(kept).map(|s| s.count).sum();
+        stacks.truncate(kept);
         stacks.shrink_to_fit();
+        let bytes = stacks.iter().map(cost).sum();
         FoldedWindow {
             end: Some(end),
             duration,
             samples: profile.total_samples,
             dropped_samples,
+            bytes,
             stacks,
         }
     }
@@ -106,6 +131,8 @@ impl History {
         let end = w.end;
         windows.push_back(Arc::new(w));
         while windows.len() > MAX_WINDOWS
+            || (windows.len() > 1
+                && windows.iter().map(|w| w.bytes).sum::<usize>() > MAX_HISTORY_BYTES)
             || windows.front().is_some_and(|f| {
                 end.zip(f.end)
                     .and_then(|(e, fe)| e.duration_since(fe).ok())
@@ -243,6 +270,7 @@ mod tests {
             duration: Duration::from_secs(10),
             samples: stacks.iter().map(|s| s.2).sum(),
             dropped_samples: 0,
+            bytes: 0,
             stacks: stacks
                 .iter()
                 .map(|(pid, line, count)| FoldedStack {
@@ -265,6 +293,11 @@ mod tests {
         assert_eq!(h.last(KEEP).len(), 30);
         assert_eq!(h.last(Duration::from_secs(10)).len(), 1);
         assert_eq!(h.last(Duration::from_secs(60)).len(), 6);
+        // Over the byte budget, the oldest go first; the newest stays.
+        let mut big = window(1395, &[(1, "app;main;hot", 1)]);
+        big.bytes = MAX_HISTORY_BYTES + 1;
+        h.push(big);
+        assert_eq!(h.last(KEEP).len(), 1);
     }
 
     #[test]
