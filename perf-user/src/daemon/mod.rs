@@ -282,8 +282,13 @@ pub async fn run(
     };
     drop(scraper);
     log_capabilities();
+    let listen = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     tracing::info!(
-        listen = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+        listen = %listen,
+        dashboard = "/ (docs/dashboard.md), JSON API under /api/v1/",
         "serving /metrics and /healthz"
     );
     let stop = Arc::new(Notify::new());
