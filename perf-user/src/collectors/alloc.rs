@@ -460,10 +460,13 @@ impl AllocCollector {
         self.attached.push(path.to_path_buf());
         if let Some(tables) = &mut self.tables {
             // The process's libraries are mapped by now (this runs once the
-            // loader is done, and again after each execve()).
-            tables
-                .load_process(&mut self.ebpf, self.tgid.get())
-                .map_err(|e| AllocError::Options(format!("loading unwind tables: {e}")))?;
+            // loader is done, and again after each execve()). Without its
+            // tables (it exited meanwhile, its maps are unreadable) stacks
+            // are walked with frame pointers: not a reason to stop tracing,
+            // and an exit is reported as such by the caller.
+            if let Err(e) = tables.load_process(&mut self.ebpf, self.tgid.get()) {
+                tracing::debug!(pid = self.tgid.get(), error = %e, "no unwind tables");
+            }
         }
         Ok(())
     }
