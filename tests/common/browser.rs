@@ -146,6 +146,24 @@ impl Browser {
         .map(drop)
     }
 
+    /// Opens a new tab and makes it the current one.
+    pub fn new_tab(&self) {
+        let tab = self.call(
+            "POST",
+            &self.session_path("/window/new"),
+            Some(json!({ "type": "tab" })),
+        );
+        let handle = tab["handle"]
+            .as_str()
+            .expect("a new tab's handle")
+            .to_string();
+        self.call(
+            "POST",
+            &self.session_path("/window"),
+            Some(json!({ "handle": handle })),
+        );
+    }
+
     /// Runs the next commands in iframe element `id`; `None`: the page again.
     pub fn frame(&self, id: Option<&str>) {
         let target = id.map_or(Value::Null, |id| json!({ ELEMENT: id }));

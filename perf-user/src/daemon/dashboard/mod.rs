@@ -480,69 +480,116 @@ fn span_of(asked: Duration, windows: &[Arc<history::FoldedWindow>]) -> WindowSpa
     }
 }
 
-async fn cpu(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    with_cpu(state, raw, |cpu, q, windows| {
-        let s = history::select(&windows, &q.query);
-        let groups = |m: std::collections::BTreeMap<String, u64>| {
-            let mut rows: Vec<GroupRow> = m
-                .into_iter()
-                .map(|(name, samples)| GroupRow { name, samples })
-                .collect();
-            rows.sort_by_key(|r| std::cmp::Reverse(r.samples));
-            rows
-        };
-        let mut processes: Vec<ProcessRow> = s
-            .processes
-            .into_iter()
-            .map(|(process, (pids, samples))| ProcessRow {
-                process,
-                pids,
-                samples,
-            })
-            .collect();
-        processes.sort_by_key(|p| std::cmp::Reverse(p.samples));
-        let answer = CpuAnswer {
-            api_version: API_VERSION,
-            window: span_of(q.span, &windows),
-            frequency_hz: cpu.frequency_hz(),
-            samples: s.samples,
-            hotspots: history::hotspots(&s.folded, HOTSPOTS),
-            processes,
-            cgroups: groups(s.cgroups),
-            units: groups(s.units),
-            folded: if q.folded { s.folded } else { Vec::new() },
-        };
-        match serde_json::to_vec(&answer) {
-            Ok(body) => json_response(Bytes::from(body)),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+/// CPU answers (JSON, SVG) that tabs with the same selection share until a
+/// new window closes: the last few, by [`answer_key`].
+static ANSWERS: std::sync::Mutex<std::collections::VecDeque<(String, Bytes)>> =
+    std::sync::Mutex::new(std::collections::VecDeque::new());
+/// CPU answers kept.
+const ANSWERS_KEPT: usize = 8;
+
+/// What a CPU answer depends on: the endpoint, the query, and the windows.
+fn answer_key(what: &str, raw: &str, windows: &[Arc<history::FoldedWindow>]) -> String {
+    let end = windows.last().and_then(|w| w.end).map(unix_seconds);
+    format!("{what}?{raw}#{end:?}#{}", windows.len())
+}
+
+/// The answer under `key`, made by `make` unless another request made it.
+fn shared_answer(
+    key: String,
+    content_type: &'static str,
+    make: impl FnOnce() -> Result<Vec<u8>, String>,
+) -> Response {
+    let respond = |body: Bytes| {
+        (
+            [
+                (header::CONTENT_TYPE, content_type),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            body,
+        )
+            .into_response()
+    };
+    let found = super::windows::lock(&ANSWERS)
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, b)| b.clone());
+    if let Some(body) = found {
+        return respond(body);
+    }
+    match make() {
+        Ok(body) => {
+            let body = Bytes::from(body);
+            let mut kept = super::windows::lock(&ANSWERS);
+            kept.push_back((key, body.clone()));
+            while kept.len() > ANSWERS_KEPT {
+                kept.pop_front();
+            }
+            respond(body)
         }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
+async fn cpu(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+    let key = raw.clone().unwrap_or_default();
+    with_cpu(state, raw, move |cpu, q, windows| {
+        let key = answer_key("cpu", &key, &windows);
+        shared_answer(key, "application/json", || {
+            let s = history::select(&windows, &q.query);
+            let groups = |m: std::collections::BTreeMap<String, u64>| {
+                let mut rows: Vec<GroupRow> = m
+                    .into_iter()
+                    .map(|(name, samples)| GroupRow { name, samples })
+                    .collect();
+                rows.sort_by_key(|r| std::cmp::Reverse(r.samples));
+                rows
+            };
+            let mut processes: Vec<ProcessRow> = s
+                .processes
+                .into_iter()
+                .map(|(process, (pids, samples))| ProcessRow {
+                    process,
+                    pids,
+                    samples,
+                })
+                .collect();
+            processes.sort_by_key(|p| std::cmp::Reverse(p.samples));
+            let answer = CpuAnswer {
+                api_version: API_VERSION,
+                window: span_of(q.span, &windows),
+                frequency_hz: cpu.frequency_hz(),
+                samples: s.samples,
+                hotspots: history::hotspots(&s.folded, HOTSPOTS),
+                processes,
+                cgroups: groups(s.cgroups),
+                units: groups(s.units),
+                folded: if q.folded { s.folded } else { Vec::new() },
+            };
+            serde_json::to_vec(&answer).map_err(|e| e.to_string())
+        })
     })
     .await
 }
 
 async fn flamegraph(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
-    with_cpu(state, raw, |_, q, windows| {
-        let s = history::select(&windows, &q.query);
-        let span = span_of(q.span, &windows);
-        let title = format!("CPU, last {:.0} s", span.seconds);
-        let subtitle = format!(
-            "{} samples in {} window{}",
-            s.samples,
-            span.windows,
-            if span.windows == 1 { "" } else { "s" }
-        );
-        let mut svg = Vec::new();
-        match crate::output::svg::write_lines(&s.folded, &title, &subtitle, "samples", &mut svg) {
-            Ok(()) => (
-                [
-                    (header::CONTENT_TYPE, "image/svg+xml"),
-                    (header::CACHE_CONTROL, "no-store"),
-                ],
-                svg,
-            )
-                .into_response(),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        }
+    let key = raw.clone().unwrap_or_default();
+    with_cpu(state, raw, move |_, q, windows| {
+        let key = answer_key("flamegraph.svg", &key, &windows);
+        shared_answer(key, "image/svg+xml", || {
+            let s = history::select(&windows, &q.query);
+            let span = span_of(q.span, &windows);
+            let title = format!("CPU, last {:.0} s", span.seconds);
+            let subtitle = format!(
+                "{} samples in {} window{}",
+                s.samples,
+                span.windows,
+                if span.windows == 1 { "" } else { "s" }
+            );
+            let mut svg = Vec::new();
+            crate::output::svg::write_lines(&s.folded, &title, &subtitle, "samples", &mut svg)
+                .map(|()| svg)
+                .map_err(|e| e.to_string())
+        })
     })
     .await
 }
