@@ -82,12 +82,7 @@ pub fn build_with(
             }
         })
         .collect();
-    stacks.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(a.pid.cmp(&b.pid))
-            .then(a.tid.cmp(&b.tid))
-    });
+    sort_stacks(&mut stacks);
     Profile {
         kind: crate::profile::ProfileKind::Cpu,
         frequency_hz: run.frequency_hz,
@@ -100,6 +95,17 @@ pub fn build_with(
         off_cpu: None,
         stacks,
     }
+}
+
+/// The order of a profile's stacks: most counted first, then by process
+/// and thread.
+pub fn sort_stacks(stacks: &mut [StackSample]) {
+    stacks.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.tid.cmp(&b.tid))
+    });
 }
 
 /// Drops the user frames from the first return address that is in no code

@@ -102,6 +102,17 @@ pub struct LostCounts {
 }
 
 impl LostCounts {
+    /// Both counts summed (a wall-clock profile's two collectors).
+    pub fn plus(&self, other: &LostCounts) -> LostCounts {
+        LostCounts {
+            sample_map_full: self.sample_map_full + other.sample_map_full,
+            user_stack_collisions: self.user_stack_collisions + other.user_stack_collisions,
+            user_stack_errors: self.user_stack_errors + other.user_stack_errors,
+            kernel_stack_collisions: self.kernel_stack_collisions + other.kernel_stack_collisions,
+            kernel_stack_errors: self.kernel_stack_errors + other.kernel_stack_errors,
+        }
+    }
+
     /// True when nothing was lost.
     pub fn is_empty(&self) -> bool {
         *self == Self::default()

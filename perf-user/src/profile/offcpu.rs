@@ -6,7 +6,7 @@ use perf_ebpf_common::SampleKey;
 
 use super::{
     OffCpuSummary, Profile, ProfileKind, ThreadState,
-    build::{RunInfo, build_with},
+    build::{RunInfo, build_with, sort_stacks},
 };
 use crate::{
     collectors::{cpu::RawProfile, offcpu::OffCpuSnapshot},
@@ -116,20 +116,8 @@ pub fn wall(cpu: Profile, off: Profile) -> Profile {
         })
         .chain(off.stacks)
         .collect();
-    stacks.sort_by(|a, b| {
-        b.count
-            .cmp(&a.count)
-            .then(a.pid.cmp(&b.pid))
-            .then(a.tid.cmp(&b.tid))
-    });
-    let lost = LostCounts {
-        sample_map_full: cpu.lost.sample_map_full + off.lost.sample_map_full,
-        user_stack_collisions: cpu.lost.user_stack_collisions + off.lost.user_stack_collisions,
-        user_stack_errors: cpu.lost.user_stack_errors + off.lost.user_stack_errors,
-        kernel_stack_collisions: cpu.lost.kernel_stack_collisions
-            + off.lost.kernel_stack_collisions,
-        kernel_stack_errors: cpu.lost.kernel_stack_errors + off.lost.kernel_stack_errors,
-    };
+    sort_stacks(&mut stacks);
+    let lost = cpu.lost.plus(&off.lost);
     Profile {
         kind: ProfileKind::Wall,
         frequency_hz: cpu.frequency_hz,
